@@ -1,0 +1,145 @@
+"""Settings and where each one came from.
+
+Precedence, highest first: magic option > `%config LLMMagics.x` > environment > config file >
+built-in default. The config file is TOML at `~/.config/llm_magic/config.toml` (platformdirs),
+or wherever `LLM_MAGIC_CONFIG` points:
+
+    default_target = "ollama:llama3.2"
+    cache = false
+    concurrency = 8
+
+    [aliases]
+    fast = "groq:llama-3.1-8b-instant"
+    safe = "openai:gpt-4o-mini|local:smollm2"
+
+    [providers.work]                 # an OpenAI-compatible endpoint of your own
+    kind = "openai"
+    base_url = "https://llm.example.com/v1"
+    api_key_env = "WORK_LLM_KEY"     # the key itself never goes in this file
+
+    [prices."work:big-model"]        # USD per million tokens
+    input = 0.5
+    output = 1.5
+
+Keys are read only from environment variables, never from this file.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigProblem
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+__all__ = ["DEFAULTS", "ENV_SETTINGS", "FileConfig", "Setting", "config_path", "load_file_config"]
+
+# Built-in defaults of the settings a user can change with %config, env or the file.
+DEFAULTS: dict[str, Any] = {
+    "default_target": "local:smollm2",
+    "timeout": 120.0,
+    "connect_timeout": 5.0,
+    "retries": 2,
+    "concurrency": 8,
+    "cache": False,
+    "log": True,
+}
+
+# Environment variables that set a setting (types follow DEFAULTS).
+ENV_SETTINGS: dict[str, str] = {
+    "default_target": "LLM_MAGIC_DEFAULT_TARGET",
+    "timeout": "LLM_MAGIC_TIMEOUT",
+    "retries": "LLM_MAGIC_RETRIES",
+    "concurrency": "LLM_MAGIC_CONCURRENCY",
+    "cache": "LLM_MAGIC_CACHE",
+}
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    value: Any
+    source: str  # "option", "%config", "environment", "config file" or "default"
+
+
+@dataclass(frozen=True)
+class FileConfig:
+    path: Path | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)
+    providers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    prices: dict[str, dict[str, float]] = field(default_factory=dict)
+    limits: dict[str, int] = field(default_factory=dict)  # per-provider concurrency
+
+
+def config_path() -> Path:
+    override = os.environ.get("LLM_MAGIC_CONFIG")
+    if override:
+        return Path(override).expanduser()
+    from platformdirs import user_config_dir
+
+    return Path(user_config_dir("llm_magic", appauthor=False)) / "config.toml"
+
+
+_cache: dict[Path, tuple[float, FileConfig]] = {}
+
+
+def load_file_config(path: Path | None = None) -> FileConfig:
+    """Read the config file (re-read only when it changes); a missing file is an empty config."""
+    path = path or config_path()
+    try:
+        mtime = path.stat().st_mtime
+    except OSError:
+        return FileConfig(path=None)
+    hit = _cache.get(path)
+    if hit and hit[0] == mtime:
+        return hit[1]
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigProblem(f"cannot read config file {path}: {exc}") from None
+    parsed = _parse(path, data)
+    _cache[path] = (mtime, parsed)
+    return parsed
+
+
+def _table(data: dict[str, Any], key: str, path: Path) -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigProblem(f"{path}: [{key}] must be a table")
+    return value
+
+
+def _parse(path: Path, data: dict[str, Any]) -> FileConfig:
+    settings = {k: data[k] for k in DEFAULTS if k in data and not isinstance(data[k], dict)}
+    aliases = _table(data, "aliases", path)
+    for name, target in aliases.items():
+        if not isinstance(target, str):
+            raise ConfigProblem(f"{path}: alias {name!r} must be a string like 'provider:model'")
+    providers = _table(data, "providers", path)
+    for name, spec in providers.items():
+        if not isinstance(spec, dict):
+            raise ConfigProblem(f"{path}: [providers.{name}] must be a table")
+        if "api_key" in spec:
+            raise ConfigProblem(
+                f"{path}: [providers.{name}] holds an api_key; name an environment variable "
+                "with api_key_env instead"
+            )
+    limits = data.get("limits", {})
+    if isinstance(data.get("concurrency"), dict):  # [concurrency] per provider
+        limits = data["concurrency"]
+    return FileConfig(
+        path=path,
+        settings=settings,
+        aliases=dict(aliases),
+        providers={k: dict(v) for k, v in providers.items()},
+        prices={k: dict(v) for k, v in _table(data, "prices", path).items()},
+        limits={k: int(v) for k, v in limits.items()},
+    )

@@ -1,0 +1,195 @@
+"""Provider registry and factory.
+
+Built-in providers are described by `ProviderSpec`s; their modules are imported only when a
+provider is first built, so loading the extension imports no SDK. Third parties add providers
+through the entry-point group `llm_magic.providers` (value: a callable `factory(name) ->
+Provider`) or at run time with `register(name, factory)`. User endpoints come from the config
+file's `[providers.NAME]` tables.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..config import FileConfig, load_file_config
+from ..errors import ConfigProblem, UnknownProvider
+from .base import Provider
+
+__all__ = [
+    "BUILTIN",
+    "Endpoint",
+    "ProviderSpec",
+    "get_provider",
+    "known_providers",
+    "register",
+    "resolve_endpoint",
+    "spec_for",
+]
+
+# kind -> "module:Class" of the class that speaks that protocol.
+_KINDS = {
+    "openai": "llm_magic.providers.openai:OpenAIProvider",
+    "ollama": "llm_magic.providers.ollama:OllamaProvider",
+    "mistral": "llm_magic.providers.mistral:MistralProvider",
+    "local": "llm_magic.providers.local:LocalProvider",
+}
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    name: str
+    kind: str  # a key of _KINDS
+    default_base_url: str | None
+    key_env: str | None = None  # where the API key is read from
+    key_required: bool = False
+    base_url_env: str | None = None  # defaults to <NAME>_BASE_URL
+    source: str = "built-in"
+
+    @property
+    def url_env(self) -> str:
+        return self.base_url_env or f"{self.name.upper()}_BASE_URL"
+
+
+def _compat(name: str, url: str, *, required: bool) -> ProviderSpec:
+    return ProviderSpec(name, "openai", url, f"{name.upper()}_API_KEY", key_required=required)
+
+
+BUILTIN: dict[str, ProviderSpec] = {
+    spec.name: spec
+    for spec in [
+        ProviderSpec("openai", "openai", "https://api.openai.com/v1", "OPENAI_API_KEY", True),
+        ProviderSpec("ollama", "ollama", "http://127.0.0.1:11434", None, base_url_env="OLLAMA_HOST"),
+        ProviderSpec("mistral", "mistral", "https://api.mistral.ai", "MISTRAL_API_KEY", True),
+        ProviderSpec("local", "local", None),
+        _compat("localai", "http://127.0.0.1:8080/v1", required=False),
+        _compat("llamacpp", "http://127.0.0.1:8080/v1", required=False),
+        _compat("vllm", "http://127.0.0.1:8000/v1", required=False),
+        _compat("lmstudio", "http://127.0.0.1:1234/v1", required=False),
+        _compat("deepseek", "https://api.deepseek.com/v1", required=True),
+        _compat("xai", "https://api.x.ai/v1", required=True),
+        _compat("gemini", "https://generativelanguage.googleapis.com/v1beta/openai", required=True),
+        _compat("groq", "https://api.groq.com/openai/v1", required=True),
+        _compat("openrouter", "https://openrouter.ai/api/v1", required=True),
+        _compat("llama", "https://api.llama.com/compat/v1", required=True),
+    ]
+}
+
+_registered: dict[str, Callable[[str], Provider]] = {}
+_entry_points: dict[str, Callable[[str], Provider]] | None = None
+_instances: dict[tuple[str, str | None, str | None], Provider] = {}
+_lock = threading.Lock()
+
+
+def register(name: str, factory: Callable[[str], Provider]) -> None:
+    """Register a provider at run time: `factory(name)` returns a Provider."""
+    with _lock:
+        _registered[name] = factory
+        for key in [k for k in _instances if k[0] == name]:
+            del _instances[key]
+
+
+def _plugins() -> dict[str, Callable[[str], Provider]]:
+    global _entry_points
+    if _entry_points is None:
+        from importlib.metadata import entry_points
+
+        found: dict[str, Callable[[str], Provider]] = {}
+        for ep in entry_points(group="llm_magic.providers"):
+            found[ep.name] = ep.load
+        _entry_points = found
+    return _entry_points
+
+
+def _user_specs(cfg: FileConfig) -> dict[str, ProviderSpec]:
+    specs = {}
+    for name, table in cfg.providers.items():
+        kind = table.get("kind", "openai")
+        if kind not in _KINDS:
+            raise ConfigProblem(f"[providers.{name}] kind must be one of {', '.join(_KINDS)}")
+        base = BUILTIN.get(name)
+        specs[name] = ProviderSpec(
+            name,
+            kind,
+            table.get("base_url", base.default_base_url if base else None),
+            table.get("api_key_env", base.key_env if base else None),
+            key_required=bool(table.get("key_required", False)),
+            base_url_env=base.base_url_env if base else None,
+            source=f"config file {cfg.path}",
+        )
+    return specs
+
+
+def known_providers(cfg: FileConfig | None = None) -> list[str]:
+    cfg = cfg if cfg is not None else load_file_config()
+    names = set(BUILTIN) | set(_user_specs(cfg)) | set(_registered) | set(_plugins())
+    return sorted(names)
+
+
+def spec_for(name: str, cfg: FileConfig | None = None) -> ProviderSpec | None:
+    cfg = cfg if cfg is not None else load_file_config()
+    return _user_specs(cfg).get(name) or BUILTIN.get(name)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    base_url: str | None
+    base_url_source: str
+    api_key: str | None  # never shown: see masked()
+    key_source: str | None
+
+    def masked_key(self) -> str | None:
+        if not self.api_key:
+            return None
+        return self.api_key[:3] + "…" + self.api_key[-2:] if len(self.api_key) > 12 else "***"
+
+
+def resolve_endpoint(spec: ProviderSpec) -> Endpoint:
+    """Where the provider's base URL and key come from right now."""
+    url_env = os.environ.get(spec.url_env, "").strip()
+    if url_env:
+        base_url, url_source = url_env, f"environment {spec.url_env}"
+    else:
+        base_url, url_source = spec.default_base_url, spec.source
+    key = os.environ.get(spec.key_env, "").strip() if spec.key_env else ""
+    return Endpoint(base_url, url_source, key or None, f"environment {spec.key_env}" if key else None)
+
+
+def get_provider(name: str, cfg: FileConfig | None = None) -> Provider:
+    """The Provider called `name`, built once per base URL and key and then reused."""
+    cfg = cfg if cfg is not None else load_file_config()
+    factory = _registered.get(name)
+    if factory is None and not (name in BUILTIN or name in cfg.providers):
+        factory = _plugins().get(name)
+        if factory is not None:
+            factory = factory()  # entry point: load the callable itself
+    if factory is not None:
+        key = (name, None, None)
+        with _lock:
+            if key not in _instances:
+                _instances[key] = factory(name)
+            return _instances[key]
+    spec = spec_for(name, cfg)
+    if spec is None:
+        raise UnknownProvider(
+            f"unknown provider {name!r}; known providers: {', '.join(known_providers(cfg))}"
+        )
+    endpoint = resolve_endpoint(spec)
+    key = (name, endpoint.base_url, endpoint.api_key)
+    with _lock:
+        provider = _instances.get(key)
+        if provider is None:
+            module_name, cls_name = _KINDS[spec.kind].split(":")
+            cls = getattr(importlib.import_module(module_name), cls_name)
+            provider = cls(
+                name=name,
+                base_url=endpoint.base_url,
+                api_key=endpoint.api_key,
+                # Named so the provider can say which variable to set when a needed key is missing.
+                key_env=spec.key_env if spec.key_required else None,
+            )
+            _instances[key] = provider
+        return provider

@@ -1,0 +1,150 @@
+"""What every provider speaks: messages in, chunks out.
+
+A provider knows its wire protocol and nothing else. Timing, token estimation, retries,
+fallbacks and records live in the runner, once, the same for every provider.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = [
+    "CancelToken",
+    "Chunk",
+    "Health",
+    "Message",
+    "ModelInfo",
+    "Options",
+    "Provider",
+    "Usage",
+]
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str  # "system", "user" or "assistant"
+    content: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"role": self.role, "content": self.content}
+
+
+@dataclass(frozen=True)
+class Options:
+    """Sampling and transport options of one request. None means: the server's default."""
+
+    temperature: float | None = None
+    max_tokens: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] | None = None
+    stream: bool = True
+    connect_timeout: float = 5.0
+    read_timeout: float = 120.0
+
+    def sampling(self) -> dict[str, Any]:
+        """The sampling options actually set, as recorded in the `params` column."""
+        keys = ("temperature", "max_tokens", "top_p", "seed", "stop")
+        return {k: v for k, v in asdict(self).items() if k in keys and v is not None}
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One piece of a streamed answer. Any field may be empty; usage usually comes last."""
+
+    text: str = ""
+    usage: Usage | None = None
+    finish_reason: str | None = None
+    model: str | None = None  # the model name as the server reported it
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    provider: str
+    model: str
+    size_bytes: int | None = None
+    modified: str | None = None
+    context_length: int | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Health:
+    provider: str
+    base_url: str | None
+    reachable: bool
+    rtt_s: float | None = None
+    version: str | None = None
+    error: str | None = None
+
+
+class CancelToken:
+    """Lets the main thread stop a request that a worker thread is blocked in.
+
+    A provider registers a closer (close the HTTP response, set a flag between tokens) with
+    `on_cancel`; `cancel()` runs every closer, so a blocked read raises at once.
+    """
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._closers: list[Callable[[], object]] = []
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def on_cancel(self, closer: Callable[[], object]) -> None:
+        with self._lock:
+            if not self._event.is_set():
+                self._closers.append(closer)
+                return
+        _quietly(closer)
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._event.set()
+            closers, self._closers = self._closers, []
+        for closer in closers:
+            _quietly(closer)
+
+
+def _quietly(fn: Callable[[], object]) -> None:
+    try:
+        fn()
+    except Exception:  # a closer failing must not stop the others
+        pass
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """The interface every backend implements.
+
+    `stream` yields Chunks as they arrive. It raises only errors from llm_magic.errors: the
+    provider maps its own failures (HTTP status, timeouts, malformed lines) into that tree.
+    With `options.stream` False it may yield a single Chunk holding the whole answer.
+    """
+
+    name: str  # the provider's registered name, e.g. "openai", "vllm", "ollama"
+    base_url: str | None  # None for in-process backends
+
+    def stream(
+        self,
+        messages: list[Message],
+        model: str,
+        options: Options,
+        cancel: CancelToken | None = None,
+    ) -> Iterator[Chunk]: ...
+
+    def list_models(self) -> list[ModelInfo]: ...
+
+    def health(self) -> Health: ...
