@@ -39,7 +39,15 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-__all__ = ["DEFAULTS", "ENV_SETTINGS", "FileConfig", "Setting", "config_path", "load_file_config"]
+__all__ = [
+    "DEFAULTS",
+    "ENV_SETTINGS",
+    "FileConfig",
+    "Setting",
+    "config_path",
+    "load_file_config",
+    "resolve_setting",
+]
 
 # Built-in defaults of the settings a user can change with %config, env or the file.
 DEFAULTS: dict[str, Any] = {
@@ -143,3 +151,37 @@ def _parse(path: Path, data: dict[str, Any]) -> FileConfig:
         prices={k: dict(v) for k, v in _table(data, "prices", path).items()},
         limits={k: int(v) for k, v in limits.items()},
     )
+
+
+def _coerce(name: str, raw: Any, where: str) -> Any:
+    kind = type(DEFAULTS[name])
+    try:
+        if kind is bool:
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        return kind(raw)
+    except (TypeError, ValueError):
+        raise ConfigProblem(f"{where}: {name} must be a {kind.__name__}, not {raw!r}") from None
+
+
+def resolve_setting(name: str, option: Any = None, configured: Any = None) -> Setting:
+    """One setting's value and its source, by the precedence in this module's docstring."""
+    if option is not None:
+        return Setting(name, option, "option")
+    if configured is not None:
+        return Setting(name, configured, "%config")
+    env = ENV_SETTINGS.get(name)
+    if env and os.environ.get(env, "").strip():
+        where = f"environment {env}"
+        return Setting(name, _coerce(name, os.environ[env], where), where)
+    file = load_file_config()
+    if name in file.settings:
+        where = f"config file {file.path}"
+        return Setting(name, _coerce(name, file.settings[name], where), where)
+    return Setting(name, DEFAULTS[name], "default")

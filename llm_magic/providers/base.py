@@ -103,6 +103,10 @@ class CancelToken:
     def cancelled(self) -> bool:
         return self._event.is_set()
 
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to `timeout` seconds; True at once if cancelled meanwhile."""
+        return self._event.wait(timeout)
+
     def on_cancel(self, closer: Callable[[], object]) -> None:
         with self._lock:
             if not self._event.is_set():

@@ -1,0 +1,189 @@
+"""The Python API, and the one path every run takes (the magic and the panel call `run`).
+
+    compare(["Why is the sky blue?"], ["local:smollm2", "ollama:llama3.2"]) -> DataFrame
+    complete("Say hi", "openai:gpt-4o-mini") -> Completion
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from . import providers
+from .config import load_file_config, resolve_setting
+from .errors import ProviderError
+from .providers.base import Message, Options
+from .records import RunRecord
+from .runner import Events, Job, Policy, run_jobs
+from .targets import TargetSpec, resolve_targets
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["Completion", "Session", "compare", "complete", "plan_jobs", "run", "session"]
+
+
+@dataclass
+class Session:
+    """What lives for the whole kernel: aliases made with `%llm alias` and the last result."""
+
+    aliases: dict[str, str] = field(default_factory=dict)
+    last: list[RunRecord] = field(default_factory=list)
+
+    def all_aliases(self) -> dict[str, str]:
+        return {**load_file_config().aliases, **self.aliases}
+
+    def specs(self, targets: Sequence[str], default: str | None = None) -> list[TargetSpec]:
+        """Parse target words; raises UsageProblem before anything is sent."""
+        default = default or resolve_setting("default_target").value
+        known = providers.known_providers()
+        return resolve_targets(list(targets), self.all_aliases(), known, default)
+
+
+session = Session()
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One answer from `complete()`; str() gives the text."""
+
+    text: str
+    record: RunRecord
+
+    def __str__(self) -> str:
+        return self.text
+
+    def _repr_markdown_(self) -> str:
+        from .display import safe_markdown
+
+        return safe_markdown(self.text)
+
+
+def plan_jobs(
+    prompts: Sequence[str],
+    specs: Sequence[TargetSpec],
+    options: Options,
+    *,
+    system: str | None = None,
+    repeat: int = 1,
+) -> list[Job]:
+    """One job per prompt x target x repeat, in that order."""
+    jobs: list[Job] = []
+    for prompt in prompts:
+        messages = ((Message("system", system),) if system else ()) + (Message("user", prompt),)
+        for spec in specs:
+            for r in range(repeat):
+                jobs.append(Job(len(jobs), prompt, messages, spec, options, r))
+    return jobs
+
+
+def make_options(
+    *,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    stop: Sequence[str] | None = None,
+    stream: bool = True,
+    timeout: float | None = None,
+    configured: Mapping[str, Any] | None = None,
+) -> Options:
+    configured = configured or {}
+    return Options(
+        temperature=temperature,
+        max_tokens=max_tokens,
+        top_p=top_p,
+        seed=seed,
+        stop=tuple(stop) if stop else None,
+        stream=stream,
+        read_timeout=float(resolve_setting("timeout", timeout, configured.get("timeout")).value),
+        connect_timeout=float(
+            resolve_setting("connect_timeout", None, configured.get("connect_timeout")).value
+        ),
+    )
+
+
+def make_policy(
+    *,
+    retries: int | None = None,
+    concurrency: int | None = None,
+    configured: Mapping[str, Any] | None = None,
+) -> Policy:
+    configured = configured or {}
+    file = load_file_config()
+    return Policy(
+        retries=int(resolve_setting("retries", retries, configured.get("retries")).value),
+        concurrency=int(
+            resolve_setting("concurrency", concurrency, configured.get("concurrency")).value
+        ),
+        limits=file.limits,
+        prices=file.prices,
+    )
+
+
+def run(
+    jobs: Sequence[Job],
+    policy: Policy,
+    events: Events | None = None,
+    session: Session = session,
+) -> list[RunRecord]:
+    """Run planned jobs and remember them as the session's last result."""
+    try:
+        records = run_jobs(jobs, providers.get_provider, policy, events)
+    except KeyboardInterrupt as interrupt:
+        session.last = list(getattr(interrupt, "records", []))
+        raise
+    session.last = records
+    return records
+
+
+def compare(
+    prompts: str | Sequence[str],
+    targets: str | Sequence[str] | None = None,
+    *,
+    system: str | None = None,
+    repeat: int = 1,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    stop: Sequence[str] | None = None,
+    stream: bool = True,
+    timeout: float | None = None,
+    retries: int | None = None,
+    concurrency: int | None = None,
+) -> pd.DataFrame:
+    """Send every prompt to every target; one DataFrame row per prompt x target x repeat.
+
+    A failing target gives rows with `error` set; it never raises for a provider's failure.
+    """
+    from .results import to_dataframe
+
+    prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
+    target_list = [targets] if isinstance(targets, str) else list(targets or [])
+    specs = session.specs(target_list)
+    options = make_options(
+        temperature=temperature,
+        max_tokens=max_tokens,
+        top_p=top_p,
+        seed=seed,
+        stop=stop,
+        stream=stream,
+        timeout=timeout,
+    )
+    jobs = plan_jobs(prompt_list, specs, options, system=system, repeat=repeat)
+    records = run(jobs, make_policy(retries=retries, concurrency=concurrency))
+    return to_dataframe(records)
+
+
+def complete(prompt: str, target: str | None = None, **options: Any) -> Completion:
+    """One prompt to one target. Raises the provider's error if it failed."""
+    specs = session.specs([target] if target else [])
+    policy = make_policy(retries=options.pop("retries", None))
+    system = options.pop("system", None)
+    jobs = plan_jobs([prompt], specs, make_options(**options), system=system)
+    (record,) = run(jobs, policy)
+    if record.error is not None and not record.output:
+        raise ProviderError(record.error)
+    return Completion(record.output, record)

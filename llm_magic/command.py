@@ -1,0 +1,338 @@
+"""Parse the `%%llm` line and cell into a frozen `Command`, and `%llm` lines into subcommands.
+
+Nothing here knows IPython or sends anything: every mistake becomes one `UsageProblem` line that
+names the bad option or value and says what is allowed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import keyword
+import math
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .errors import UsageProblem
+
+__all__ = [
+    "FORMATS",
+    "SUBCOMMANDS",
+    "Command",
+    "parse_command",
+    "parse_subcommand",
+    "split_line",
+    "usage_text",
+]
+
+FORMATS: tuple[str, ...] = ("markdown", "text", "code", "json", "html")
+
+# Subcommand -> (arguments as shown in help, fewest arguments, most arguments or None).
+SUBCOMMANDS: dict[str, tuple[str, int, int | None]] = {
+    "models": ("[PROVIDER]", 0, 1),
+    "status": ("", 0, 0),
+    "providers": ("", 0, 0),
+    "pull": ("ollama:MODEL", 1, 1),
+    "rm": ("ollama:MODEL", 1, 1),
+    "show": ("TARGET", 1, 1),
+    "ps": ("", 0, 0),
+    "alias": ("[NAME [TARGET]]", 0, 2),
+    "config": ("", 0, None),
+    "history": ("[N]", 0, 1),
+    "reset": ("", 0, None),
+    "panel": ("[TARGET ...]", 0, None),
+    "help": ("", 0, 1),
+}
+
+
+@dataclass(frozen=True)
+class Command:
+    """What one `%%llm` cell asks for. `None` means "use the configured default"."""
+
+    targets: tuple[str, ...] = ()
+    template: str = ""
+    temperature: float | None = None
+    max_tokens: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    system: str | None = None
+    stop: tuple[str, ...] | None = None
+    repeat: int = 1
+    over: str | None = None
+    out: str | None = None
+    format: str = "markdown"
+    stream: bool = True
+    timeout: float | None = None
+    retries: int | None = None
+    concurrency: int | None = None
+    cache: bool | None = None
+    chat: bool = False
+    quiet: bool = False
+    interpolate: bool = True
+    help: bool = False
+
+
+def split_line(line: str) -> list[str]:
+    """Split a magic line into words with shell quoting.
+
+    Backslashes are kept as typed (no shell escapes) so `local:C:\\models\\x.gguf` survives, and
+    `#` is not a comment: both are common in paths and system prompts.
+    """
+    lexer = shlex.shlex(line, posix=True)
+    lexer.whitespace_split = True
+    lexer.escape = ""
+    lexer.commenters = ""
+    try:
+        return list(lexer)
+    except ValueError:
+        raise UsageProblem(
+            "unbalanced quote in the magic line: close every ' and \" you open"
+        ) from None
+
+
+# --- value checkers: each raises ArgumentTypeError, which argparse prefixes with the option ---
+
+
+def _number(lo: float, hi: float, *, lo_open: bool = False) -> Callable[[str], float]:
+    if hi == math.inf:
+        allowed = f"greater than {lo:g}" if lo_open else f"{lo:g} or more"
+    else:
+        allowed = f"greater than {lo:g} and at most {hi:g}" if lo_open else f"{lo:g} to {hi:g}"
+
+    def check(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a number; allowed: {allowed}"
+            ) from None
+        too_low = value <= lo if lo_open else value < lo
+        if not math.isfinite(value) or too_low or value > hi:
+            raise argparse.ArgumentTypeError(f"{text} is out of range; allowed: {allowed}")
+        return value
+
+    return check
+
+
+def _whole(lo: int, hi: int | None) -> Callable[[str], int]:
+    allowed = f"{lo} or more" if hi is None else f"{lo} to {hi}"
+
+    def check(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a whole number; allowed: {allowed}"
+            ) from None
+        if value < lo or (hi is not None and value > hi):
+            raise argparse.ArgumentTypeError(f"{text} is out of range; allowed: {allowed}")
+        return value
+
+    return check
+
+
+def _identifier(text: str) -> str:
+    if keyword.iskeyword(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is a Python keyword, not a variable name")
+    if not text.isidentifier():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a Python variable name (letters, digits and _, not starting "
+            "with a digit)"
+        )
+    return text
+
+
+def _format_name(text: str) -> str:
+    if text.lower() not in FORMATS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a format; allowed: {', '.join(FORMATS)}")
+    return text.lower()
+
+
+def _text(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError('the text is empty; quote it, e.g. -s "You are terse"')
+    return text
+
+
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+
+
+def _stop(text: str) -> str:
+    # Backslashes reach us as typed, so `--stop "\n"` is decoded here to mean a newline.
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "\\" and i + 1 < len(text) and text[i + 1] in _ESCAPES:
+            out.append(_ESCAPES[text[i + 1]])
+            i += 2
+        else:
+            out.append(text[i])
+            i += 1
+    if not out:
+        raise argparse.ArgumentTypeError("the text is empty; give the text that ends an answer")
+    return "".join(out)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that never prints or exits: every complaint is a UsageProblem."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageProblem(_tidy(message))
+
+    def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]
+        raise UsageProblem(_tidy(message or "invalid magic line"))
+
+
+def _tidy(message: str) -> str:
+    """Turn argparse's wording into ours."""
+    message = message.strip()
+    if message.startswith("unrecognized arguments: "):
+        words = message.removeprefix("unrecognized arguments: ")
+        return f"unknown option {words}; see %llm help for the options"
+    if message.startswith("argument "):
+        message = message.removeprefix("argument ")
+    message = message.replace("not allowed with argument ", "not allowed with ")
+    if message.endswith(": expected one argument"):
+        return message.removesuffix(": expected one argument") + " needs a value"
+    return message
+
+
+def _build_parser() -> _Parser:
+    p = _Parser(prog="%%llm", add_help=False, allow_abbrev=False, exit_on_error=False)
+    p.add_argument("targets", nargs="*")
+    p.add_argument("-h", "--help", action="store_true")
+    p.add_argument("-t", "--temperature", type=_number(0, 2))
+    p.add_argument("-n", "--max-tokens", type=_whole(1, None))
+    p.add_argument("--top-p", type=_number(0, 1, lo_open=True))
+    p.add_argument("--seed", type=_whole(0, 2**32 - 1))
+    p.add_argument("-s", "--system", type=_text)
+    p.add_argument("--stop", type=_stop, action="append")
+    p.add_argument("-r", "--repeat", type=_whole(1, 1000), default=1)
+    p.add_argument("--over", type=_identifier)
+    p.add_argument("-o", "--out", type=_identifier)
+    p.add_argument("-f", "--format", type=_format_name, default="markdown")
+    p.add_argument("--no-stream", dest="stream", action="store_false")
+    p.add_argument("--timeout", type=_number(0, math.inf, lo_open=True))
+    p.add_argument("--retries", type=_whole(0, 10))
+    p.add_argument("-c", "--concurrency", type=_whole(1, 256))
+    cache = p.add_mutually_exclusive_group()
+    cache.add_argument("--cache", dest="cache", action="store_const", const=True)
+    cache.add_argument("--no-cache", dest="cache", action="store_const", const=False)
+    p.add_argument("--chat", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("--no-interpolate", dest="interpolate", action="store_false")
+    return p
+
+
+_PARSER = _build_parser()
+
+
+def _prompt_text(cell: str) -> str:
+    """The cell without blank lines before the prompt or whitespace after it."""
+    lines = cell.rstrip().splitlines()
+    while lines and not lines[0].strip():
+        lines.pop(0)
+    return "\n".join(lines)
+
+
+def parse_command(line: str, cell: str | None) -> Command:
+    """Parse `%%llm LINE` + CELL. `cell=None` is the line form, which carries no prompt."""
+    words = split_line(line)
+    try:
+        ns = _PARSER.parse_intermixed_args(words)
+    except argparse.ArgumentError as exc:  # exit_on_error=False hands these to us
+        raise UsageProblem(_tidy(str(exc))) from None
+    template = "" if cell is None else _prompt_text(cell)
+    if cell is not None and not template and not ns.help:
+        raise UsageProblem("the cell is empty: write the prompt below %%llm")
+    if ns.chat and ns.over:
+        raise UsageProblem("--chat cannot be combined with --over: a chat continues one prompt")
+    if ns.chat and ns.repeat > 1:
+        raise UsageProblem(
+            "--chat cannot be combined with -r/--repeat: which answer would continue?"
+        )
+    return Command(
+        targets=tuple(ns.targets),
+        template=template,
+        temperature=ns.temperature,
+        max_tokens=ns.max_tokens,
+        top_p=ns.top_p,
+        seed=ns.seed,
+        system=ns.system,
+        stop=tuple(ns.stop) if ns.stop else None,
+        repeat=ns.repeat,
+        over=ns.over,
+        out=ns.out,
+        format=ns.format,
+        stream=ns.stream,
+        timeout=ns.timeout,
+        retries=ns.retries,
+        concurrency=ns.concurrency,
+        cache=ns.cache,
+        chat=ns.chat,
+        quiet=ns.quiet,
+        interpolate=ns.interpolate,
+        help=ns.help,
+    )
+
+
+def parse_subcommand(line: str) -> tuple[str, list[str]]:
+    """Parse `%llm SUBCOMMAND args`. An empty line, `-h` and `--help` mean `help`."""
+    words = split_line(line)
+    if not words or words[0] in ("-h", "--help"):
+        return "help", words[1:]
+    name, args = words[0], words[1:]
+    if name not in SUBCOMMANDS:
+        known = ", ".join(SUBCOMMANDS)
+        hint = " (a prompt goes in a %%llm cell)" if ":" in name else ""
+        raise UsageProblem(f"unknown subcommand {name!r}{hint}; known subcommands: {known}")
+    shape, fewest, most = SUBCOMMANDS[name]
+    if len(args) < fewest or (most is not None and len(args) > most):
+        raise UsageProblem(f"usage: %llm {name} {shape}".rstrip())
+    if name == "history" and args:
+        _history_count(args[0])
+    return name, args
+
+
+def _history_count(text: str) -> int:
+    try:
+        return _whole(1, None)(text)
+    except argparse.ArgumentTypeError as exc:
+        raise UsageProblem(f"%llm history N: {exc}") from None
+
+
+def usage_text() -> str:
+    """Help shown by `%llm help` and `%%llm --help`."""
+    subs = "\n".join(
+        f"  %llm {name} {shape}".rstrip() for name, (shape, _, _) in SUBCOMMANDS.items()
+    )
+    return f"""\
+%%llm [TARGET ...] [options]
+prompt template, may use {{name}} from the notebook ({{{{ and }}}} for literal braces)
+
+TARGET is provider:model (ollama:llama3.2:1b), an alias, or a fallback chain a|b|c.
+No target: the configured default target.
+
+Options:
+  -t, --temperature T     sampling temperature, 0 to 2
+  -n, --max-tokens N      most tokens to generate, 1 or more
+  --top-p P               nucleus sampling, greater than 0 and at most 1
+  --seed N                sampling seed, 0 to 4294967295
+  -s, --system TEXT       system prompt, quoted: -s "You are terse"
+  --stop TEXT             stop sequence (repeatable; "\\n" is a newline)
+  -r, --repeat N          ask each target N times, 1 to 1000
+  --over VAR              render the cell once per item of a list, Series or DataFrame
+  -o, --out VAR           also store the result DataFrame in VAR
+  -f, --format FMT        {" | ".join(FORMATS)} (default markdown)
+  --no-stream             show answers only when complete
+  --timeout S             read timeout in seconds, greater than 0
+  --retries N             retries on transient errors, 0 to 10
+  -c, --concurrency N     requests in flight at once, 1 to 256
+  --cache, --no-cache     use or skip the response cache
+  --chat                  continue a conversation per target across cells
+  -q, --quiet             show nothing; the result is in _llm (and -o VAR)
+  --no-interpolate        send the cell text as written, no {{name}} fields
+  -h, --help              show this help
+
+Subcommands:
+{subs}
+"""

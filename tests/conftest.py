@@ -1,0 +1,63 @@
+"""Shared fixtures: an isolated environment, a real IPython shell, and the loopback servers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+from traitlets.config import Config
+
+from servers.fixtures import *  # noqa: F403  (openai_server, ollama_server, mistral_server, refused_url)
+try:  # written by a teammate; optional until it lands
+    from servers.llamacpp import llamacpp_server  # noqa: F401
+except ImportError:
+    pass
+
+# Provider variables a developer's machine may have set; tests must never see them.
+_SCRUBBED = [
+    name
+    for name in os.environ
+    if name.endswith(("_API_KEY", "_BASE_URL")) or name == "OLLAMA_HOST" or name.startswith("LLM_MAGIC")
+]
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No real keys, no user config file, logs and cache in a temporary home."""
+    for name in _SCRUBBED:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LLM_MAGIC_CONFIG", str(tmp_path / "config.toml"))
+    monkeypatch.setenv("LLM_MAGIC_HOME", str(tmp_path / "home"))
+    return tmp_path
+
+
+class ShellForTests(InteractiveShell):
+    """A real InteractiveShell whose run_cell raises instead of printing a traceback."""
+
+    def run_cell(self, raw_cell: str, *args, **kwargs):  # type: ignore[override]
+        result = super().run_cell(raw_cell, *args, **kwargs)
+        result.raise_error()
+        return result
+
+
+@pytest.fixture
+def ip() -> Iterator[InteractiveShell]:
+    """A shell with llm_magic loaded and a fresh session (no aliases, no history)."""
+    config = Config()
+    config.HistoryManager.enabled = False
+    shell = ShellForTests.instance(config=config)
+    shell.extension_manager.load_extension("llm_magic")
+    from llm_magic import api
+
+    magics = shell.magics_manager.registry["LLMMagics"]
+    magics.session = api.Session()
+    yield shell
+    shell.extension_manager.unload_extension("llm_magic")
+    for name in ("default_target", "timeout", "connect_timeout", "retries", "concurrency", "cache"):
+        setattr(magics, name, None)
+    shell.user_ns.clear()
+    shell.init_user_ns()
+    ShellForTests.clear_instance()

@@ -1,0 +1,196 @@
+"""A loopback server speaking Mistral's chat API (api.mistral.ai), closed schema included."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from .base import Exchange, StreamShape, TestServer, dumps
+from .mistral_schema import validation_errors
+from .wire import Completion, sse
+
+__all__ = ["DEFAULT_MISTRAL_MODELS", "MistralServer", "mistral_error"]
+
+DEFAULT_MISTRAL_MODELS: dict[str, int] = {  # id -> max_context_length
+    "mistral-small-latest": 131072,
+    "mistral-large-latest": 131072,
+    "open-mistral-nemo": 131072,
+    "codestral-latest": 262144,
+    "ministral-3b-latest": 131072,
+}
+
+
+def mistral_error(status: int, message: str | None = None, model: str = "") -> dict[str, Any]:
+    """The error body api.mistral.ai has been observed to send for `status` (shapes differ!)."""
+    if status == 401:
+        return {"message": message or "Unauthorized", "request_id": uuid.uuid4().hex}
+    if status == 422:
+        detail = [{"type": "value_error", "loc": ["body"], "msg": message or "Value error",
+                   "input": None}]
+        return _envelope({"detail": detail}, "invalid_request_error", None)
+    if status == 429:
+        return _envelope(message or "Rate limit exceeded", "rate_limited", "1300")
+    if status == 400:
+        return _envelope(message or f"Invalid model: {model}", "invalid_model", "1500")
+    return _envelope(message or "Internal server error", "internal_server_error", "3000")
+
+
+def _envelope(message: Any, etype: str, code: str | None) -> dict[str, Any]:
+    return {"object": "error", "message": message, "type": etype, "param": None, "code": code}
+
+
+class MistralServer(TestServer):
+    """POST /v1/chat/completions (JSON or SSE) and GET /v1/models; `.url` is the bare host.
+
+    api_key: when set, requests need `Authorization: Bearer <api_key>` (else 401).
+    models: id -> max_context_length for /v1/models; check_models=True makes other models a 400
+        "Invalid model" like the real API (default: any model answers).
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        models: dict[str, int] | Iterable[str] | None = None,
+        check_models: bool = False,
+    ) -> None:
+        if models is None:
+            models = DEFAULT_MISTRAL_MODELS
+        self._default_models = (
+            dict(models) if isinstance(models, dict) else {m: 32768 for m in models}
+        )
+        super().__init__(api_key)
+        self.check_models = check_models
+        self.routes[("POST", "/v1/chat/completions")] = self._chat
+        self.routes[("GET", "/v1/models")] = self._models
+
+    def reset_state(self) -> None:
+        self.models = dict(self._default_models)
+
+    def not_found(self, ex: Exchange) -> None:
+        ex.send_json(404, {"detail": "Not Found"})
+
+    def bad_json(self, ex: Exchange) -> None:
+        self._chat(ex)
+
+    def _auth_ok(self, ex: Exchange) -> bool:
+        if self.bearer_ok(ex):
+            return True
+        ex.send_error_json(401, mistral_error(401))
+        return False
+
+    # -- chat -----------------------------------------------------------------------------
+    def _chat(self, ex: Exchange) -> None:
+        with self.chat_slot():
+            self._chat_inner(ex)
+
+    def _chat_inner(self, ex: Exchange) -> None:
+        f = ex.faults
+        body = ex.body if isinstance(ex.body, dict) else None
+        model = body.get("model") if body and isinstance(body.get("model"), str) else ""
+        ex.sleep(f.delay)
+        if not self._auth_ok(ex):
+            return
+        status = self.next_error_status(ex)
+        if status is not None:
+            return ex.send_error_json(status, mistral_error(status, f.error_message, model))
+        problems = validation_errors(ex.body)
+        if problems:
+            return ex.send_error_json(422, _envelope({"detail": problems},
+                                                     "invalid_request_error", None))
+        assert body is not None
+        if self.check_models and model not in self.models:
+            return ex.send_error_json(400, mistral_error(400, model=model))
+        c = self.completion(ex, model, body["messages"], body.get("max_tokens"))
+        if body.get("stream") is not True:
+            return self._plain(ex, c)
+        ex.start_stream("text/event-stream; charset=utf-8")
+        ex.stream(_MistralShape(ex, c), c)
+
+    def _plain(self, ex: Exchange, c: Completion) -> None:
+        error = ex.faults.error_message
+        if ex.broken_plain_reply(lambda: ex.send_error_json(500, mistral_error(500, error))):
+            return
+        ex.wait_generation(c)
+        reply: dict[str, Any] = {"id": c.id_hex, "object": "chat.completion", "model": c.model}
+        if ex.faults.usage:
+            reply["usage"] = _usage(c)
+        reply["created"] = c.created
+        reply["choices"] = [{
+            "index": 0,
+            "message": {"content": c.text, "tool_calls": None, "prefix": False,
+                        "role": "assistant"},
+            "finish_reason": c.finish_reason,
+        }]
+        ex.send_json(200, reply)
+
+    # -- models ---------------------------------------------------------------------------
+    def _models(self, ex: Exchange) -> None:
+        if not self._auth_ok(ex):
+            return
+        ex.send_json(200, {"object": "list", "data": [_card(m, n) for m, n in self.models.items()]})
+
+
+def _usage(c: Completion) -> dict[str, int]:
+    return {"prompt_tokens": c.prompt_tokens, "total_tokens": c.total_tokens,
+            "completion_tokens": c.completion_tokens}
+
+
+def _card(model: str, context: int) -> dict[str, Any]:
+    return {
+        "id": model,
+        "object": "model",
+        "created": 1750000000,
+        "owned_by": "mistralai",
+        "capabilities": {
+            "completion_chat": True,
+            "completion_fim": model.startswith("codestral"),
+            "function_calling": True,
+            "fine_tuning": False,
+            "vision": False,
+            "classification": False,
+        },
+        "name": model,
+        "description": f"Test double of {model}",
+        "max_context_length": context,
+        "aliases": [],
+        "deprecation": None,
+        "deprecation_replacement_model": None,
+        "default_model_temperature": 0.3,
+        "type": "base",
+    }
+
+
+class _MistralShape(StreamShape):
+    """Role chunk, one chunk per word; the last word's chunk also carries finish_reason and
+    usage (there is no separate usage chunk and no stream_options); then data: [DONE]."""
+
+    def __init__(self, ex: Exchange, c: Completion) -> None:
+        self.ex, self.c = ex, c
+        self.prefix = {"id": c.id_hex, "object": "chat.completion.chunk",
+                       "created": c.created, "model": c.model}
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None, usage: bool) -> bytes:
+        obj: dict[str, Any] = {**self.prefix, "choices": [
+            {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
+        if usage and self.ex.faults.usage:
+            obj["usage"] = _usage(self.c)
+        return sse(dumps(obj))
+
+    def head(self) -> bytes:
+        return self._chunk({"role": "assistant", "content": ""}, None, False)
+
+    def content(self, index: int, word: str, last: bool) -> bytes:
+        return self._chunk({"content": word}, self.c.finish_reason if last else None, last)
+
+    def malformed(self) -> bytes:
+        return b"data: {not json\n\n"
+
+    def error(self) -> bytes:
+        # The schema's in-stream failure: a chunk whose finish_reason is "error", then [DONE].
+        return self._chunk({"content": ""}, "error", True) + b"data: [DONE]\n\n"
+
+    def tail(self) -> bytes:
+        end = b"" if self.c.words else self._chunk({"content": ""}, self.c.finish_reason, True)
+        return end + b"data: [DONE]\n\n"

@@ -1,0 +1,250 @@
+"""The live view (real IPython display machinery) and the escaping building blocks."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import pytest
+from IPython.core.displaypub import CapturingDisplayPublisher, DisplayPublisher
+from IPython.core.interactiveshell import InteractiveShell
+from traitlets.config import Config
+
+from llm_magic import html
+from llm_magic.display import LiveView
+from llm_magic.errors import UsageProblem
+
+XSS = "<script>alert(1)</script>"
+
+
+class RecordingPublisher(CapturingDisplayPublisher):
+    """IPython's capturing publisher, also noting which thread published."""
+
+    def publish(self, data, metadata=None, source=None, *, transient=None, update=False):
+        self.threads.append(threading.current_thread().name)
+        super().publish(data, metadata, source, transient=transient, update=update)
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.threads: list[str] = []
+
+
+@pytest.fixture(scope="module")
+def shell(tmp_path_factory: pytest.TempPathFactory) -> InteractiveShell:
+    if InteractiveShell.initialized():
+        return InteractiveShell.instance()
+    cfg = Config()
+    cfg.HistoryManager.hist_file = ":memory:"
+    cfg.InteractiveShell.ipython_dir = str(tmp_path_factory.mktemp("ipython"))
+    return InteractiveShell.instance(config=cfg)
+
+
+@pytest.fixture
+def published(shell: InteractiveShell):
+    """Swap in a recording display publisher, like a kernel's, for one test."""
+    saved = shell.display_pub
+    shell.display_pub = RecordingPublisher(shell=shell)
+    yield shell.display_pub
+    shell.display_pub = saved
+
+
+def wait_for(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)
+
+
+def test_many_worker_threads_at_once(published: RecordingPublisher) -> None:
+    labels = [f"p{i}:model" for i in range(8)]
+    view = LiveView(labels, fmt="text")
+    view.show()
+    start = threading.Barrier(len(labels))
+    errors: list[BaseException] = []
+
+    def worker(i: int) -> None:
+        try:
+            start.wait()
+            text = ""
+            for n in range(300):
+                text += f"w{i}t{n} "
+                view.update(i, text)
+                if n % 30 == 0:
+                    time.sleep(0.02)  # streams take time; lets the flusher render mid-stream
+            view.finish(i, text + "END", caption=f"{i}.00 s · 300 tok")
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,), name=f"worker-{i}") for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    view.close()
+    assert errors == []
+    outputs = published.outputs
+    assert outputs[0]["update"] is False and all(o["update"] for o in outputs[1:])
+    ids = {o["transient"]["display_id"] for o in outputs}
+    assert len(ids) == 1  # one output, updated in place
+    final = outputs[-1]["data"]["text/html"]
+    for i in range(8):
+        assert f"w{i}t299 END" in final and f"{i}.00 s · 300 tok" in final
+    assert "streaming" not in final and "waiting" not in final
+    # throttled: far fewer renders than the 2,400 updates, and some happened mid-stream
+    assert 3 <= len(outputs) < 400
+    # workers only store text: every render ran on the flusher or the closing thread
+    assert not any(name.startswith("worker-") for name in published.threads)
+
+
+def test_last_update_reaches_the_screen_without_close(published: RecordingPublisher) -> None:
+    view = LiveView(["a:x", "b:y"], fmt="text", interval=0.05)
+    view.show()
+    view.update(0, "first")
+    view.update(0, "first and last")
+    wait_for(lambda: "first and last" in published.outputs[-1]["data"]["text/html"])
+    view.close()
+
+
+def test_close_always_renders_the_final_state(published: RecordingPublisher) -> None:
+    view = LiveView(["a:x", "b:y"], fmt="text", interval=60)  # no timed render would come
+    view.show()
+    view.update(1, "partial")
+    view.finish(0, "done", caption="0.84 s · 42 tok · 51 tok/s")
+    view.close()
+    final = published.outputs[-1]["data"]["text/html"]
+    assert "done" in final and "partial" in final and "0.84 s · 42 tok · 51 tok/s" in final
+
+
+def test_a_late_chunk_does_not_undo_finish(published: RecordingPublisher) -> None:
+    view = LiveView(["a:x", "b:y"], fmt="text")
+    view.show()
+    view.finish(0, "complete", caption="1 s")
+    view.update(0, "compl")
+    view.close()
+    assert "complete" in published.outputs[-1]["data"]["text/html"]
+
+
+def test_grid_escapes_model_text_and_errors() -> None:
+    view = LiveView(["a:x", "b:<i>y</i>"], fmt="markdown")
+    view.update(0, XSS)
+    view.finish(1, "partial <b>", caption="", error="b: HTTP 500: <html>oops</html>")
+    page = view.render()["text/html"]
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>" not in page
+    assert "b:&lt;i&gt;y&lt;/i&gt;" in page
+    assert "error: b: HTTP 500: &lt;html&gt;oops&lt;/html&gt;" in page
+    assert "<b>" not in page and "<i>" not in page
+    assert "var(--jp-layout-color1" in page and "display:grid" in page
+
+
+def test_single_markdown_target_is_markdown_without_html(published: RecordingPublisher) -> None:
+    view = LiveView(["ollama:llama3.2"])
+    view.show()
+    view.finish(0, f"# Title\n\n{XSS} **bold**\n\n```python\nprint(1)\n```", caption="0.5 s")
+    view.close()
+    data = published.outputs[-1]["data"]
+    assert "text/html" not in data
+    md = data["text/markdown"]
+    assert "# Title" in md and "**bold**" in md and "```python\nprint(1)\n```" in md
+    assert "&lt;script>alert(1)&lt;/script>" in md and "<script>" not in md
+    assert "ollama:llama3.2 · 0.5 s" in md
+    assert XSS in data["text/plain"]  # plain text is never interpreted
+
+
+def test_formats() -> None:
+    raw = LiveView(["a", "b"], fmt="html")
+    raw.update(0, "<b>bold</b>")
+    assert "<b>bold</b>" in raw.render()["text/html"]  # the one explicit opt-out
+    js = LiveView(["a", "b"], fmt="json")
+    js.update(0, '```json\n{"k": [1, "<x>"]}\n```')
+    js.update(1, '{"k": ')  # still streaming: shown as text
+    page = js.render()["text/html"]
+    assert html.escape(json.dumps({"k": [1, "<x>"]}, indent=2)) in page
+    assert "{&quot;k&quot;: " in page
+    code = LiveView(["a"], fmt="code")
+    code.update(0, "```python\nif a < b:\n    pass\n```")
+    page = code.render()["text/html"]
+    assert "<code>if a &lt; b:\n    pass</code>" in page and "```" not in page
+    with pytest.raises(UsageProblem, match="unknown format"):
+        LiveView(["a"], fmt="rst")
+
+
+def test_no_frontend_no_output(shell: InteractiveShell, capsys: pytest.CaptureFixture) -> None:
+    assert type(shell.display_pub) is DisplayPublisher  # what terminal IPython uses
+    view = LiveView(["a:x", "b:y"])
+    view.show()
+    view.update(0, "hello")
+    view.finish(1, "bye", caption="1 s")
+    view.close()
+    assert capsys.readouterr().out == ""
+    assert "hello" in view.render()["text/html"]
+
+
+def test_context_manager_shows_and_closes(published: RecordingPublisher) -> None:
+    with LiveView(["a:x"], fmt="text") as view:
+        view.finish(0, "ok", caption="")
+    assert len(published.outputs) >= 2 and "ok" in published.outputs[-1]["data"]["text/html"]
+
+
+# ---- safe_markdown: no model text can become HTML -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        XSS,
+        "<img src=x onerror=alert(1)>",
+        "text\n<div>\n<script>x</script>\n</div>",
+        "`code` then <b>tag</b>",
+        "    ```\n<img src=x onerror=alert(1)>\n```",  # fence rules a renderer may read otherwise
+        "- item\n  ```\n  code\nnot indented <img src=x onerror=y>",
+        "```\n````\n<svg onload=alert(1)>\n```",
+        "~~~~\n~~~\n<b>x</b>",
+    ],
+)
+def test_safe_markdown_leaves_no_raw_tag(attack: str) -> None:
+    out = html.safe_markdown(attack)
+    # every '<' left is one of our own tags around escaped code
+    for tag in ("<pre><code>", "</code></pre>", "<code>", "</code>"):
+        out = out.replace(tag, "")
+    assert "<" not in out
+
+
+@pytest.mark.parametrize(
+    "link",
+    [
+        "[click](javascript:alert(1))",
+        "![img](JavaScript:alert(1))",
+        "[x](javascript\\:alert(1))",
+        "[ref]: javascript:alert(1)\n\n[ref]",
+        "[d](data:text/html;base64,PHNjcmlwdD4=)",
+    ],
+)
+def test_safe_markdown_breaks_script_links(link: str) -> None:
+    out = html.safe_markdown(link)
+    assert "](" not in out.replace("]\\(", "") and "]: " not in out
+
+
+def test_safe_markdown_keeps_ordinary_markdown() -> None:
+    text = "# H\n\n* a\n* b\n\n> quote\n\n| x | y |\n|---|---|\n| 1 | 2 |\n\n[ok](https://e.org)"
+    assert html.safe_markdown(text) == text
+    fenced = "```python\nprint('x')\n```"
+    assert html.safe_markdown(fenced) == fenced  # no '<': left to the renderer, highlighted
+    assert html.safe_markdown("```\nif a < b: pass\n```") == (
+        "<pre><code>if a &lt; b: pass</code></pre>"
+    )
+    assert html.safe_markdown("use `List<int>` & `x`") == (
+        "use <code>List&lt;int&gt;</code> &amp; `x`"
+    )
+    assert html.safe_markdown("a\n```\nstill streaming <") == (
+        "a\n<pre><code>still streaming &lt;</code></pre>"
+    )
+
+
+def test_caption_text() -> None:
+    assert html.caption_text(0.843, 42, 51.4) == "0.84 s · 42 tok · 51 tok/s"
+    assert html.caption_text(1.0, 42, None, estimated=True, cached=True) == (
+        "1.00 s · ~42 tok · cached"
+    )
+    assert html.caption_text(float("nan"), None, None) == ""
