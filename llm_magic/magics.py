@@ -13,12 +13,11 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from traitlets import Bool, Float, Int, Unicode
 
-from . import api, providers
+from . import api
 from .command import Command, parse_command, parse_subcommand, usage_text
 from .errors import ConfigProblem, UsageProblem
 from .records import RunRecord
 from .runner import Job, RunInterrupted
-from .targets import check_alias
 from .template import expand_over, render
 
 __all__ = ["LLMMagics"]
@@ -124,25 +123,10 @@ class LLMMagics(Magics):
     # -- subcommands ---------------------------------------------------------------------------
 
     def _subcommand(self, line: str) -> Any:
+        from .subcommands import run_subcommand
+
         name, args = parse_subcommand(line)
-        handler = getattr(self, f"_sub_{name}", None)
-        if handler is None:
-            raise UsageProblem(f"%llm {name} is not available yet")
-        return handler(args)
-
-    def _sub_help(self, args: list[str]) -> None:
-        print(usage_text())
-
-    def _sub_alias(self, args: list[str]) -> Any:
-        if not args:
-            return dict(sorted(self.session.all_aliases().items()))
-        if len(args) != 2:
-            raise UsageProblem("usage: %llm alias NAME TARGET   (e.g. %llm alias fast groq:llama3)")
-        name, target = args
-        # A bad name, target or alias cycle fails now, not at the next run.
-        check_alias(name, target, self.session.all_aliases(), providers.known_providers())
-        self.session.aliases[name] = target
-        return None
+        return run_subcommand(self, name, args)
 
 
 def _label(job: Job, jobs: list[Job]) -> str:
@@ -156,20 +140,17 @@ def _label(job: Job, jobs: list[Job]) -> str:
 
 
 def caption(record: RunRecord) -> str:
-    """A short line under an answer: latency, tokens, speed, fallback."""
-    parts = []
-    if record.latency_s is not None:
-        parts.append(f"{record.latency_s:.2f} s")
-    if record.completion_tokens is not None:
-        est = "~" if record.tokens_estimated else ""
-        parts.append(f"{est}{record.completion_tokens} tok")
-    if record.tokens_per_s is not None:
-        parts.append(f"{record.tokens_per_s:.0f} tok/s")
-    if record.fallback_from:
-        parts.append(f"after {record.fallback_from} failed")
-    if record.cached:
-        parts.append("cached")
-    return " · ".join(parts)
+    """The line under a live answer, the same as side_by_side() shows, plus any fallback."""
+    from .html import caption_text
+
+    text = caption_text(
+        record.latency_s,
+        record.completion_tokens,
+        record.tokens_per_s,
+        estimated=record.tokens_estimated,
+        cached=record.cached,
+    )
+    return f"{text} · after {record.fallback_from} failed" if record.fallback_from else text
 
 
 class _LiveEvents:

@@ -48,6 +48,7 @@ def ip() -> Iterator[InteractiveShell]:
     """A shell with llm_magic loaded and a fresh session (no aliases, no history)."""
     config = Config()
     config.HistoryManager.enabled = False
+    InteractiveShell.clear_instance()  # another test may have made a plain shell
     shell = ShellForTests.instance(config=config)
     shell.extension_manager.load_extension("llm_magic")
     from llm_magic import api

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -32,13 +33,16 @@ class RecordingPublisher(CapturingDisplayPublisher):
 
 
 @pytest.fixture(scope="module")
-def shell(tmp_path_factory: pytest.TempPathFactory) -> InteractiveShell:
+def shell(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InteractiveShell]:
+    """A real shell for this module; cleared afterwards so other modules can make their own."""
     if InteractiveShell.initialized():
-        return InteractiveShell.instance()
+        yield InteractiveShell.instance()
+        return
     cfg = Config()
-    cfg.HistoryManager.hist_file = ":memory:"
+    cfg.HistoryManager.enabled = False
     cfg.InteractiveShell.ipython_dir = str(tmp_path_factory.mktemp("ipython"))
-    return InteractiveShell.instance(config=cfg)
+    yield InteractiveShell.instance(config=cfg)
+    InteractiveShell.clear_instance()
 
 
 @pytest.fixture

@@ -165,7 +165,8 @@ def test_stop_sequence_cuts_the_text_even_across_tokens(provider):
     full, _ = run(provider, COUNT, Options(temperature=0.0, seed=0, max_tokens=40))
     stop = "\n4."  # newline and "4." are separate tokens: the newline must be held back
     assert stop in full
-    text, chunks = run(provider, COUNT, Options(temperature=0.0, seed=0, max_tokens=40, stop=(stop,)))
+    cut = Options(temperature=0.0, seed=0, max_tokens=40, stop=(stop,))
+    text, chunks = run(provider, COUNT, cut)
     assert text == full[: full.index(stop)]
     assert chunks[-1].finish_reason == "stop"
     assert chunks[-1].usage.completion_tokens < 40
@@ -176,7 +177,7 @@ def test_cancel_stops_between_tokens_and_frees_the_model(provider):
     cancel = CancelToken()
     seen = 0
     with pytest.raises(Cancelled, match="cancelled after 3 tokens"):
-        for chunk in provider.stream(STORY, "smollm2", Options(max_tokens=400), cancel):
+        for _chunk in provider.stream(STORY, "smollm2", Options(max_tokens=400), cancel):
             seen += 1
             if seen == 3:
                 cancel.cancel()

@@ -1,13 +1,11 @@
 """Shared HTTP plumbing for the providers that speak HTTP (httpx2 underneath, also for the SDK).
 
 What lives here, once:
-- one pooled `httpx2.Client` per provider object, whose sockets another thread can abort
-  (`IOSlot`): closing a response from another thread does not wake a read blocked in the
-  kernel, shutting the socket down does;
 - turning httpx2 exceptions and HTTP error statuses into `llm_magic.errors`, with the server's
   own message (whatever shape its error body has) and `Retry-After`;
-- `Exchange`: one streaming request with the rule "after the first text, every failure is
-  StreamBroken" applied in one place.
+- `Exchange`: one request whose socket a CancelToken can abort, with the rule "after the first
+  text, every failure is StreamBroken" applied in one place;
+- `HTTPService`: a base URL, a key and one pooled client (`_sockets.make_client`).
 """
 
 from __future__ import annotations
@@ -15,176 +13,36 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import json
-import socket
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
-import httpcore2
 import httpx2
 
 from .. import errors
 from ..errors import ProviderError
+from ._sockets import IOSlot, make_client
 from .base import CancelToken, Options
 
 __all__ = [
     "ADMIN_TIMEOUT",
+    "HEALTH_TIMEOUT",
     "Exchange",
     "HTTPService",
-    "IOSlot",
     "error_text",
-    "make_client",
     "map_exception",
     "retry_after",
+    "scrub",
+    "status_error_from",
     "timeout_for",
 ]
 
 ADMIN_TIMEOUT = httpx2.Timeout(30.0, connect=5.0)  # listings and other short admin calls
 HEALTH_TIMEOUT = 2.0  # seconds; a status check must answer quickly or count as down
 _MESSAGE_LIMIT = 240
+_HTTP_FAILURES = (httpx2.HTTPError, httpx2.StreamError, OSError)
 
-# --------------------------------------------------------------------------- cancellation
-
-_current = threading.local()  # .slot: the IOSlot of the request this thread is working on
-
-
-class IOSlot:
-    """The socket one request is using, so that another thread can abort a blocked read.
-
-    The worker thread marks the slot active around each blocking call (`with slot.active():`);
-    every read or write on a pooled connection then records its stream here. `abort()` shuts
-    that socket down, which makes the blocked read fail at once; a later read fails too.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._stream: httpcore2.NetworkStream | None = None
-        self._aborted = False
-        self._released = False
-
-    @property
-    def aborted(self) -> bool:
-        return self._aborted
-
-    def watch(self, stream: httpcore2.NetworkStream) -> None:
-        with self._lock:
-            if self._aborted:
-                raise httpcore2.ReadError("request cancelled")
-            if not self._released:
-                self._stream = stream
-
-    def abort(self) -> None:
-        with self._lock:
-            self._aborted = True
-            # Shut down under the lock so the connection cannot go back to the pool (and be
-            # reused by another request) between the lookup and the shutdown.
-            if self._stream is not None and not self._released:
-                _shutdown(self._stream)
-
-    def release(self) -> None:
-        """The request is over: its connection may serve others now, never abort it."""
-        with self._lock:
-            self._released = True
-            self._stream = None
-
-    @contextmanager
-    def active(self) -> Iterator[None]:
-        previous = getattr(_current, "slot", None)
-        _current.slot = self
-        try:
-            yield
-        finally:
-            _current.slot = previous
-
-
-def _shutdown(stream: httpcore2.NetworkStream) -> None:
-    sock = stream.get_extra_info("socket")
-    if sock is None:
-        return
-    try:
-        fd = sock.fileno()
-        if fd < 0:
-            return
-        # Shut down a duplicate of the descriptor: shutdown acts on the connection itself, and
-        # going around an SSLSocket keeps its state intact for the thread still reading it.
-        dup = socket.fromfd(fd, sock.family, sock.type)
-        try:
-            dup.shutdown(socket.SHUT_RDWR)
-        finally:
-            dup.close()
-    except OSError:
-        pass
-
-
-class _WatchedStream(httpcore2.NetworkStream):
-    def __init__(self, inner: httpcore2.NetworkStream) -> None:
-        self._inner = inner
-
-    def _announce(self) -> None:
-        slot = getattr(_current, "slot", None)
-        if slot is not None:
-            slot.watch(self)
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        self._announce()
-        return self._inner.read(max_bytes, timeout)
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._announce()
-        self._inner.write(buffer, timeout)
-
-    def close(self) -> None:
-        self._inner.close()
-
-    def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
-                  timeout: float | None = None) -> httpcore2.NetworkStream:
-        return _WatchedStream(self._inner.start_tls(ssl_context, server_hostname, timeout))
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._inner.get_extra_info(info)
-
-
-class _WatchedBackend(httpcore2.NetworkBackend):
-    def __init__(self, inner: httpcore2.NetworkBackend) -> None:
-        self._inner = inner
-
-    def connect_tcp(self, host: str, port: int, timeout: float | None = None,
-                    local_address: str | None = None, socket_options: Any = None
-                    ) -> httpcore2.NetworkStream:
-        slot = getattr(_current, "slot", None)
-        if slot is not None and slot.aborted:
-            raise httpcore2.ConnectError("request cancelled")
-        return _WatchedStream(
-            self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
-        )
-
-    def connect_unix_socket(self, path: str, timeout: float | None = None,
-                            socket_options: Any = None) -> httpcore2.NetworkStream:
-        return _WatchedStream(self._inner.connect_unix_socket(path, timeout, socket_options))
-
-    def sleep(self, seconds: float) -> None:
-        self._inner.sleep(seconds)
-
-
-def make_client(*, headers: dict[str, str] | None = None,
-                timeout: httpx2.Timeout | None = None) -> httpx2.Client:
-    """A pooled client, safe to share between threads, whose sockets an IOSlot can abort."""
-    transport = httpx2.HTTPTransport(
-        limits=httpx2.Limits(max_connections=64, max_keepalive_connections=16)
-    )
-    # httpx2 has no public hook for the network backend; wrap the pool's one when it is where
-    # it has been since httpx 0.18. Without it cancellation still works between reads.
-    pool = getattr(transport, "_pool", None)
-    backend = getattr(pool, "_network_backend", None)
-    if backend is not None:
-        pool._network_backend = _WatchedBackend(backend)  # type: ignore[union-attr]
-    return httpx2.Client(
-        transport=transport,
-        headers=headers,
-        timeout=timeout or httpx2.Timeout(120.0, connect=5.0),
-    )
+T = TypeVar("T")
 
 
 def timeout_for(options: Options) -> httpx2.Timeout:
@@ -343,21 +201,27 @@ def map_exception(provider: str, exc: BaseException, *, started: bool, cancelled
 
 
 class Exchange:
-    """One streaming request: send, check the status, then iterate the body, mapping failures.
+    """One request: its abortable socket, its response, and how its failures are reported.
 
     Set `started = True` once text has been handed out: from then on every failure is
-    StreamBroken. Use as a context manager; leaving it closes the response.
+    StreamBroken. Use as a context manager; leaving it closes the response. Built by
+    `HTTPService.exchange` (entering sends the request) or bare, for an SDK that sends
+    (`call` + `adopt`).
     """
 
-    def __init__(self, service: HTTPService, request: httpx2.Request,
-                 timeouts: httpx2.Timeout, cancel: CancelToken | None) -> None:
-        self.service = service
+    def __init__(self, name: str, secret: str | None, timeouts: httpx2.Timeout | None,
+                 cancel: CancelToken | None, *, client: httpx2.Client | None = None,
+                 request: httpx2.Request | None = None) -> None:
+        self.name = name
+        self.secret = secret
+        self.timeouts = timeouts
         self.started = False
-        self._request = request
-        self._timeouts = timeouts
         self._cancel = cancel
+        self._client = client
+        self._request = request
         self._slot = IOSlot()
         self._response: httpx2.Response | None = None
+        self._source: Iterator[Any] | None = None  # what _guarded is reading from
         if cancel is not None:
             cancel.on_cancel(self._slot.abort)
 
@@ -367,36 +231,56 @@ class Exchange:
 
     def check_cancelled(self) -> None:
         if self.cancelled:
-            raise errors.Cancelled("cancelled", provider=self.service.name)
+            raise errors.Cancelled("cancelled", provider=self.name)
 
     def error(self, cls: type[ProviderError], message: str) -> ProviderError:
         """`cls(message)` before the first text, StreamBroken after it."""
-        message = scrub(message, self.service.secret)
+        message = scrub(message, self.secret)
         if self.started:
-            return errors.StreamBroken(f"stream broken: {message}", provider=self.service.name)
-        return cls(message, provider=self.service.name)
+            return errors.StreamBroken(f"stream broken: {message}", provider=self.name)
+        return cls(message, provider=self.name)
 
-    def _mapped(self, exc: BaseException) -> ProviderError:
-        return map_exception(self.service.name, exc, started=self.started,
-                             cancelled=self.cancelled, secret=self.service.secret,
-                             timeouts=self._timeouts)
+    def mapped(self, exc: BaseException) -> ProviderError:
+        return map_exception(self.name, exc, started=self.started, cancelled=self.cancelled,
+                             secret=self.secret, timeouts=self.timeouts)
 
     def __enter__(self) -> Exchange:
         self.check_cancelled()
+        if self._request is not None and self._client is not None:
+            try:
+                self._send(self._client, self._request)
+            except BaseException:
+                self.close()
+                raise
+        return self
+
+    def _send(self, client: httpx2.Client, request: httpx2.Request) -> None:
         try:
             with self._slot.active():
-                response = self.service.client.send(self._request, stream=True)
+                response = client.send(request, stream=True)
                 self._response = response
                 if response.status_code >= 400:
                     response.read()
-                    raise status_error_from(self.service.name, response, self.service.secret)
+                    raise status_error_from(self.name, response, self.secret)
+        except _HTTP_FAILURES as exc:
+            raise self.mapped(exc) from None
+
+    def call(self, fn: Callable[[], T], mapper: Callable[[BaseException], ProviderError]) -> T:
+        """Run `fn` (an SDK call) with this request's socket watched; map what it raises."""
+        self.check_cancelled()
+        try:
+            with self._slot.active():
+                return fn()
         except ProviderError:
-            self.close()
             raise
-        except (httpx2.HTTPError, httpx2.StreamError, OSError) as exc:
-            self.close()
-            raise self._mapped(exc) from None
-        return self
+        except Exception as exc:
+            if self.cancelled:
+                raise errors.Cancelled("cancelled", provider=self.name) from None
+            raise mapper(exc) from None
+
+    def adopt(self, response: httpx2.Response) -> None:
+        """Read and close `response` (sent by someone else) through this exchange."""
+        self._response = response
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
@@ -410,10 +294,11 @@ class Exchange:
 
     @property
     def response(self) -> httpx2.Response:
-        assert self._response is not None
+        assert self._response is not None, "no response yet"
         return self._response
 
     def _guarded(self, source: Iterator[Any]) -> Iterator[Any]:
+        self._source = source
         while True:
             self.check_cancelled()
             try:
@@ -421,23 +306,29 @@ class Exchange:
                     item = next(source)
             except StopIteration:
                 return
-            except (httpx2.HTTPError, httpx2.StreamError, OSError) as exc:
-                raise self._mapped(exc) from None
+            except _HTTP_FAILURES as exc:
+                raise self.mapped(exc) from None
             yield item
+
+    def finish(self, limit: int = 1000) -> None:
+        """Read the rest of the body (the chunked terminator, usually) so that the connection
+        goes back to the pool instead of being closed; give up quietly after `limit` items."""
+        source = self._source if self._source is not None else self.response.iter_raw()
+        try:
+            with self._slot.active():
+                for count, _ in enumerate(source):
+                    if count >= limit:
+                        break
+        except Exception:  # the answer is complete; a dirty end only costs the connection
+            pass
 
     def body(self) -> bytes:
         """The whole body."""
         return b"".join(self._guarded(self.response.iter_bytes()))
 
     def lines(self) -> Iterator[str]:
-        """Body lines (NDJSON), blank ones skipped."""
-        for line in self._guarded(self.response.iter_lines()):
-            if line.strip():
-                yield line
-
-    def events(self) -> Iterator[httpx2.ServerSentEvent]:
-        """Server-sent events of the body."""
-        yield from self._guarded(iter(httpx2.EventSource(self.response)))
+        """Body lines (NDJSON, SSE), blank ones included: SSE needs them."""
+        yield from self._guarded(self.response.iter_lines())
 
 
 class HTTPService:
@@ -462,7 +353,8 @@ class HTTPService:
         headers = {"Accept": accept} if accept else None
         request = self.client.build_request(method, self.url(path), json=json_body,
                                             headers=headers, timeout=timeouts)
-        return Exchange(self, request, timeouts, cancel)
+        return Exchange(self.name, self.secret, timeouts, cancel, client=self.client,
+                        request=request)
 
     def call_json(self, method: str, path: str, *, json_body: Any = None,
                   timeouts: httpx2.Timeout, cancel: CancelToken | None = None) -> Any:

@@ -4,14 +4,14 @@
 a file name found in a folder of LLM_MAGIC_MODELS) loads any GGUF. Models stay loaded for the
 life of the process, one lock each, because a `llama_cpp.Llama` is not thread-safe.
 
-The generation loop is our own, on top of `Llama.generate`, rather than
-`create_chat_completion(stream=True)`: llama-cpp-python reports no usage when streaming, and
-holding the loop lets us count the real tokens, stop between tokens on cancel, and decode each
-token once instead of re-detokenizing the whole completion every step.
+The generation loop is our own, over `Llama.generate`: `create_chat_completion(stream=True)`
+reports no usage, while our loop counts the real tokens, stops between tokens on cancel, and
+decodes each token once instead of re-detokenizing the whole completion at every step.
 """
 
 from __future__ import annotations
 
+import atexit
 import codecs
 import ctypes
 import os
@@ -97,7 +97,7 @@ def resolve_model(model: str, provider: str = "local") -> Path:
     raise ModelNotFound(message, provider=provider)
 
 
-def _display_name(path: Path) -> str:
+def _display_name(path: Path) -> str:  # what Chunk.model and loaded() call the model
     bundled = gguf.bundled_gguf()
     return BUNDLED_NAME if bundled is not None and bundled.resolve() == path else path.name
 
@@ -172,20 +172,25 @@ def _get_loaded(path: Path, provider: str) -> _Loaded:
         return entry
 
 
+@atexit.register
+def _close_all() -> None:
+    """Free the models before interpreter teardown, when llama_cpp's own __del__ would fail."""
+    with _registry_lock:
+        entries = list(_models.values())
+        _models.clear()
+    for entry in entries:
+        if entry.lock.acquire(blocking=False):  # a worker thread may still be generating
+            entry.closed = True
+            entry.llama.close()
+
+
 def loaded() -> list[ModelInfo]:
     """The models loaded in this process."""
     with _registry_lock:
         entries = list(_models.values())
-    return [
-        ModelInfo(
-            "local",
-            e.name,
-            size_bytes=os.path.getsize(e.path) if os.path.exists(e.path) else None,
-            context_length=e.n_ctx,
-            details={"path": e.path, "load_s": round(e.load_s, 3)},
-        )
-        for e in entries
-    ]
+    # context_length here is the size the model was loaded with, not the one it was trained for
+    info = [(e, {"path": e.path, "load_s": round(e.load_s, 3)}) for e in entries]
+    return [ModelInfo("local", e.name, None, None, e.n_ctx, details) for e, details in info]
 
 
 def unload(model: str) -> bool:

@@ -155,6 +155,8 @@ class OllamaProvider:
                 return
             model_seen = False
             for line in exchange.lines():
+                if not line.strip():
+                    continue
                 obj = self._parse(exchange, line)
                 message = obj.get("message")
                 text = message.get("content") if isinstance(message, dict) else None
@@ -164,6 +166,7 @@ class OllamaProvider:
                 if obj.get("done") is True:
                     yield Chunk(text=text, model=reported or None, usage=_usage(obj),
                                 finish_reason=obj.get("done_reason") or "stop")
+                    exchange.finish()
                     return
                 if text or reported:
                     exchange.started = exchange.started or bool(text)
@@ -241,7 +244,8 @@ class OllamaProvider:
                                        accept="application/x-ndjson")
         with exchange:
             for line in exchange.lines():
-                yield self._parse(exchange, line)
+                if line.strip():
+                    yield self._parse(exchange, line)
 
     def delete(self, model: str) -> None:
         """Remove a local model (404 NotFound when there is no such model)."""

@@ -4,16 +4,20 @@ The same class serves `openai` and the compatible presets (vllm, groq, llamacpp,
 name, base URL and key differ. Wire facts that shape it (shared/protocols/openai.md): usage in a
 stream needs `stream_options.include_usage` and then comes in an extra chunk whose `choices`
 is empty; an `{"error": ...}` event can arrive after a 200; the SDK retries and waits 10
-minutes by default, so retries are switched off (the runner retries) and timeouts set here.
+minutes by default, so its retries are off (the runner retries) and timeouts are set here.
+
+The SDK builds and sends the request (auth, headers, timeouts) and raises for error statuses.
+The body is read through `with_raw_response` by `_sse_chat`, which Mistral shares: the SDK's
+own stream closes the connection right after `data: [DONE]` without reading the end of the
+chunked body, so every request would pay a new TCP (and TLS) handshake and skew TTFT.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx2
 import openai
@@ -23,15 +27,15 @@ from ..errors import ProviderError
 from ._http import (
     ADMIN_TIMEOUT,
     HEALTH_TIMEOUT,
-    IOSlot,
+    Exchange,
     error_text,
-    make_client,
-    map_exception,
     retry_after,
     scrub,
     timeout_for,
 )
-from .base import CancelToken, Chunk, Health, Message, ModelInfo, Options, Usage
+from ._sockets import make_client
+from ._sse_chat import chat_chunks, whole_chunk
+from .base import CancelToken, Chunk, Health, Message, ModelInfo, Options
 
 __all__ = ["DEFAULT_BASE_URL", "OpenAIProvider"]
 
@@ -40,90 +44,32 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 _NO_KEY = "not-needed"
 # Where compatible servers put the context window in /models entries.
 _CONTEXT_KEYS = ("context_length", "context_window", "max_context_length", "max_model_len")
+_DEFAULT_TIMEOUT = httpx2.Timeout(120.0, connect=5.0)
 
-T = TypeVar("T")
 
-
-class _Call:
-    """The state of one request: its abortable socket, whether text has been handed out."""
-
-    def __init__(self, provider: OpenAIProvider, cancel: CancelToken | None,
-                 timeouts: httpx2.Timeout | None) -> None:
-        self.provider = provider
-        self.cancel = cancel
-        self.timeouts = timeouts
-        self.started = False
-        self.slot = IOSlot()
-        if cancel is not None:
-            cancel.on_cancel(self.slot.abort)
-
-    @property
-    def cancelled(self) -> bool:
-        return self.cancel is not None and self.cancel.cancelled
-
-    def error(self, cls: type[ProviderError], message: str) -> ProviderError:
-        message = scrub(message, self.provider._secret)
-        if self.started:
-            return errors.StreamBroken(f"stream broken: {message}", provider=self.provider.name)
-        return cls(message, provider=self.provider.name)
-
-    def run(self, fn: Callable[[], T]) -> T:
-        """Call into the SDK with this request's socket watched, mapping what it raises."""
-        if self.cancelled:
-            raise errors.Cancelled("cancelled", provider=self.provider.name)
+def _sdk_error(exchange: Exchange, exc: BaseException) -> ProviderError:
+    """The llm_magic error for what the SDK raised while sending a request."""
+    name, secret = exchange.name, exchange.secret
+    if isinstance(exc, openai.APIStatusError):
+        response = exc.response
         try:
-            with self.slot.active():
-                return fn()
-        except ProviderError:
-            raise
-        except (openai.OpenAIError, httpx2.HTTPError, httpx2.StreamError, ValueError,
-                OSError) as exc:
-            raise self.mapped(exc) from None
-
-    def mapped(self, exc: BaseException) -> ProviderError:
-        name, secret = self.provider.name, self.provider._secret
-        if self.cancelled:
-            return errors.Cancelled("cancelled", provider=name)
-        if isinstance(exc, openai.APIStatusError):
-            response = exc.response
-            try:
-                text = error_text(response.content, exc.message)
-            except httpx2.HTTPError:
-                text = exc.message
-            return errors.status_error(response.status_code, scrub(text, secret), provider=name,
-                                       retry_after=retry_after(response.headers))
-        if isinstance(exc, openai.APIConnectionError):  # also APITimeoutError
-            cause = exc.__cause__
-            if isinstance(cause, (httpx2.HTTPError, httpx2.StreamError)):
-                return map_exception(name, cause, started=self.started, cancelled=False,
-                                     secret=secret, timeouts=self.timeouts)
-            if isinstance(exc, openai.APITimeoutError):
-                return self.error(errors.TimedOut, "timed out")
-            return self.error(errors.ConnectFailed, exc.message)
-        if isinstance(exc, openai.APIResponseValidationError):
-            return self.error(errors.BadResponse, f"reply does not fit the schema: {exc.message}")
-        if isinstance(exc, openai.APIError):  # an {"error": ...} event after the 200
-            body = exc.body if isinstance(exc.body, dict) else {}
-            code = body.get("code")
-            if not self.started and isinstance(code, int) and 400 <= code < 600:
-                # Some routers (OpenRouter) put the real status in the event: keep it retryable.
-                return errors.status_error(code, scrub(exc.message, secret), provider=name)
-            return self.error(errors.ProviderError, exc.message)
-        if isinstance(exc, json.JSONDecodeError):
-            doc = exc.doc if isinstance(exc.doc, str) else ""
-            preview = doc[:60] + ("…" if len(doc) > 60 else "")
-            return self.error(errors.BadResponse, f"malformed event in the reply: {preview!r}")
-        if isinstance(exc, (httpx2.HTTPError, httpx2.StreamError, OSError)):
-            return map_exception(name, exc, started=self.started, cancelled=False,
-                                 secret=secret, timeouts=self.timeouts)
-        return self.error(errors.BadResponse, f"unexpected reply: {type(exc).__name__}: {exc}")
-
-
-def _usage(raw: Any) -> Usage | None:
-    if raw is None:
-        return None
-    return Usage(prompt_tokens=getattr(raw, "prompt_tokens", None),
-                 completion_tokens=getattr(raw, "completion_tokens", None))
+            text = error_text(response.content, exc.message)
+        except httpx2.HTTPError:
+            text = exc.message
+        return errors.status_error(response.status_code, scrub(text, secret), provider=name,
+                                   retry_after=retry_after(response.headers))
+    if isinstance(exc, openai.APIConnectionError):  # also APITimeoutError
+        cause = exc.__cause__
+        if isinstance(cause, (httpx2.HTTPError, httpx2.StreamError, OSError)):
+            return exchange.mapped(cause)
+        if isinstance(exc, openai.APITimeoutError):
+            return exchange.error(errors.TimedOut, "timed out")
+        return exchange.error(errors.ConnectFailed, exc.message)
+    if isinstance(exc, (httpx2.HTTPError, httpx2.StreamError, OSError)):
+        return exchange.mapped(exc)
+    if isinstance(exc, openai.OpenAIError):
+        return exchange.error(errors.ProviderError, str(exc))
+    return exchange.error(errors.BadResponse, f"unexpected failure: {type(exc).__name__}: {exc}")
 
 
 class OpenAIProvider:
@@ -140,8 +86,8 @@ class OpenAIProvider:
             api_key=api_key or _NO_KEY,
             base_url=self.base_url,
             max_retries=0,  # the runner retries; two policies must not stack
-            timeout=httpx2.Timeout(120.0, connect=5.0),
-            http_client=make_client(timeout=httpx2.Timeout(120.0, connect=5.0)),
+            timeout=_DEFAULT_TIMEOUT,
+            http_client=make_client(timeout=_DEFAULT_TIMEOUT),
         )
 
     def __repr__(self) -> str:
@@ -150,6 +96,9 @@ class OpenAIProvider:
     def _require_key(self) -> None:
         if self._missing_key:
             raise errors.ProviderError(f"no API key: set {self._key_env}", provider=self.name)
+
+    def _exchange(self, timeouts: httpx2.Timeout, cancel: CancelToken | None = None) -> Exchange:
+        return Exchange(self.name, self._secret, timeouts, cancel)
 
     def _arguments(self, messages: list[Message], model: str, options: Options) -> dict[str, Any]:
         args: dict[str, Any] = {
@@ -164,73 +113,35 @@ class OpenAIProvider:
                 args[key] = value
         if options.stop:
             args["stop"] = list(options.stop)
+        if options.stream:
+            args["stream_options"] = {"include_usage": True}
         return args
 
     def stream(self, messages: list[Message], model: str, options: Options,
                cancel: CancelToken | None = None) -> Iterator[Chunk]:
         self._require_key()
-        call = _Call(self, cancel, timeout_for(options))
         args = self._arguments(messages, model, options)
-        try:
-            if not options.stream:
-                completion = call.run(lambda: self._client.chat.completions.create(
-                    stream=False, **args))
-                yield self._whole(call, completion)
-                return
-            sdk_stream = call.run(lambda: self._client.chat.completions.create(
-                stream=True, stream_options={"include_usage": True}, **args))
-            try:
-                yield from self._chunks(call, iter(sdk_stream))
-            finally:
-                sdk_stream.close()
-        finally:
-            call.slot.release()
+        create = self._client.chat.completions.with_raw_response.create
+        with self._exchange(timeout_for(options), cancel) as exchange:
+            raw = exchange.call(lambda: create(stream=options.stream, **args),
+                                lambda exc: _sdk_error(exchange, exc))
+            exchange.adopt(raw.http_response)
+            if options.stream:
+                yield from chat_chunks(exchange)
+            else:
+                yield whole_chunk(exchange, exchange.body())
 
-    def _chunks(self, call: _Call, events: Iterator[Any]) -> Iterator[Chunk]:
-        model_seen = finished = False
-        end = object()
-        while True:
-            event = call.run(lambda: next(events, end))
-            if event is end:
-                break
-            choices = getattr(event, "choices", None) or []  # [] on the final usage chunk
-            choice = choices[0] if choices else None
-            delta = getattr(choice, "delta", None)
-            text = getattr(delta, "content", None) or ""
-            finish = getattr(choice, "finish_reason", None) or None
-            usage = _usage(getattr(event, "usage", None))
-            reported = getattr(event, "model", None) if not model_seen else None
-            model_seen = model_seen or bool(reported)
-            finished = finished or finish is not None
-            if text or finish or usage or reported:
-                call.started = call.started or bool(text)
-                yield Chunk(text=text, usage=usage, finish_reason=finish, model=reported or None)
-        if call.cancelled:
-            raise errors.Cancelled("cancelled", provider=self.name)
-        if not finished:
-            # The SDK ends quietly when the connection closes early; a real answer always
-            # carries a finish_reason, so its absence means the answer was cut.
-            raise errors.StreamBroken("stream ended before a finish_reason", provider=self.name)
-
-    def _whole(self, call: _Call, completion: Any) -> Chunk:
-        choices = getattr(completion, "choices", None) or []
-        if not choices:
-            raise call.error(errors.BadResponse, "reply without choices")
-        message = getattr(choices[0], "message", None)
-        return Chunk(
-            text=getattr(message, "content", None) or "",
-            usage=_usage(getattr(completion, "usage", None)),
-            finish_reason=getattr(choices[0], "finish_reason", None) or None,
-            model=getattr(completion, "model", None) or None,
-        )
+    def _models_page(self, exchange: Exchange, timeout: httpx2.Timeout | float) -> Any:
+        return exchange.call(lambda: self._client.models.list(timeout=timeout),
+                             lambda exc: _sdk_error(exchange, exc))
 
     def list_models(self) -> list[ModelInfo]:
         self._require_key()
-        call = _Call(self, None, ADMIN_TIMEOUT)
-        page = call.run(lambda: self._client.models.list(timeout=ADMIN_TIMEOUT))
+        with self._exchange(ADMIN_TIMEOUT) as exchange:
+            page = self._models_page(exchange, ADMIN_TIMEOUT)
         models = []
         for entry in getattr(page, "data", None) or []:  # Ollama's /v1 says "data": null
-            raw = entry.to_dict() if hasattr(entry, "to_dict") else dict(entry)
+            raw = entry.to_dict() if hasattr(entry, "to_dict") else {}
             if not raw.get("id"):
                 continue
             created = raw.get("created")
@@ -246,11 +157,11 @@ class OpenAIProvider:
         return models
 
     def health(self) -> Health:
-        call = _Call(self, None, httpx2.Timeout(HEALTH_TIMEOUT))
-        reachable, error, rtt = True, None, None
+        reachable, rtt, error = True, None, None
         start = time.perf_counter()
         try:
-            call.run(lambda: self._client.models.list(timeout=HEALTH_TIMEOUT))
+            with self._exchange(httpx2.Timeout(HEALTH_TIMEOUT)) as exchange:
+                self._models_page(exchange, HEALTH_TIMEOUT)
             rtt = time.perf_counter() - start
         except errors.TransportError as exc:
             reachable, error = False, exc.message

@@ -106,6 +106,8 @@ class TestServer:
     def start(self) -> TestServer:
         if self._httpd is not None:
             return self
+        if self._cancel.is_set():  # restarted after stop()
+            self._cancel = threading.Event()
         self._httpd = HTTPServer(self)
         self.port = self._httpd.server_address[1]
         self._serve_thread = threading.Thread(

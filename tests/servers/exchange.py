@@ -127,9 +127,7 @@ class Exchange:
             if f.malformed_after == i:
                 self.write(shape.malformed())
             if f.error_after == i:
-                self.write(shape.error())
-                if not shape.end_after_error:
-                    self.abort()
+                self.write(shape.error())  # then the body ends properly, like the real servers
                 self.end_stream()
                 return
             if f.stall_after == i:
@@ -168,8 +166,6 @@ class Exchange:
 
 class StreamShape:
     """How one protocol frames a streamed answer; the fault logic lives in Exchange.stream."""
-
-    end_after_error = True  # terminate the chunked body properly after an in-stream error
 
     def head(self) -> bytes:
         return b""

@@ -1,0 +1,157 @@
+"""Chat completions in OpenAI's shape, streamed as server-sent events or sent whole.
+
+OpenAI, every OpenAI-compatible server and Mistral share this shape: `choices[0].delta.content`
+pieces, a `finish_reason`, a `usage` object somewhere near the end (OpenAI: an extra chunk whose
+`choices` is empty; Mistral: on the last content chunk), then `data: [DONE]`. Their quirks are
+all accepted here, so both providers read their streams with the same code:
+- an error can arrive as an event after the 200 (`{"error": ...}`, Mistral's
+  `{"object": "error", ...}`, or `finish_reason: "error"`);
+- `content` may be a string, null, or a list of typed parts (only `text` parts are answer text);
+- a server that ignores `stream: true` and answers with one JSON object is read as that object.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from .. import errors
+from ._http import Exchange, error_text, scrub
+from .base import Chunk, Usage
+
+__all__ = ["chat_chunks", "whole_chunk"]
+
+
+def _preview(text: str) -> str:
+    return repr(text[:60] + ("…" if len(text) > 60 else ""))
+
+
+def text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            part.get("text") or ""
+            for part in content
+            if isinstance(part, dict) and part.get("type", "text") == "text"
+            and isinstance(part.get("text"), str)
+        )
+    return ""
+
+
+def usage_of(obj: dict[str, Any]) -> Usage | None:
+    usage = obj.get("usage")
+    if not isinstance(usage, dict):
+        return None
+
+    def count(key: str) -> int | None:
+        value = usage.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    return Usage(prompt_tokens=count("prompt_tokens"), completion_tokens=count("completion_tokens"))
+
+
+def _events(lines: Iterator[str]) -> Iterator[tuple[str, str]]:
+    """(event name, data) per `data:` line.
+
+    Each data line is taken as one event even without the blank line after it: chat servers
+    never split their JSON over several data lines, and some forget the blank line.
+    """
+    event = ""
+    for line in lines:
+        if not line:
+            event = ""
+            continue
+        if line.startswith(":"):  # a comment, used as keep-alive
+            continue
+        name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if name == "event":
+            event = value.strip()
+        elif name == "data":
+            yield event, value
+
+
+def _decode(exchange: Exchange, data: str, event: str = "") -> dict[str, Any]:
+    try:
+        obj = json.loads(data)
+    except ValueError:
+        raise exchange.error(errors.BadResponse, f"malformed event: {_preview(data)}") from None
+    if not isinstance(obj, dict):
+        raise exchange.error(errors.BadResponse, f"unexpected event: {_preview(data)}")
+    inner = obj.get("error")
+    if event == "error" or obj.get("object") == "error" or inner not in (None, "", {}):
+        message = error_text(data, "error event without a message")
+        code = inner.get("code") if isinstance(inner, dict) else obj.get("code")
+        if not exchange.started and isinstance(code, int) and 400 <= code < 600:
+            # Routers such as OpenRouter put the upstream status here: keep it (and retries).
+            raise errors.status_error(code, scrub(message, exchange.secret),
+                                      provider=exchange.name)
+        raise exchange.error(errors.ProviderError, message)
+    return obj
+
+
+def _first_choice(obj: dict[str, Any]) -> dict[str, Any]:
+    choices = obj.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        return choices[0]
+    return {}
+
+
+def whole_chunk(exchange: Exchange, raw: bytes) -> Chunk:
+    """The one Chunk of a non-streamed reply."""
+    data = raw.decode("utf-8", "replace")
+    if not data.strip():
+        raise exchange.error(errors.BadResponse, "empty reply")
+    obj = _decode(exchange, data)
+    choice = _first_choice(obj)
+    if not choice:
+        raise exchange.error(errors.BadResponse, f"reply without choices: {_preview(data)}")
+    message = choice.get("message")
+    return Chunk(
+        text=text_of(message.get("content") if isinstance(message, dict) else None),
+        usage=usage_of(obj),
+        finish_reason=choice.get("finish_reason") or None,
+        model=obj.get("model") or None,
+    )
+
+
+def chat_chunks(exchange: Exchange) -> Iterator[Chunk]:
+    """The Chunks of a streamed reply, as they arrive."""
+    content_type = exchange.response.headers.get("content-type", "")
+    if "json" in content_type and "event-stream" not in content_type:
+        yield whole_chunk(exchange, exchange.body())  # stream: true was ignored
+        return
+    model_seen = finished = False
+    for event, data in _events(exchange.lines()):
+        if data.strip() == "[DONE]":
+            finished = True
+            exchange.finish()  # read the chunked terminator: the connection stays pooled
+            break
+        if not data.strip():
+            continue
+        obj = _decode(exchange, data, event)
+        choice = _first_choice(obj)  # {} on OpenAI's final usage chunk (choices: [])
+        delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+        text = text_of(delta.get("content"))
+        finish = choice.get("finish_reason") or None
+        usage = usage_of(obj)
+        reported = obj.get("model") if not model_seen else None
+        reported = reported if isinstance(reported, str) and reported else None
+        model_seen = model_seen or reported is not None
+        if finish == "error":  # Mistral's in-stream failure: keep what came, then fail
+            if text or usage or reported:
+                exchange.started = exchange.started or bool(text)
+                yield Chunk(text=text, usage=usage, model=reported)
+            raise exchange.error(errors.ProviderError,
+                                 "the server ended the answer with finish_reason 'error'")
+        finished = finished or finish is not None
+        if text or finish or usage or reported:
+            exchange.started = exchange.started or bool(text)
+            yield Chunk(text=text, usage=usage, finish_reason=finish, model=reported)
+    exchange.check_cancelled()
+    if not finished:
+        # A clean close before [DONE] and before any finish_reason: the answer was cut.
+        raise errors.StreamBroken("stream ended before [DONE] or a finish_reason",
+                                  provider=exchange.name)

@@ -1,0 +1,58 @@
+"""`%llm SUBCOMMAND ...`: one function per subcommand, found by name.
+
+Each handler takes the LLMMagics instance (for the session, the shell and %config values) and
+the already-counted argument words, and returns what the cell should show (or None).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from . import providers
+from .command import usage_text
+from .errors import UsageProblem
+from .targets import check_alias
+
+if TYPE_CHECKING:
+    from .magics import LLMMagics
+
+__all__ = ["HANDLERS", "run_subcommand"]
+
+Handler = Callable[["LLMMagics", list[str]], Any]
+HANDLERS: dict[str, Handler] = {}
+
+
+def handler(name: str) -> Callable[[Handler], Handler]:
+    def add(fn: Handler) -> Handler:
+        HANDLERS[name] = fn
+        return fn
+
+    return add
+
+
+def run_subcommand(magics: LLMMagics, name: str, args: list[str]) -> Any:
+    fn = HANDLERS.get(name)
+    if fn is None:
+        raise UsageProblem(f"%llm {name} is not available in this version")
+    return fn(magics, args)
+
+
+@handler("help")
+def _help(magics: LLMMagics, args: list[str]) -> None:
+    print(usage_text())
+
+
+@handler("alias")
+def _alias(magics: LLMMagics, args: list[str]) -> Any:
+    """`%llm alias` lists aliases; `%llm alias NAME TARGET` adds one for this session."""
+    session = magics.session
+    if not args:
+        return dict(sorted(session.all_aliases().items()))
+    if len(args) != 2:
+        raise UsageProblem("usage: %llm alias NAME TARGET   (e.g. %llm alias fast groq:llama3)")
+    name, target = args
+    # A bad name, target or alias cycle fails now, not at the next run.
+    check_alias(name, target, session.all_aliases(), providers.known_providers())
+    session.aliases[name] = target
+    return None
