@@ -44,7 +44,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
 
-    servers = {"openai": OpenAIServer(), "ollama": OllamaServer(), "mistral": MistralServer()}
+    # any_model: the Ollama server installs whatever model a chat names (else it answers 404).
+    servers = {
+        "openai": OpenAIServer(),
+        "ollama": OllamaServer(any_model=True),
+        "mistral": MistralServer(),
+    }
     for server in servers.values():
         server.start()
         server.faults.delay = args.delay

@@ -30,6 +30,15 @@ class Session:
 
     aliases: dict[str, str] = field(default_factory=dict)
     last: list[RunRecord] = field(default_factory=list)
+    # --chat: the messages exchanged so far with each target, keyed by the target as written.
+    conversations: dict[str, list[Message]] = field(default_factory=dict)
+
+    def remember(self, jobs: Sequence[Job], records: Sequence[RunRecord]) -> None:
+        """Extend each target's conversation with the turn that just succeeded."""
+        for job, record in zip(jobs, records):
+            if record.error is None:
+                turn = [Message("user", job.prompt), Message("assistant", record.output)]
+                self.conversations.setdefault(job.spec.label, []).extend(turn)
 
     def all_aliases(self) -> dict[str, str]:
         return {**load_file_config().aliases, **self.aliases}
@@ -67,12 +76,18 @@ def plan_jobs(
     *,
     system: str | None = None,
     repeat: int = 1,
+    conversations: Mapping[str, Sequence[Message]] | None = None,
 ) -> list[Job]:
-    """One job per prompt x target x repeat, in that order."""
+    """One job per prompt x target x repeat, in that order.
+
+    With `conversations` (--chat), each target's earlier turns go before the new prompt.
+    """
+    head = (Message("system", system),) if system else ()
     jobs: list[Job] = []
     for prompt in prompts:
-        messages = ((Message("system", system),) if system else ()) + (Message("user", prompt),)
         for spec in specs:
+            prior = tuple(conversations.get(spec.label, ())) if conversations else ()
+            messages = head + prior + (Message("user", prompt),)
             for r in range(repeat):
                 jobs.append(Job(len(jobs), prompt, messages, spec, options, r))
     return jobs

@@ -97,7 +97,10 @@ class LLMMagics(Magics):
         policy = api.make_policy(
             retries=cmd.retries, concurrency=cmd.concurrency, configured=configured
         )
-        jobs = api.plan_jobs(prompts, specs, options, system=system, repeat=cmd.repeat)
+        conversations = self.session.conversations if cmd.chat else None
+        jobs = api.plan_jobs(
+            prompts, specs, options, system=system, repeat=cmd.repeat, conversations=conversations
+        )
         view = None if cmd.quiet else _view_for(jobs, cmd.format)
         interrupted = False
         try:
@@ -107,6 +110,8 @@ class LLMMagics(Magics):
         finally:
             if view is not None:
                 view.close()
+        if cmd.chat:
+            self.session.remember(jobs, records)
         from .results import to_dataframe
 
         df = to_dataframe(records)

@@ -43,6 +43,20 @@ def _help(magics: LLMMagics, args: list[str]) -> None:
     print(usage_text())
 
 
+@handler("reset")
+def _reset(magics: LLMMagics, args: list[str]) -> None:
+    """`%llm reset` forgets every --chat conversation; `%llm reset TARGET` just that one's."""
+    conversations = magics.session.conversations
+    if not args:
+        conversations.clear()
+        return
+    for target in args:
+        if target not in conversations:
+            known = ", ".join(conversations) or "none yet"
+            raise UsageProblem(f"no --chat conversation with {target!r}; conversations: {known}")
+        del conversations[target]
+
+
 @handler("alias")
 def _alias(magics: LLMMagics, args: list[str]) -> Any:
     """`%llm alias` lists aliases; `%llm alias NAME TARGET` adds one for this session."""

@@ -385,6 +385,16 @@ def test_ollama_chat_errors(ollama_server, client):
     assert r.json()["done_reason"] == "load"
 
 
+def test_ollama_install_and_any_model(ollama_server, client):
+    url = ollama_server.url + "/api/chat"
+    ollama_server.install("made-up", context_length=2048)
+    assert client.post(url, json={"model": "made-up:latest", "messages": USER}).status_code == 200
+    assert client.post(url, json={"model": "model-7", "messages": USER}).status_code == 404
+    with OllamaServer(models=["only-one:1b"], any_model=True) as server:
+        r = client.post(server.url + "/api/chat", json={"model": "model-7", "messages": USER})
+        assert r.status_code == 200 and set(server.models) == {"only-one:1b", "model-7:latest"}
+
+
 def test_ollama_model_endpoints(ollama_server, client):
     base = ollama_server.url
     assert client.get(base + "/").text == "Ollama is running"

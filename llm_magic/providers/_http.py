@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import html
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -132,6 +134,9 @@ def error_text(body: str | bytes, fallback: str = "") -> str:
     try:
         parsed = json.loads(body)
     except ValueError:
+        if body.startswith("<"):  # a proxy's or web server's HTML page: its title says enough
+            title = re.search(r"<title[^>]*>(.*?)</title>", body, re.IGNORECASE | re.DOTALL)
+            return _shorten(html.unescape(title.group(1))) if title else fallback or "HTML page"
         return _shorten(body)
     return _shorten(_message_of(parsed) or body) or fallback
 

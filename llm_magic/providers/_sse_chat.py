@@ -123,8 +123,9 @@ def chat_chunks(exchange: Exchange) -> Iterator[Chunk]:
     if "json" in content_type and "event-stream" not in content_type:
         yield whole_chunk(exchange, exchange.body())  # stream: true was ignored
         return
-    model_seen = finished = False
+    model_seen = finished = seen_any = False
     for event, data in _events(exchange.lines()):
+        seen_any = True
         if data.strip() == "[DONE]":
             finished = True
             exchange.finish()  # read the chunked terminator: the connection stays pooled
@@ -151,6 +152,10 @@ def chat_chunks(exchange: Exchange) -> Iterator[Chunk]:
             exchange.started = exchange.started or bool(text)
             yield Chunk(text=text, usage=usage, finish_reason=finish, model=reported)
     exchange.check_cancelled()
+    if not seen_any and "event-stream" not in content_type:
+        raise errors.BadResponse(
+            f"expected server-sent events, got {content_type or 'a reply without a type'}",
+            provider=exchange.name)
     if not finished:
         # A clean close before [DONE] and before any finish_reason: the answer was cut.
         raise errors.StreamBroken("stream ended before [DONE] or a finish_reason",

@@ -8,6 +8,7 @@ from typing import Any
 __all__ = [
     "DEFAULT_INSTALLED",
     "DEFAULT_PULLABLE",
+    "generic_entry",
     "layers",
     "model_entry",
     "normalize_name",
@@ -55,6 +56,13 @@ def model_entry(
             "quantization_level": quantization_level,
         },
     }
+
+
+def generic_entry(name: str, **overrides: Any) -> dict[str, Any]:
+    """An entry for a made-up model name: a small llama-family model with a 4096 context."""
+    fields: dict[str, Any] = {"family": "llama", "parameter_size": "1B", "size": 776000000,
+                              "context_length": 4096, **overrides}
+    return model_entry(normalize_name(name), **fields)
 
 
 DEFAULT_INSTALLED: dict[str, dict[str, Any]] = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import re
 import time
+from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -12,6 +13,7 @@ from .base import Exchange, StreamShape, TestServer, dumps
 from .ollama_models import (
     DEFAULT_INSTALLED,
     DEFAULT_PULLABLE,
+    generic_entry,
     layers,
     normalize_name,
     show_reply,
@@ -55,8 +57,11 @@ def _line(obj: Any) -> bytes:
 class OllamaServer(TestServer):
     """Ollama on a random port; `.url` is the bare host URL like OLLAMA_HOST.
 
-    models: installed models, name -> entry (see ollama_models.model_entry); restored by reset().
+    models: installed models, name -> entry (see ollama_models.model_entry), or just names;
+        restored by reset(). Default: llama3.2:latest and qwen2.5:0.5b.
     pullable: models /api/pull can fetch; anything else fails like an unknown registry model.
+    any_model: True installs any model a chat asks for (benchmarks with made-up names);
+        False (default) answers unknown models with 404 like Ollama.
     api_key: Ollama needs none; set one to emulate an authenticating proxy / ollama.com.
     """
 
@@ -64,11 +69,17 @@ class OllamaServer(TestServer):
         self,
         api_key: str | None = None,
         *,
-        models: dict[str, dict[str, Any]] | None = None,
+        models: dict[str, dict[str, Any]] | Iterable[str] | None = None,
         pullable: dict[str, dict[str, Any]] | None = None,
+        any_model: bool = False,
         version: str = "0.12.6",
     ) -> None:
-        self._default_models = copy.deepcopy(DEFAULT_INSTALLED if models is None else models)
+        if models is None:
+            models = DEFAULT_INSTALLED
+        elif not isinstance(models, dict):
+            models = {name: generic_entry(name) for name in models}
+        self._default_models = copy.deepcopy(models)
+        self.any_model = any_model
         self._default_pullable = copy.deepcopy(DEFAULT_PULLABLE if pullable is None else pullable)
         self.version = version
         super().__init__(api_key)
@@ -92,9 +103,15 @@ class OllamaServer(TestServer):
         self.loaded: dict[str, float] = {}  # name -> monotonic time of last use (for /api/ps)
 
     # -- model bookkeeping ----------------------------------------------------------------
+    def install(self, name: str, **entry: Any) -> None:
+        """Add an installed model (until the next reset); `entry` as in model_entry()."""
+        self.models[normalize_name(name)] = generic_entry(name, **entry)
+
     def find_model(self, name: str) -> tuple[str, dict[str, Any]] | None:
         key = normalize_name(name)
         info = self.models.get(key)
+        if info is None and self.any_model and key:
+            info = self.models.setdefault(key, generic_entry(key))
         return None if info is None else (key, info)
 
     def mark_loaded(self, name: str) -> None:
