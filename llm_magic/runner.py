@@ -71,12 +71,14 @@ def run_jobs(
     policy: Policy = Policy(),
     events: Events | None = None,
     run_id: str | None = None,
+    stop: threading.Event | None = None,
 ) -> list[RunRecord]:
     """Run every job concurrently; return one record per job, in job order.
 
     A failing job never loses the others. On KeyboardInterrupt every request in flight is
     cancelled, the records so far are kept (finish_reason "interrupted") and the interrupt is
-    raised again as `RunInterrupted` carrying them.
+    raised again as `RunInterrupted` carrying them. Setting `stop` from another thread (a
+    widget's Stop button, when the run itself is on a background thread) does the same.
     """
     run_id = run_id or new_run_id()
     tokens = [CancelToken() for _ in jobs]
@@ -98,6 +100,8 @@ def run_jobs(
             futures[pool.submit(work, i)] = i
         pending = set(futures)
         while pending:
+            if stop is not None and stop.is_set():
+                raise KeyboardInterrupt  # a stop request takes the interrupt's path below
             # Short waits keep the main thread responsive to KeyboardInterrupt.
             _, pending = wait(pending, timeout=0.05, return_when=FIRST_COMPLETED)
     except KeyboardInterrupt:

@@ -70,3 +70,18 @@ def _alias(magics: LLMMagics, args: list[str]) -> Any:
     check_alias(name, target, session.all_aliases(), providers.known_providers())
     session.aliases[name] = target
     return None
+
+
+@handler("history")
+def _history(magics: LLMMagics, args: list[str]) -> Any:
+    """`%llm history [N]`: the last N logged rows (default 20), oldest first, as a DataFrame
+    with the schema of a run's."""
+    from .errors import ConfigProblem
+    from .results import to_dataframe
+    from .store import default_store
+
+    count = int(args[0]) if args else 20  # parse_subcommand has checked it is a whole number >= 1
+    store = default_store()
+    if store.problem is not None:
+        raise ConfigProblem(f"the run log cannot be read: {store.problem}")
+    return to_dataframe(store.history(count))

@@ -437,3 +437,62 @@ def test_ollama_compat_lists_null_data_as_empty(compat, ollama_server) -> None:
     assert {m.model for m in compat.list_models()} == {"llama3.2:latest", "qwen2.5:0.5b"}
     ollama_server.models.clear()  # Ollama then answers "data": null
     assert compat.list_models() == []
+
+
+# ----------------------------------------------------------------------------- odd servers
+
+
+def test_server_that_ignores_stream_true_is_read_whole(openai_p, openai_server,
+                                                       monkeypatch) -> None:
+    def whole(ex) -> None:
+        ex.send_json(200, {"id": "x", "object": "chat.completion", "model": "m-1",
+                           "choices": [{"index": 0, "finish_reason": "stop",
+                                        "message": {"role": "assistant", "content": "all"}}],
+                           "usage": {"prompt_tokens": 2, "completion_tokens": 1}})
+
+    monkeypatch.setitem(openai_server.routes, ("POST", "/v1/chat/completions"), whole)
+    chunks, error = drain(openai_p.stream(MSGS, MODEL, Options()))
+    assert error is None
+    assert chunks == [Chunk(text="all", usage=Usage(2, 1), finish_reason="stop", model="m-1")]
+
+
+def test_html_page_instead_of_events_is_bad_response(openai_p, openai_server,
+                                                     monkeypatch) -> None:
+    def portal(ex) -> None:
+        ex.send(200, b"<html><title>Sign in to Wi-Fi</title></html>", "text/html")
+
+    monkeypatch.setitem(openai_server.routes, ("POST", "/v1/chat/completions"), portal)
+    chunks, error = drain(openai_p.stream(MSGS, MODEL, Options()))
+    assert chunks == []
+    assert type(error) is errors.BadResponse
+    assert "expected server-sent events, got text/html" in error.message
+
+
+def test_error_event_with_a_status_code_keeps_the_status(openai_p, openai_server,
+                                                         monkeypatch) -> None:
+    # OpenRouter reports an upstream failure inside a 200 stream, with the status as `code`.
+    def router(ex) -> None:
+        ex.start_stream("text/event-stream")
+        ex.write(b': OPENROUTER PROCESSING\n\n')
+        ex.write(b'data: {"error":{"code":429,"message":"Provider rate limited"}}\n\n')
+        ex.end_stream()
+
+    monkeypatch.setitem(openai_server.routes, ("POST", "/v1/chat/completions"), router)
+    _, error = drain(openai_p.stream(MSGS, MODEL, Options()))
+    assert isinstance(error, errors.RateLimited)
+    assert error.message == "openai: HTTP 429: Provider rate limited"
+
+
+def test_openai_org_and_project_never_reach_another_vendor(monkeypatch, openai_server) -> None:
+    from llm_magic.providers.base import Message, Options
+    from llm_magic.providers.openai import OpenAIProvider
+
+    monkeypatch.setenv("OPENAI_ORG_ID", "org-private")
+    monkeypatch.setenv("OPENAI_PROJECT_ID", "proj-private")
+    messages = [Message("user", "hi")]
+    for name in ("groq", "openai"):
+        with OpenAIProvider(name=name, base_url=openai_server.url, api_key="k-123456") as provider:
+            list(provider.stream(messages, "m", Options()))
+        headers = openai_server.requests[-1].headers
+        sent = (headers.get("openai-organization"), headers.get("openai-project"))
+        assert sent == ((None, None) if name == "groq" else ("org-private", "proj-private"))

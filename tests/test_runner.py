@@ -253,3 +253,48 @@ def test_jobs_beyond_concurrency_wait_their_turn() -> None:
     p = ScriptedProvider("a", counted)
     records = run([job("a:m", i) for i in range(12)], {"a": p}, concurrency=3)
     assert len(records) == 12 and peak == 3
+
+
+def test_stop_event_cancels_a_run_on_another_thread() -> None:
+    """A widget's Stop button: the run is on a background thread, no KeyboardInterrupt there."""
+    started = threading.Event()
+
+    def slow(n: int, cancel: CancelToken | None) -> Iterator[Chunk]:
+        yield Chunk(text="begun ")
+        started.set()
+        assert cancel is not None
+        cancel.wait(30)  # a blocked read, released only by cancel()
+        yield Chunk(text="never")
+
+    quick_done = threading.Event()
+
+    class Done:  # tells the test when job a's record is final
+        def on_text(self, job: Job, text: str) -> None:
+            pass
+
+        def on_done(self, job: Job, record) -> None:
+            if job.index == 0:
+                quick_done.set()
+
+    providers = {"a": ScriptedProvider("a", words("fine")), "b": ScriptedProvider("b", slow)}
+    stop = threading.Event()
+    outcome: list[BaseException | list] = []
+
+    def background() -> None:
+        try:
+            outcome.append(run_jobs([job("a:m", 0), job("b:m", 1)], providers.__getitem__,
+                                    Policy(), Done(), stop=stop))
+        except RunInterrupted as exc:
+            outcome.append(exc)
+
+    runner = threading.Thread(target=background)
+    runner.start()
+    assert started.wait(5) and quick_done.wait(5)
+    stop.set()
+    runner.join(10)
+    assert not runner.is_alive()
+    (result,) = outcome
+    assert isinstance(result, RunInterrupted)
+    a, b = result.records
+    assert a.output == "fine " and a.error is None
+    assert b.finish_reason == "interrupted" and b.output == "begun "

@@ -183,15 +183,17 @@ def map_exception(provider: str, exc: BaseException, *, started: bool, cancelled
         msg = f"connect timed out after {connect:g} s" if connect else "connect timed out"
         return errors.TimedOut(msg, provider=provider)
     if isinstance(exc, httpx2.TimeoutException):
-        msg = f"no data for {read:g} s (read timeout)" if read else "read timed out"
+        if isinstance(exc, httpx2.PoolTimeout):
+            msg = "no free connection in the pool in time"
+        elif isinstance(exc, httpx2.WriteTimeout):
+            msg = "sending the request timed out"
+        else:
+            msg = f"no data for {read:g} s (read timeout)" if read else "read timed out"
         if started:
             return errors.StreamBroken(f"stream stalled: {msg}", provider=provider)
         return errors.TimedOut(msg, provider=provider)
     if isinstance(exc, httpx2.ConnectError):
         return errors.ConnectFailed(scrub(f"cannot connect: {exc}", secret), provider=provider)
-    if isinstance(exc, httpx2.SSEError):  # e.g. a 200 that is not text/event-stream
-        cls: type[ProviderError] = errors.StreamBroken if started else errors.BadResponse
-        return cls(scrub(f"not a server-sent event stream: {exc}", secret), provider=provider)
     if started:
         return errors.StreamBroken(scrub(f"stream broken: {_what(exc)}", secret),
                                    provider=provider)

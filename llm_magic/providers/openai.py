@@ -88,6 +88,7 @@ class OpenAIProvider:
             max_retries=0,  # the runner retries; two policies must not stack
             timeout=_DEFAULT_TIMEOUT,
             http_client=make_client(timeout=_DEFAULT_TIMEOUT),
+            **_openai_only_headers(name),
         )
 
     def __repr__(self) -> str:
@@ -181,3 +182,11 @@ class OpenAIProvider:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _openai_only_headers(name: str) -> dict[str, object]:
+    """OPENAI_ORG_ID / OPENAI_PROJECT_ID belong to OpenAI: never send them to another vendor."""
+    omit = getattr(openai, "omit", None)
+    if name == "openai" or omit is None:
+        return {}
+    return {"organization": omit, "project": omit}

@@ -1,0 +1,73 @@
+"""What llm_magic adds to one call: `complete()` beside the raw openai SDK, same loopback server.
+
+    python bench/overhead.py [--calls 300]
+
+Both stream the same answer from the same server (TCP_NODELAY on, so no delayed-ACK stall hides
+the difference). Calls alternate A B A B so drift hits both alike; prints median per-call times
+and the difference, which is llm_magic's own cost: parsing the target, planning, the worker
+thread, timing, token accounting, the record and the log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from servers.openai_server import OpenAIServer  # noqa: E402
+
+KEY = "sk-bench-not-a-real-key"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=300)
+    args = parser.parse_args()
+
+    with OpenAIServer() as server:
+        os.environ["OPENAI_BASE_URL"] = server.url
+        os.environ["OPENAI_API_KEY"] = KEY
+        os.environ["LLM_MAGIC_HOME"] = os.environ.get("LLM_MAGIC_HOME", "/tmp/llm_magic-bench-home")
+        import openai
+
+        import llm_magic
+
+        client = openai.OpenAI(base_url=server.url, api_key=KEY, max_retries=0)
+
+        def raw() -> str:
+            stream = client.chat.completions.create(
+                model="bench-model",
+                messages=[{"role": "user", "content": "Say something short."}],
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+
+        def ours() -> str:
+            return llm_magic.complete("Say something short.", "openai:bench-model").text
+
+        assert raw() == ours()  # same work on both sides
+        for _ in range(20):  # warm-up: imports, pools, caches
+            raw(), ours()
+        a, b = [], []
+        for _ in range(args.calls):
+            t = time.perf_counter()
+            ours()
+            a.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            raw()
+            b.append(time.perf_counter() - t)
+    ma, mb = statistics.median(a) * 1000, statistics.median(b) * 1000
+    print(f"{args.calls} calls each, streamed, loopback server")
+    print(f"llm_magic.complete()  median {ma:6.2f} ms  p90 {sorted(a)[int(len(a) * .9)] * 1000:6.2f} ms")
+    print(f"raw openai SDK        median {mb:6.2f} ms  p90 {sorted(b)[int(len(b) * .9)] * 1000:6.2f} ms")
+    print(f"added by llm_magic    {ma - mb:+.2f} ms at the median  (goal <= 1 ms)")
+
+
+if __name__ == "__main__":
+    main()

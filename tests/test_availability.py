@@ -1,0 +1,153 @@
+"""llm_magic.availability against real loopback servers and the installed embedded model."""
+
+from __future__ import annotations
+
+import importlib.util
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from llm_magic.availability import available, check_targets
+from llm_magic.errors import UsageProblem
+
+needs_llama = pytest.mark.skipif(
+    importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed"
+)
+
+
+def reasons(*targets: str) -> dict[str, tuple[bool, str]]:
+    return {a.target: (a.ok, a.reason) for a in check_targets(targets)}
+
+
+@needs_llama
+def test_embedded_model_is_available_without_key_or_server() -> None:
+    assert available(["local:smollm2"]) == ["local:smollm2"]
+
+
+def test_missing_gguf_file_is_not_available(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.gguf"
+    ok, reason = reasons(f"local:{missing}")[f"local:{missing}"]
+    assert not ok
+    assert str(missing) in reason
+
+
+def test_key_missing_means_unavailable_and_nothing_is_sent(
+    openai_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Even with the base URL on this machine, no key means no request at all.
+    monkeypatch.setenv("OPENAI_BASE_URL", openai_server.url)
+    ok, reason = reasons("openai:gpt-4o-mini")["openai:gpt-4o-mini"]
+    assert not ok
+    assert reason == "no API key: set OPENAI_API_KEY"
+    assert openai_server.request_count == 0
+
+
+def test_key_set_for_a_cloud_api_is_trusted_without_contact(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MISTRAL_API_KEY", "sk-secret-value-123456")
+    ((target, ok, reason),) = [
+        (a.target, a.ok, a.reason) for a in check_targets(["mistral:mistral-small-latest"])
+    ]
+    assert ok
+    assert "MISTRAL_API_KEY is set" in reason
+    assert "sk-secret" not in reason
+
+
+def test_keyed_server_on_loopback_is_probed_with_the_key(
+    openai_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    openai_server.api_key = "right-key-1234567890"
+    monkeypatch.setenv("OPENAI_BASE_URL", openai_server.url)
+    monkeypatch.setenv("OPENAI_API_KEY", "wrong-key-1234567890")
+    ok, reason = reasons("openai:gpt-4o-mini")["openai:gpt-4o-mini"]
+    # The probe sends no key (it only asks whether the server is there), so a server that
+    # wants one says 401 and the target is reported unusable with the reason, key unnamed.
+    assert not ok
+    assert "HTTP 401" in reason and "OPENAI_API_KEY" in reason
+    assert "wrong-key" not in reason
+    assert [r.path for r in openai_server.requests] == ["/v1/models"]
+
+
+def test_keyless_endpoint_from_config_is_probed(
+    openai_server, isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (isolated_env / "config.toml").write_text(
+        f'[providers.mine]\nkind = "openai"\nbase_url = "{openai_server.url}"\n'
+    )
+    assert available(["mine:any-model"]) == ["mine:any-model"]
+    assert [r.path for r in openai_server.requests] == ["/v1/models"]
+
+
+def test_ollama_needs_the_server_and_the_pulled_model(
+    ollama_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OLLAMA_HOST", ollama_server.root_url)
+    got = reasons("ollama:llama3.2", "ollama:qwen2.5:0.5b", "ollama:gemma3")
+    assert got["ollama:llama3.2"][0]  # installed as llama3.2:latest
+    assert got["ollama:qwen2.5:0.5b"][0]
+    ok, reason = got["ollama:gemma3"]
+    assert not ok
+    assert "%llm pull ollama:gemma3" in reason
+    # one probe serves every Ollama target
+    assert [r.path for r in ollama_server.requests] == ["/api/tags"]
+
+
+def test_no_ollama_running(refused_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OLLAMA_HOST", refused_url)
+    ok, reason = reasons("ollama:llama3.2")["ollama:llama3.2"]
+    assert not ok
+    assert "no Ollama at" in reason and "ollama serve" in reason
+
+
+@pytest.fixture
+def silent_url() -> Iterator[str]:
+    """A loopback port that accepts connections and never answers."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+
+
+def test_a_server_that_never_answers_is_unavailable(
+    silent_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LLAMACPP_BASE_URL", silent_url)
+    ok, reason = reasons("llamacpp:smollm2")["llamacpp:smollm2"]
+    assert not ok
+    assert reason == f"nothing answers at {silent_url}"
+
+
+@needs_llama
+def test_chain_is_available_when_any_link_is(
+    refused_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OLLAMA_HOST", refused_url)
+    (a,) = check_targets(["ollama:llama3.2|local:smollm2"])
+    assert a.ok
+    assert a.reason.startswith("ollama:llama3.2: no Ollama")
+    assert "local:smollm2: embedded model" in a.reason
+    assert str(a).startswith("yes  ollama:llama3.2|local:smollm2")
+
+
+def test_aliases_resolve_and_order_is_kept(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (isolated_env / "config.toml").write_text('[aliases]\nsmart = "openai:gpt-4o"\n')
+    monkeypatch.setenv("GROQ_API_KEY", "gsk-test-000000000000")
+    assert available(["smart", "groq:llama3", "openai:gpt-4o-mini"]) == ["groq:llama3"]
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-000000000000")
+    assert available(["smart", "groq:llama3", "openai:gpt-4o-mini"]) == [
+        "smart",
+        "groq:llama3",
+        "openai:gpt-4o-mini",
+    ]
+
+
+def test_a_bad_target_is_a_usage_problem() -> None:
+    with pytest.raises(UsageProblem, match="unknown provider 'nosuch'"):
+        available(["nosuch:model"])
+    with pytest.raises(UsageProblem, match="no model"):
+        available(["ollama:"])
