@@ -21,9 +21,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from servers.openai_server import OpenAIServer  # noqa: E402
+from serve import served  # noqa: E402
 
 KEY = "sk-bench-not-a-real-key"
 
@@ -97,17 +97,17 @@ def main() -> None:
     parser.add_argument("--litellm-venv", type=Path, default=Path("/tmp/llm_magic-bench-litellm"))
     args = parser.parse_args()
 
-    with OpenAIServer() as server:
-        server.delay = args.delay
-        os.environ["OPENAI_BASE_URL"] = server.url
+    # The server runs in its own process: in ours it would take GIL time from the clients.
+    with served("openai", delay=args.delay) as url:
+        os.environ["OPENAI_BASE_URL"] = url
         os.environ["OPENAI_API_KEY"] = KEY
         os.environ["LLM_MAGIC_HOME"] = os.environ.get("LLM_MAGIC_HOME", "/tmp/llm_magic-bench-home")
         ceiling = args.workers / args.delay
         ours(args.workers, args.workers)  # warm-up: imports and connection pool
         rows = [("llm_magic compare()", *ours(args.prompts, args.workers))]
-        rows.append(("raw openai SDK pool", *raw_sdk(server.url, args.prompts, args.workers)))
+        rows.append(("raw openai SDK pool", *raw_sdk(url, args.prompts, args.workers)))
         python = ensure_litellm(args.litellm_venv)
-        rows.append(("litellm.batch_completion", *litellm(python, server.url, args.prompts, args.workers)))
+        rows.append(("litellm.batch_completion", *litellm(python, url, args.prompts, args.workers)))
     rates = {}
     print(f"{args.prompts} prompts, server delay {args.delay * 1000:.0f} ms, {args.workers} workers,"
           f" ceiling {ceiling:.0f} req/s")

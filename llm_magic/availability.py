@@ -20,8 +20,9 @@ import http.client
 import importlib.util
 import ipaddress
 import json
+import threading
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -73,8 +74,9 @@ def check_targets(
 
     chains = [parse_target(word, aliases, known).chain for word in words]
     links = list(dict.fromkeys(t for chain in chains for t in chain))
+    probes = _Probes(timeout)
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(links)))) as pool:
-        verdicts = dict(zip(links, pool.map(lambda t: _check(t, timeout), links), strict=True))
+        verdicts = dict(zip(links, pool.map(lambda t: _check(t, probes), links), strict=True))
     result = []
     for word, chain in zip(words, chains, strict=True):
         parts = [verdicts[t] for t in chain]
@@ -87,7 +89,7 @@ def check_targets(
     return result
 
 
-def _check(target: Target, timeout: float) -> tuple[bool, str]:
+def _check(target: Target, probes: _Probes) -> tuple[bool, str]:
     from . import providers
 
     spec = providers.spec_for(target.provider)
@@ -109,8 +111,8 @@ def _check(target: Target, timeout: float) -> tuple[bool, str]:
             return True, f"{spec.key_env} is set (not contacted)"
         return True, f"configured at {base} (not on this machine, not probed)"
     if spec.kind == "ollama":
-        return _check_ollama(base, target.model, timeout)
-    answered, _ = _get(base, "/models", timeout)
+        return _check_ollama(base, target.model, probes)
+    answered, _ = probes.get(base, "/models")
     if answered is None:
         return False, f"nothing answers at {base}"
     if answered == 401 or answered == 403:
@@ -131,8 +133,8 @@ def _check_local(target: Target) -> tuple[bool, str]:
     return True, f"embedded model, {path.name}"
 
 
-def _check_ollama(base: str, model: str, timeout: float) -> tuple[bool, str]:
-    status, body = _get(base, "/api/tags", timeout)
+def _check_ollama(base: str, model: str, probes: _Probes) -> tuple[bool, str]:
+    status, body = probes.get(base, "/api/tags")
     if status is None:
         return False, f"no Ollama at {base} (start it with `ollama serve`)"
     if status != 200:
@@ -160,6 +162,25 @@ def _ollama_names(body: bytes) -> set[str]:
                 if isinstance(entry.get(key), str):
                     names.add(_tagged(entry[key]))
     return names
+
+
+class _Probes:
+    """Each (server, path) is asked once per check, however many targets it serves."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._asked: dict[tuple[str, str], Future[tuple[int | None, bytes]]] = {}
+
+    def get(self, base: str, path: str) -> tuple[int | None, bytes]:
+        with self._lock:
+            future = self._asked.get((base, path))
+            mine = future is None
+            if future is None:
+                future = self._asked[(base, path)] = Future()
+        if mine:
+            future.set_result(_get(base, path, self.timeout))
+        return future.result()
 
 
 def _is_loopback(url: str) -> bool:

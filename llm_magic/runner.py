@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Protocol
@@ -86,24 +86,26 @@ def run_jobs(
     limits = {name: threading.BoundedSemaphore(n) for name, n in policy.limits.items() if n > 0}
     workers = max(1, min(policy.concurrency, len(jobs)))
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llm_magic")
+    # One counter and one event, not futures.wait(): that re-arms a waiter on every pending
+    # future each time it wakes, which costs real time on a run of thousands of jobs.
+    finished = _Countdown(len(jobs))
 
-    def work(i: int) -> RunRecord:
-        record = _run_one(jobs[i], run_id, get_provider, policy, tokens[i], events, limits)
-        records[i] = record
-        if events is not None:
-            events.on_done(jobs[i], record)
-        return record
+    def work(i: int) -> None:
+        try:
+            record = _run_one(jobs[i], run_id, get_provider, policy, tokens[i], events, limits)
+            records[i] = record
+            if events is not None:
+                events.on_done(jobs[i], record)
+        finally:
+            finished.tick()
 
-    futures: dict[Future[RunRecord], int] = {}
     try:
         for i in range(len(jobs)):
-            futures[pool.submit(work, i)] = i
-        pending = set(futures)
-        while pending:
+            pool.submit(work, i)
+        # Short waits keep the main thread responsive to KeyboardInterrupt.
+        while not finished.wait(0.05):
             if stop is not None and stop.is_set():
                 raise KeyboardInterrupt  # a stop request takes the interrupt's path below
-            # Short waits keep the main thread responsive to KeyboardInterrupt.
-            _, pending = wait(pending, timeout=0.05, return_when=FIRST_COMPLETED)
     except KeyboardInterrupt:
         pool.shutdown(wait=False, cancel_futures=True)  # first, so no queued job starts
         for token in tokens:
@@ -120,6 +122,26 @@ def run_jobs(
     finally:
         pool.shutdown(wait=False)
     return [r for r in records if r is not None]
+
+
+class _Countdown:
+    """Set once `tick()` has been called `n` times."""
+
+    def __init__(self, n: int) -> None:
+        self._left = n
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        if n <= 0:
+            self._done.set()
+
+    def tick(self) -> None:
+        with self._lock:
+            self._left -= 1
+            if self._left <= 0:
+                self._done.set()
+
+    def wait(self, timeout: float) -> bool:
+        return self._done.wait(timeout)
 
 
 class RunInterrupted(KeyboardInterrupt):

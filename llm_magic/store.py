@@ -1,18 +1,11 @@
 """The SQLite run log and the response cache, in one file.
 
-    Store().log(records)            every row of a run, one transaction
-    Store().history(20)             the last 20 rows, oldest first
-    Store().cache_get(cache_key(...))  a stored answer, marked cached
-
-The database is `$LLM_MAGIC_HOME/log.db`, else the config file's `log_path`, else
-`log.db` in the platformdirs user data dir (`~/.local/share/llm_magic/`). It runs in WAL mode
-and is created 0600 in a 0700 directory (SQLite gives -wal and -shm the database's mode).
-
-No key is ever written: every string goes through `errors.redact` first, even though records
-are already redacted, because a careless server may echo a key into an answer.
-
-Persistence must never break a run: a database that cannot be opened or written turns into
-one line on stderr per store, and the operations become no-ops.
+The database is `$LLM_MAGIC_HOME/log.db`, else the config file's `log_path`, else `log.db` in
+the platformdirs user data dir (`~/.local/share/llm_magic/`). WAL mode; created 0600 in a 0700
+directory (SQLite gives -wal and -shm the database's mode). Every string goes through
+`errors.redact` before it is written, even though records are redacted already: a careless
+server may echo a key into an answer. Persistence never breaks a run: a database that cannot be
+opened or written is one line on stderr per store, and its operations become no-ops.
 """
 
 from __future__ import annotations
@@ -53,39 +46,19 @@ DB_NAME = "log.db"
 
 # What a cached row takes from the stored answer; the rest (run_id, prompt, repeat, params,
 # started_at, fallback_from) belongs to the run that asked.
-ANSWER_FIELDS: tuple[str, ...] = (
-    "model",
-    "output",
-    "latency_s",
-    "ttft_s",
-    "prompt_tokens",
-    "completion_tokens",
-    "total_tokens",
-    "tokens_estimated",
-    "tokens_per_s",
-    "cost_usd",
-    "finish_reason",
+ANSWER_FIELDS: tuple[str, ...] = tuple(
+    "model output latency_s ttft_s prompt_tokens completion_tokens total_tokens "  # noqa: SIM905
+    "tokens_estimated tokens_per_s cost_usd finish_reason".split()
 )
 
-
-def _kind(annotation: Any) -> str:
-    """The storage kind of a RunRecord field, from its (string) annotation."""
-    text = str(annotation)
-    for prefix, kind in (
-        ("float", "real"),
-        ("int", "int"),
-        ("bool", "bool"),
-        ("dict", "json"),
-        ("datetime", "time"),
-    ):
-        if text.startswith(prefix):
-            return kind
-    return "text"
-
-
-# Derived from RunRecord so a new column is stored without touching this module.
-_KINDS: dict[str, str] = {f.name: _kind(f.type) for f in fields(RunRecord)}
+# How each RunRecord field is stored, from its annotation ("float | None" -> "real"), so a new
+# column is stored without touching this module.
+_BY_TYPE = {"float": "real", "int": "int", "bool": "bool", "dict": "json", "datetime": "time"}
+_KINDS: dict[str, str] = {
+    f.name: _BY_TYPE.get(str(f.type).split("[")[0].split(" ")[0], "text") for f in fields(RunRecord)
+}
 _SQL = {"real": "REAL", "int": "INTEGER", "bool": "INTEGER"}
+_UNFINISHED = ("interrupted", "error")
 _COLS = ", ".join(f'"{c}"' for c in COLUMNS)
 _MARKS = ", ".join("?" for _ in COLUMNS)
 
@@ -124,12 +97,9 @@ def cache_key(
     `repeat` (the row's repeat index) enters only when non-zero, so `-r 5 --cache` replays five
     distinct answers rather than five copies of the first.
     """
-    sampling = options.sampling()
-    for name in ("temperature", "top_p"):  # 1 and 1.0 are the same request
-        if name in sampling:
-            sampling[name] = float(sampling[name])
-    if "stop" in sampling:
-        sampling["stop"] = list(sampling["stop"])
+    # temperature 1 and 1.0 are the same request (json writes the stop tuple as a list)
+    floats = ("temperature", "top_p")
+    sampling = {k: float(v) if k in floats else v for k, v in options.sampling().items()}
     body: dict[str, Any] = {
         "v": 1,
         "provider": provider,
@@ -137,9 +107,8 @@ def cache_key(
         "model": model,
         "messages": [[m.role, m.content] for m in messages],
         "options": sampling,
+        **({"repeat": repeat} if repeat else {}),
     }
-    if repeat:
-        body["repeat"] = repeat
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
@@ -148,8 +117,7 @@ def copy_answer(hit: RunRecord, into: RunRecord) -> RunRecord:
     """Serve a cache hit as `into`'s answer: the answer fields, no error, cached=True."""
     for name in ANSWER_FIELDS:
         setattr(into, name, getattr(hit, name))
-    into.error = None
-    into.cached = True
+    into.error, into.cached = None, True
     return into
 
 
@@ -169,13 +137,10 @@ def _texts(record: RunRecord) -> Iterator[str]:
     stack: list[Any] = [getattr(record, c) for c in COLUMNS if _KINDS[c] in ("text", "json")]
     while stack:
         value = stack.pop()
-        if isinstance(value, dict):
-            stack.extend(str(k) for k in value)
-            stack.extend(value.values())
-        elif isinstance(value, list | tuple):
-            stack.extend(value)
-        elif isinstance(value, str):
+        if isinstance(value, str):
             yield value
+        elif isinstance(value, dict | list | tuple):
+            stack.extend([*map(str, value), *value.values()] if isinstance(value, dict) else value)
 
 
 def _clean(records: Sequence[RunRecord]) -> bool:
@@ -192,24 +157,17 @@ def _clean(records: Sequence[RunRecord]) -> bool:
 
 def _to_sql(name: str, value: Any, scrub: bool) -> Any:
     kind = _KINDS[name]
-    if value is None:
+    if value is None or (kind == "real" and math.isnan(value)):
         return None
     if kind == "text":
         return redact(str(value)) if scrub else str(value)
-    if kind == "bool":
-        return int(bool(value))
-    if kind == "real":
-        value = float(value)
-        return None if math.isnan(value) else value
-    if kind == "int":
-        return int(value)
     if kind == "json":
         value = _scrub(value) if scrub else value
         return json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
     if kind == "time":  # naive datetimes are taken as UTC, as results.to_dataframe does
         when = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
         return when.astimezone(timezone.utc).isoformat()
-    return value
+    return {"bool": int, "real": float, "int": int}[kind](value)
 
 
 def _from_sql(name: str, value: Any) -> Any:
@@ -239,9 +197,12 @@ def _record(row: Sequence[Any]) -> RunRecord:
     return RunRecord(**{c: _from_sql(c, v) for c, v in zip(COLUMNS, row, strict=True)})
 
 
+def _declare(column: str) -> str:
+    return f'"{column}" {_SQL.get(_KINDS[column], "TEXT")}'
+
+
 def _table_sql(table: str, extra: str = "") -> str:
-    cols = ", ".join(f'"{c}" {_SQL.get(_KINDS[c], "TEXT")}' for c in COLUMNS)
-    return f"CREATE TABLE IF NOT EXISTS {table} ({extra}{cols})"
+    return f"CREATE TABLE IF NOT EXISTS {table} ({extra}{', '.join(map(_declare, COLUMNS))})"
 
 
 class Store:
@@ -252,8 +213,7 @@ class Store:
     def __init__(self, path: Path | str | None = None) -> None:
         self.path = Path(path).expanduser() if path is not None else log_path()
         self.problem: str | None = None  # why the store is unusable, if it is
-        self._lock = threading.RLock()
-        self._warned = False
+        self._lock, self._warned = threading.RLock(), False
         self._conn: sqlite3.Connection | None = None
         try:
             self._conn = self._open()
@@ -261,10 +221,7 @@ class Store:
             self.problem = self._complain(f"cannot open {self.path}", exc)
 
     def __repr__(self) -> str:
-        state = f"unusable: {self.problem}" if self._conn is None else "open"
-        return f"Store({str(self.path)!r}, {state})"
-
-    # -- opening ---------------------------------------------------------------------------
+        return f"Store({str(self.path)!r}, {self.problem or 'open'})"
 
     def _open(self) -> sqlite3.Connection:
         folder = self.path.parent
@@ -304,7 +261,7 @@ class Store:
         have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
         for c in COLUMNS:
             if c not in have:
-                conn.execute(f'ALTER TABLE {table} ADD COLUMN "{c}" {_SQL.get(_KINDS[c], "TEXT")}')
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {_declare(c)}")
 
     def _complain(self, action: str, exc: BaseException) -> str:
         problem = one_line(redact(f"{action}: {exc}"))
@@ -329,15 +286,11 @@ class Store:
                         self._conn.execute("ROLLBACK")
                 self._complain(f"cannot {action} {self.path}", exc)
 
-    # -- the run log ------------------------------------------------------------------------
-
     def log(self, records: Sequence[RunRecord]) -> None:
         """Append every record, in order, in one transaction. Never raises for the database."""
-        if not records:
-            return
         rows = _rows(records)
         with self._using("write the run log to") as conn:
-            if conn is None:
+            if conn is None or not rows:
                 return
             conn.execute("BEGIN")
             conn.executemany(f"INSERT INTO runs ({_COLS}) VALUES ({_MARKS})", rows)
@@ -377,8 +330,6 @@ class Store:
             conn.execute("COMMIT")
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the WAL still held the old pages
 
-    # -- the response cache -----------------------------------------------------------------
-
     def cache_get(self, key: str) -> RunRecord | None:
         """The answer stored under `key`, marked cached=True, or None.
 
@@ -399,9 +350,7 @@ class Store:
     def cache_put(self, key: str, record: RunRecord) -> bool:
         """Store a finished answer under `key`. Errors, interrupted rows and rows that were
         themselves served from the cache are not stored. True when stored."""
-        if record.error is not None or record.finish_reason in ("interrupted", "error"):
-            return False
-        if record.cached:
+        if record.error is not None or record.cached or record.finish_reason in _UNFINISHED:
             return False
         row = (key, datetime.now(timezone.utc).isoformat(), *_rows([record])[0])
         with self._using("write the cache to") as conn:
@@ -415,12 +364,10 @@ class Store:
         return False  # reached only when writing failed (and was reported)
 
     def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                with contextlib.suppress(sqlite3.Error):
-                    self._conn.close()
-                self._conn = None
-                self.problem = self.problem or "closed"
+        with self._lock, contextlib.suppress(sqlite3.Error):
+            conn, self._conn, self.problem = self._conn, None, self.problem or "closed"
+            if conn is not None:
+                conn.close()
 
 
 _stores: dict[Path, Store] = {}
@@ -442,12 +389,10 @@ def record_run(records: Sequence[RunRecord]) -> None:
 
     Never raises: a run must not fail because its log could not be written.
     """
-    if not records:
-        return
     try:
         from .config import resolve_setting
 
-        if resolve_setting("log").value:
+        if records and resolve_setting("log").value:
             default_store().log(records)
     except Exception as exc:  # a broken config file or path: the run itself still stands
         print(f"llm_magic: run log skipped: {one_line(redact(str(exc)))}", file=sys.stderr)

@@ -85,3 +85,118 @@ def _history(magics: LLMMagics, args: list[str]) -> Any:
     if store.problem is not None:
         raise ConfigProblem(f"the run log cannot be read: {store.problem}")
     return to_dataframe(store.history(count))
+
+
+# -- backends: providers, status, models, pull, rm, show, ps, config -------------------------
+# The work is in backends.py, discovery.py and manage.py, imported on first use. A server
+# refusing (unknown model, failed pull, bad key) is not a typing mistake, but it is the whole
+# answer: it is shown as one UsageError line in the server's own words, never a traceback.
+
+
+def _one_line_refusals(fn: Handler) -> Handler:
+    def run(magics: LLMMagics, args: list[str]) -> Any:
+        from .errors import ProviderError
+
+        try:
+            return fn(magics, args)
+        except ProviderError as exc:
+            raise UsageProblem(exc.message) from None
+
+    run.__doc__ = fn.__doc__
+    return run
+
+
+@handler("providers")
+def _providers(magics: LLMMagics, args: list[str]) -> Any:
+    """Every registered provider: configured?, key (masked), base URL and where it came from."""
+    from .manage import providers_table
+
+    return providers_table()
+
+
+@handler("status")
+def _status(magics: LLMMagics, args: list[str]) -> Any:
+    """Health of every configured backend and of local servers found on the usual ports."""
+    from .backends import status_table
+
+    return status_table()
+
+
+@handler("models")
+@_one_line_refusals
+def _models(magics: LLMMagics, args: list[str]) -> Any:
+    """`%llm models [PROVIDER]`: one table of every reachable backend's models."""
+    from .backends import models_table
+
+    frame, notes = models_table(args[0] if args else None)
+    for note in notes:
+        print(note)
+    return frame
+
+
+def _target(magics: LLMMagics, word: str) -> Any:
+    from .manage import target_of
+
+    return target_of(word, magics.session.all_aliases())
+
+
+@handler("pull")
+@_one_line_refusals
+def _pull(magics: LLMMagics, args: list[str]) -> None:
+    """`%llm pull ollama:MODEL`, with a progress bar."""
+    from .manage import pull
+
+    result = pull(_target(magics, args[0]))
+    print(f"pulled {result.target} ({result.layers} layers, {result.total_bytes / 1e9:.2f} GB)")
+
+
+@handler("rm")
+@_one_line_refusals
+def _rm(magics: LLMMagics, args: list[str]) -> None:
+    """`%llm rm ollama:MODEL` deletes it from Ollama; `%llm rm local:MODEL` unloads it."""
+    from .manage import remove
+
+    print(remove(_target(magics, args[0])))
+
+
+@handler("show")
+@_one_line_refusals
+def _show(magics: LLMMagics, args: list[str]) -> Any:
+    """`%llm show TARGET`: what the backend knows about that model."""
+    from .manage import show
+
+    return show(_target(magics, args[0]))
+
+
+@handler("ps")
+@_one_line_refusals
+def _ps(magics: LLMMagics, args: list[str]) -> Any:
+    """Models loaded right now (Ollama's and the embedded ones)."""
+    from .manage import running_table
+
+    frame, notes = running_table()
+    for note in notes:
+        print(note)
+    return frame
+
+
+@handler("config")
+def _config(magics: LLMMagics, args: list[str]) -> Any:
+    """Every resolved setting with its source; keys masked."""
+    from .manage import config_table
+
+    if args:
+        raise UsageProblem("usage: %llm config   (change settings with %config LLMMagics.NAME)")
+    return config_table(magics.configured())
+
+
+@handler("panel")
+def _panel(magics: LLMMagics, args: list[str]) -> Any:
+    """`%llm panel [TARGET ...]`: the comparison panel, with these targets chosen."""
+    # A bad target is one UsageError line now, before any widget is built.
+    magics.session.specs(args, default=magics.default_target)
+    try:
+        from .panel import Panel
+    except ImportError as exc:
+        raise UsageProblem(str(exc)) from None
+    return Panel(args or None, session=magics.session, configured=magics.configured())

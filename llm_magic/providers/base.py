@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
@@ -47,8 +47,14 @@ class Options:
 
     def sampling(self) -> dict[str, Any]:
         """The sampling options actually set, as recorded in the `params` column."""
-        keys = ("temperature", "max_tokens", "top_p", "seed", "stop")
-        return {k: v for k, v in asdict(self).items() if k in keys and v is not None}
+        values = {
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "top_p": self.top_p,
+            "seed": self.seed,
+            "stop": list(self.stop) if self.stop else None,
+        }
+        return {k: v for k, v in values.items() if v is not None}
 
 
 @dataclass(frozen=True)

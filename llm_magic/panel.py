@@ -1,0 +1,277 @@
+"""`llm_magic.Panel()` / `%llm panel`: the comparison run with clicks instead of a magic line.
+
+    panel = llm_magic.Panel(["local:smollm2", "ollama:llama3.2"], prompt="Why is the sky blue?")
+    panel            # in a notebook: type a prompt, pick targets, press Run
+    panel.result     # the DataFrame of the last run (the same schema as %%llm's)
+
+Plain ipywidgets 8, no custom JavaScript, so it works in JupyterLab, Notebook 7 and VS Code.
+The Run handler only validates and plans; the run itself is on a background thread, so the
+kernel stays free while answers stream. Stop sets an event that the runner checks between
+short waits, and cancels every request in flight the way a kernel interrupt does.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+try:
+    import ipywidgets as w
+except ImportError as exc:  # an optional extra: say how to get it
+    raise ImportError("llm_magic.Panel needs ipywidgets: pip install 'llm_magic[widgets]'") from exc
+from traitlets import Bool
+
+from . import __version__, api, providers
+from .config import resolve_setting
+from .errors import LLMMagicError, one_line, redact
+from .panel_models import ALWAYS_OFFERED, ModelDiscovery
+from .panel_run import LiveRun
+from .panel_view import chart_png, header_html, metrics_html, note_html, status_html
+from .records import RunRecord
+from .runner import Job, RunInterrupted, run_jobs
+
+__all__ = ["Panel"]
+
+_FULL = w.Layout(width="100%")
+_LABELLED = {"description_width": "initial"}
+
+
+class Panel(w.VBox):
+    """A prompt, a set of targets and options; Run streams every target in its own column,
+    then shows a metrics table and a chart. `result` holds the last run's DataFrame."""
+
+    running = Bool(False, help="True while a run is in flight (observable).")
+
+    def __init__(
+        self,
+        targets: Sequence[str] | str | None = None,
+        prompt: str = "",
+        *,
+        system: str = "",
+        temperature: float = 0.7,
+        max_tokens: int = 256,
+        repeat: int = 1,
+        discover: bool = True,
+        session: api.Session | None = None,
+        configured: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._session = session or api.session
+        self._configured = dict(configured or {})
+        if targets is None:
+            default = self._configured.get("default_target")
+            targets = [str(resolve_setting("default_target", default).value)]
+        elif isinstance(targets, str):
+            targets = targets.split()
+        self.result: Any = None  # pandas.DataFrame after the first run
+        self.records: list[RunRecord] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._build(list(targets), prompt, system, temperature, max_tokens, repeat)
+        super().__init__(children=self._layout(), layout=w.Layout(
+            border="1px solid var(--jp-border-color2, rgba(128,128,128,.35))",
+            padding="10px 12px", width="100%", grid_gap="6px"))
+        self.add_class("llm-panel")
+        self.discovery = ModelDiscovery(self._models_changed)
+        if discover:
+            self.refresh_models()
+        else:
+            self.discovery_note.value = note_html("models: not listed (discover=False)")
+
+    # ---- construction ---------------------------------------------------------------------
+    def _build(self, targets: list[str], prompt: str, system: str, temperature: float,
+               max_tokens: int, repeat: int) -> None:
+        self.header = w.HTML(header_html(__version__))
+        self.prompt = w.Textarea(value=prompt, placeholder="Ask every target the same thing…",
+                                 rows=4, layout=_FULL)
+        self.picker = w.Combobox(
+            options=[ALWAYS_OFFERED], ensure_option=False, continuous_update=False,
+            placeholder="add a target: pick one or type provider:model",
+            layout=w.Layout(width="24em"))
+        self.add_button = w.Button(description="Add", icon="plus", tooltip="add this target",
+                                   layout=w.Layout(width="auto"))
+        self.refresh_button = w.Button(icon="refresh", tooltip="list the models again",
+                                       layout=w.Layout(width="36px"))
+        self.targets = w.TagsInput(value=targets, allow_duplicates=False,
+                                   layout=w.Layout(flex="1 1 auto", min_width="12em"))
+        self.discovery_note = w.HTML(note_html("models: asking…"))
+        self.temperature = w.FloatSlider(value=temperature, min=0.0, max=2.0, step=0.05,
+                                         description="temperature", style=_LABELLED,
+                                         readout_format=".2f", layout=w.Layout(width="20em"))
+        self.max_tokens = w.BoundedIntText(value=max_tokens, min=1, max=131072,
+                                           description="max tokens", style=_LABELLED,
+                                           layout=w.Layout(width="11em"))
+        self.repeat = w.BoundedIntText(value=repeat, min=1, max=50, description="repeat",
+                                       style=_LABELLED, layout=w.Layout(width="8em"))
+        self.system = w.Textarea(value=system, placeholder="optional system prompt", rows=2,
+                                 layout=_FULL)
+        self.run_button = w.Button(description="Run", icon="play", button_style="primary",
+                                   tooltip="send the prompt to every target")
+        self.stop_button = w.Button(description="Stop", icon="stop", button_style="danger",
+                                    disabled=True, tooltip="cancel every request in flight")
+        self.status = w.HTML(status_html("ready", "pick targets, write a prompt, press Run"),
+                             layout=w.Layout(flex="1 1 auto"))
+        self.columns: list[w.HTML] = []
+        self.outputs = w.GridBox([], layout=w.Layout(width="100%", grid_gap="8px"))
+        self.metrics = w.HTML("")
+        self.chart = w.Image(format="png", layout=w.Layout(display="none", max_width="100%"))
+
+        self.picker.observe(self._picked, names="value")
+        self.add_button.on_click(lambda _: self._add(self.picker.value))
+        self.refresh_button.on_click(lambda _: self.refresh_models())
+        self.run_button.on_click(lambda _: self.start())
+        self.stop_button.on_click(lambda _: self.stop())
+
+    def _layout(self) -> list[w.Widget]:
+        system_box = w.Accordion([self.system], titles=("System prompt",), selected_index=None,
+                                 layout=_FULL)
+        row = w.Layout(width="100%", align_items="center", flex_flow="row wrap",
+                       grid_gap="6px")
+        return [
+            self.header,
+            self.prompt,
+            w.HBox([self.picker, self.add_button, self.refresh_button, self.targets], layout=row),
+            self.discovery_note,
+            w.HBox([self.temperature, self.max_tokens, self.repeat], layout=row),
+            system_box,
+            w.HBox([self.run_button, self.stop_button, self.status], layout=row),
+            self.outputs,
+            self.metrics,
+            self.chart,
+        ]
+
+    # ---- targets ------------------------------------------------------------------------
+    def refresh_models(self) -> None:
+        """List the models of the configured providers again, in the background."""
+        self.discovery.start()
+        self._models_changed()
+
+    def _models_changed(self) -> None:  # called from discovery threads
+        self.picker.options = self.discovery.targets()
+        self.discovery_note.value = note_html(self.discovery.summary())
+
+    def _picked(self, change: dict[str, Any]) -> None:
+        if change["new"]:
+            self._add(change["new"])
+
+    def _add(self, text: str) -> None:
+        """Add a target word (provider:model, an alias or a chain a|b) after checking it."""
+        word = (text or "").strip()
+        if not word:
+            return
+        try:
+            self._session.specs([word])
+        except LLMMagicError as exc:
+            self._problem(exc.message)
+            return
+        if word not in self.targets.value:
+            self.targets.value = [*self.targets.value, word]
+        self.picker.value = ""
+
+    # ---- running ------------------------------------------------------------------------
+    def _problem(self, message: str) -> None:
+        self.status.value = status_html("problem", message)
+
+    def _plan(self) -> tuple[list[Job], Any, list[str]] | None:
+        """Jobs, policy and column labels for the current inputs; None (and the reason in the
+        status line) when the inputs are not runnable. Nothing is sent before this passes."""
+        prompt = self.prompt.value.strip()
+        if not prompt:
+            self._problem("write a prompt first")
+            return None
+        if not self.targets.value:
+            self._problem("add at least one target (e.g. local:smollm2)")
+            return None
+        try:
+            specs = self._session.specs(list(self.targets.value))
+            options = api.make_options(temperature=float(self.temperature.value),
+                                       max_tokens=int(self.max_tokens.value),
+                                       configured=self._configured)
+            policy = api.make_policy(configured=self._configured)
+        except LLMMagicError as exc:
+            self._problem(exc.message)
+            return None
+        system = self.system.value.strip() or None
+        jobs = api.plan_jobs([prompt], specs, options, system=system,
+                             repeat=int(self.repeat.value))
+        return jobs, policy, [s.label for s in specs]
+
+    def start(self) -> bool:
+        """What Run does: start a run in the background; False if one is going or the inputs
+        are not runnable (the reason is in the status line)."""
+        if self.running:
+            return False
+        planned = self._plan()
+        if planned is None:
+            return False
+        jobs, policy, labels = planned
+        self.columns = [w.HTML("", layout=w.Layout(min_width="0")) for _ in labels]
+        for column in self.columns:
+            column.add_class("llm-panel-column")
+        self.outputs.children = self.columns
+        self.outputs.layout.grid_template_columns = (
+            f"repeat({len(labels)}, minmax(16em, 1fr))")
+        self.metrics.value = ""
+        self.chart.layout.display = "none"
+        live = LiveRun(jobs, labels, self.columns, self.status)
+        self._stop = threading.Event()
+        self.running = True
+        self.run_button.disabled, self.stop_button.disabled = True, False
+        live.start()
+        self._thread = threading.Thread(target=self._run, args=(jobs, policy, live),
+                                        daemon=True, name="llm-magic-panel-run")
+        self._thread.start()
+        return True
+
+    def stop(self) -> None:
+        """What Stop does: cancel every request in flight; rows so far are kept."""
+        self._stop.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the current run (if any) has finished; True if it has."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+            return not thread.is_alive()
+        return True
+
+    def _run(self, jobs: list[Job], policy: Any, live: LiveRun) -> None:
+        phase, note = "done", ""
+        records: list[RunRecord] = []
+        try:
+            records = run_jobs(jobs, providers.get_provider, policy, live, stop=self._stop)
+        except RunInterrupted as exc:
+            records, phase = exc.records, "stopped"
+        except Exception as exc:  # a bug here must show, not kill the thread silently
+            phase, note = "failed", one_line(f"{type(exc).__name__}: {redact(str(exc))}")
+        try:
+            self._finish(jobs, records, live, phase, note)
+        finally:
+            self.run_button.disabled, self.stop_button.disabled = False, True
+            self.running = False
+
+    def _finish(self, jobs: list[Job], records: list[RunRecord], live: LiveRun, phase: str,
+                note: str) -> None:
+        # records is empty when the run failed outright; otherwise one per job, in order
+        for job, record in zip(jobs, records, strict=False):
+            live.on_done(job, record)  # jobs never started get their "interrupted" row too
+        elapsed = live.close()
+        self.records = records
+        self._session.last = records
+        from .results import to_dataframe
+
+        frame = to_dataframe(records)
+        self.result = frame
+        if records:
+            self.metrics.value = metrics_html(records, show_repeat=int(self.repeat.value) > 1)
+            png = chart_png(frame)
+            if png is not None:
+                self.chart.value = png
+                self.chart.layout.display = "block"
+        errors = sum(r.error is not None for r in records)
+        message = note or (
+            f"{elapsed:.1f} s · {len(records)} answer{'s' if len(records) != 1 else ''}"
+            + (f" · {errors} with errors" if errors else "")
+            + " · the rows are in panel.result"
+        )
+        live.render_status(phase, message)

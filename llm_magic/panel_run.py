@@ -1,0 +1,157 @@
+"""One panel run as it streams: runner events in, column and status widgets out.
+
+The runner calls `on_text` / `on_done` from its worker threads for every token; those calls
+only store text under a lock. A ticker thread renders what changed at most every `interval`
+seconds by assigning widget values (the thread-safe way to reach a widget; `with Output():`
+from a thread would land in the wrong cell), and refreshes the elapsed time.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from . import html
+from .panel_view import column_html, status_html
+from .records import RunRecord
+from .runner import Job
+
+__all__ = ["LiveRun", "caption"]
+
+
+def caption(record: RunRecord) -> str:
+    text = html.caption_text(
+        record.latency_s,
+        record.completion_tokens,
+        record.tokens_per_s,
+        estimated=record.tokens_estimated,
+        cached=record.cached,
+    )
+    if record.fallback_from:
+        text += f" · after {record.fallback_from} failed"
+    return text
+
+
+@dataclass
+class _Answer:
+    text: str = ""
+    record: RunRecord | None = None
+
+    @property
+    def state(self) -> str:
+        if self.record is None:
+            return "streaming" if self.text else "waiting"
+        if self.record.finish_reason == "interrupted":
+            return "stopped"
+        return "error" if self.record.error else "done"
+
+
+class LiveRun:
+    """Feeds one run into `columns` (one widget per target label) and `status`."""
+
+    def __init__(
+        self,
+        jobs: Sequence[Job],
+        labels: Sequence[str],
+        columns: Sequence[Any],
+        status: Any,
+        interval: float = 0.1,
+    ) -> None:
+        self.labels = list(labels)
+        self.columns = list(columns)
+        self.status = status
+        self.interval = interval
+        self._repeats = max((j.repeat for j in jobs), default=0) + 1
+        self._answers = [[_Answer() for _ in range(self._repeats)] for _ in self.labels]
+        self._slot = {j.index: (self.labels.index(j.spec.label), j.repeat) for j in jobs}
+        self._lock = threading.Lock()
+        self._dirty: set[int] = set(range(len(self.labels)))
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+        self.started = time.monotonic()
+
+    # ---- runner events (worker threads): store only ---------------------------------------
+    def on_text(self, job: Job, text: str) -> None:
+        column, repeat = self._slot[job.index]
+        with self._lock:
+            answer = self._answers[column][repeat]
+            if answer.record is None:  # a late chunk must not undo on_done
+                answer.text = text
+                self._dirty.add(column)
+
+    def on_done(self, job: Job, record: RunRecord) -> None:
+        column, repeat = self._slot[job.index]
+        with self._lock:
+            self._answers[column][repeat] = _Answer(record.output, record)
+            self._dirty.add(column)
+
+    # ---- rendering --------------------------------------------------------------------------
+    def column_states(self) -> list[str]:
+        """Per column: streaming while any answer streams, else the worst final state."""
+        with self._lock:
+            states = [[a.state for a in answers] for answers in self._answers]
+        out = []
+        for column in states:
+            for state in ("streaming", "waiting", "stopped", "error"):
+                if state in column:
+                    break
+            else:
+                state = "done"
+            if state == "waiting" and any(s != "waiting" for s in column):
+                state = "streaming"  # between two repeats: still at work
+            out.append(state)
+        return out
+
+    def _entries(self, column: int) -> list[html.Entry]:
+        tagged = self._repeats > 1
+        entries = []
+        for i, a in enumerate(self._answers[column]):
+            r = a.record
+            entries.append(html.Entry(
+                text=a.text,
+                caption=caption(r) if r is not None else "",
+                error=r.error if r is not None else None,
+                tag=f"run {i + 1}" if tagged else "",
+                pending=r is None,
+            ))
+        return entries
+
+    def render_status(self, phase: str, message: str | None = None) -> None:
+        elapsed = time.monotonic() - self.started
+        states = self.column_states()
+        done = sum(s in ("done", "error", "stopped") for s in states)
+        if message is None:
+            message = f"{elapsed:.1f} s · {done}/{len(states)} targets finished"
+        pairs = zip(self.labels, states, strict=True)
+        chips = [(f"{label} · {state}", state) for label, state in pairs]
+        self.status.value = status_html(phase, message, chips)
+
+    def _flush(self) -> None:
+        with self._lock:
+            dirty, self._dirty = self._dirty, set()
+            bodies = {c: column_html(self.labels[c], self._entries(c)) for c in sorted(dirty)}
+        for c, body in bodies.items():
+            self.columns[c].value = body
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._flush()
+            self.render_status("running")
+
+    # ---- lifecycle ----------------------------------------------------------------------
+    def start(self) -> None:
+        self._flush()
+        self.render_status("running")
+        self._ticker = threading.Thread(target=self._tick, daemon=True, name="llm-magic-panel")
+        self._ticker.start()
+
+    def close(self) -> float:
+        """Stop the ticker and render the final columns; returns the elapsed seconds."""
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
+        self._flush()
+        return time.monotonic() - self.started

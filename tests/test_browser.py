@@ -1,0 +1,178 @@
+"""The panel in a real JupyterLab, driven by Debian's headless Chromium through Playwright.
+
+JupyterLab serves a temporary copy of notebooks/ on 127.0.0.1 with a random token; the test
+opens 04-panel.ipynb, runs every cell, presses the panel's Run button and waits until every
+column holds an answer from the embedded model and the metrics table is shown. The panel's
+screenshot goes to test-artifacts/panel.png (a full-page one to panel-failure.png on failure).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.local_model]
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOK = "04-panel.ipynb"
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+# Generous: a cold start imports llama.cpp and loads the model in the kernel.
+SLOW_MS = 90_000
+
+
+@dataclass(frozen=True)
+class Lab:
+    url: str
+    token: str
+    log: Path
+
+    def log_tail(self, lines: int = 40) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _get(url: str, token: str, method: str = "GET") -> int:
+    request = urllib.request.Request(url, method=method,
+                                     headers={"Authorization": f"token {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        return exc.code
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    root = tmp_path / "notebooks"
+    shutil.copytree(REPO / "notebooks", root)
+    config = tmp_path / "jupyter-config"
+    (config / "labconfig").mkdir(parents=True)
+    # No "get Jupyter news?" toast over the notebook, no network fetch for it.
+    disabled = {"@jupyterlab/apputils-extension:announcements": True}
+    (config / "labconfig" / "page_config.json").write_text(
+        json.dumps({"disabledExtensions": disabled}))
+    env = {
+        **os.environ,  # includes the isolated LLM_MAGIC_* of conftest's autouse fixture
+        "JUPYTER_CONFIG_DIR": str(config),
+        "JUPYTER_RUNTIME_DIR": str(tmp_path / "jupyter-runtime"),
+        "JUPYTER_DATA_DIR": str(tmp_path / "jupyter-data"),  # kernels still come from the venv
+        "IPYTHONDIR": str(tmp_path / "ipython"),
+    }
+    token, port = secrets.token_hex(16), _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "jupyter.log"
+    command = [
+        str(Path(sys.executable).with_name("jupyter")), "lab", "--no-browser",
+        f"--IdentityProvider.token={token}", f"--port={port}", "--ServerApp.port_retries=0",
+        "--ServerApp.ip=127.0.0.1", f"--ServerApp.root_dir={root}",
+        "--ServerApp.terminals_enabled=False",
+        f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}",
+    ]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        command.append("--allow-root")  # CI containers run as root
+    with log.open("wb") as sink:
+        server = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
+    lab = Lab(url, token, log)
+    try:
+        end = time.monotonic() + 60
+        while _get_quietly(f"{url}/api/status", token) != 200:
+            if server.poll() is not None or time.monotonic() > end:
+                pytest.fail(f"JupyterLab did not start:\n{lab.log_tail()}")
+            time.sleep(0.2)
+        yield lab
+    finally:
+        # A clean shutdown also stops the kernel it started.
+        _get_quietly(f"{url}/api/shutdown", token, method="POST")
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(5)
+
+
+def _get_quietly(url: str, token: str, method: str = "GET") -> int | None:
+    try:
+        return _get(url, token, method)
+    except OSError:
+        return None
+
+
+def test_panel_runs_in_jupyterlab(lab: Lab) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    expect = sync_api.expect
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            try:
+                _drive(page, lab, expect)
+            except Exception:
+                page.screenshot(path=str(ARTIFACTS / "panel-failure.png"), full_page=True)
+                print(lab.log_tail())  # shown by pytest with the failure
+                raise
+        finally:
+            browser.close()
+
+
+def _drive(page, lab: Lab, expect) -> None:
+    page.goto(f"{lab.url}/lab/tree/{NOTEBOOK}?token={lab.token}")
+    # Kernel started and idle, then Run > Run All Cells.
+    expect(page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]')).to_be_visible(
+        timeout=SLOW_MS)
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+
+    panel = page.locator(".llm-panel").first
+    expect(panel).to_be_visible(timeout=SLOW_MS)
+    prompt = panel.locator("textarea").first
+    if not prompt.input_value().strip():  # the notebook may leave the prompt to the reader
+        prompt.fill("Explain in one sentence why the sky is blue.")
+    panel.locator("button", has_text=re.compile(r"^\s*Run\s*$")).click()
+
+    # Columns appear at once; the metrics table only when every target has answered.
+    expect(panel.locator(".llm-panel-metrics table")).to_be_visible(timeout=SLOW_MS)
+    columns = panel.locator(".llm-panel-column")
+    assert columns.count() >= 1
+    for i in range(columns.count()):
+        answer = columns.nth(i).locator("pre").first
+        assert answer.inner_text().strip(), f"column {i} is empty"
+    status = panel.locator(".llm-panel-status")
+    expect(status).to_contain_text("done")
+    chart = panel.locator("img").first
+    expect(chart).to_be_visible()
+    assert chart.evaluate("img => img.naturalWidth") > 0
+    panel.scroll_into_view_if_needed()
+    panel.screenshot(path=str(ARTIFACTS / "panel.png"))

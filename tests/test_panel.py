@@ -1,0 +1,188 @@
+"""The ipywidgets panel, built in plain Python: set values, click buttons, read the widgets.
+
+Runs go to the loopback servers (real sockets, real providers) and, in one test, to the
+embedded model. Each run is on the panel's background thread; `panel.wait()` joins it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pandas as pd
+import pytest
+
+from llm_magic import api, html
+from llm_magic.panel import Panel
+
+RUN_TIMEOUT = 60.0
+
+
+def until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll until predicate() holds; False when the timeout passes first."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+@pytest.fixture
+def openai_env(openai_server, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("OPENAI_BASE_URL", openai_server.url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-panel-0123456789")
+    return openai_server
+
+
+def make_panel(targets: list[str], prompt: str = "", **kwargs) -> Panel:
+    kwargs.setdefault("discover", False)  # discovery has its own test
+    return Panel(targets, prompt=prompt, session=api.Session(), **kwargs)
+
+
+def run(panel: Panel) -> None:
+    panel.run_button.click()
+    assert panel.wait(RUN_TIMEOUT), "the run did not finish"
+
+
+def test_run_streams_each_target_into_its_own_escaped_column(openai_env) -> None:
+    panel = make_panel(["openai:gpt-4o-mini", "openai:gpt-4o"], "<b>bold</b> & co", max_tokens=50)
+    run(panel)
+    assert not panel.running and not panel.run_button.disabled and panel.stop_button.disabled
+    mini, big = (c.value for c in panel.outputs.children)
+    assert "Echo from gpt-4o-mini: &lt;b&gt;bold&lt;/b&gt; &amp; co" in mini
+    assert "Echo from gpt-4o: &lt;b&gt;bold&lt;/b&gt; &amp; co" in big
+    assert "<b>bold</b>" not in mini + big
+    df = panel.result
+    assert list(df["target"]) == ["openai:gpt-4o-mini", "openai:gpt-4o"]
+    assert df["output"].str.startswith("Echo from").all() and df["error"].isna().all()
+    assert (df["latency_s"] > 0).all() and df["completion_tokens"].notna().all()
+    assert api.Session().last == []  # the panel's own session got the rows, not a new one
+    metrics = panel.metrics.value
+    assert "<table" in metrics and "openai:gpt-4o-mini" in metrics and "tokens/s" in metrics
+    assert panel.chart.value[:8] == b"\x89PNG\r\n\x1a\n" and panel.chart.layout.display == "block"
+    assert "done" in panel.status.value and "2 answers" in panel.status.value
+    body = openai_env.chat_requests()[0].body
+    assert body["max_tokens"] == 50 and body["temperature"] == pytest.approx(0.7)
+
+
+def test_system_prompt_and_repeat_reach_the_server_and_the_columns(openai_env) -> None:
+    panel = make_panel(["openai:gpt-4o-mini"], "hi")
+    panel.system.value = "You are terse."
+    panel.repeat.value = 2
+    panel.temperature.value = 0.2
+    run(panel)
+    assert len(panel.result) == 2 and list(panel.result["repeat"]) == [0, 1]
+    requests = openai_env.chat_requests()
+    assert len(requests) == 2
+    assert requests[0].body["messages"][0] == {"role": "system", "content": "You are terse."}
+    assert requests[0].body["temperature"] == pytest.approx(0.2)
+    (column,) = panel.columns
+    assert "run 1" in column.value and "run 2" in column.value
+    assert ">#</th>" in panel.metrics.value  # a repeat column when a target answered twice
+
+
+def test_a_failing_target_keeps_the_other_column(openai_env, ollama_server, monkeypatch) -> None:
+    monkeypatch.setenv("OLLAMA_HOST", ollama_server.root_url)
+    openai_env.status = 400
+    openai_env.error_message = "bad <request> & stuff"
+    panel = make_panel(["openai:gpt-4o-mini", "ollama:llama3.2"], "hello")
+    run(panel)
+    bad, good = panel.result.itertuples()
+    assert bad.error is not None and "bad" in bad.error
+    assert pd.isna(good.error)
+    assert good.output.startswith("Echo from llama3.2")
+    assert "bad &lt;request&gt; &amp; stuff" in panel.columns[0].value
+    assert "bad &lt;request&gt; &amp; stuff" in panel.metrics.value
+    assert "<request>" not in panel.metrics.value + panel.columns[0].value
+    assert "1 with errors" in panel.status.value
+    assert "sk-test-panel" not in panel.metrics.value + panel.status.value
+
+
+def test_stop_cancels_a_slow_run_and_keeps_the_rows(openai_env) -> None:
+    openai_env.delay = 30.0  # the server sits on the request; only Stop ends it
+    panel = make_panel(["openai:gpt-4o-mini", "openai:gpt-4o"], "slow please")
+    panel.run_button.click()
+    assert panel.running and panel.run_button.disabled and not panel.stop_button.disabled
+    assert until(lambda: openai_env.in_flight == 2)
+    assert "running" in panel.status.value
+    panel.stop_button.click()
+    assert panel.wait(10), "Stop did not end the run"
+    df = panel.result
+    assert len(df) == 2 and (df["finish_reason"] == "interrupted").all()
+    assert "stopped" in panel.status.value and "interrupted" in panel.columns[0].value
+    assert not panel.running and not panel.run_button.disabled
+
+
+def test_bad_inputs_are_reported_in_the_status_line_and_nothing_is_sent(openai_env) -> None:
+    panel = make_panel(["openai:gpt-4o-mini"], "   ")
+    panel.run_button.click()
+    assert "write a prompt" in panel.status.value and panel._thread is None
+    panel.prompt.value = "hi"
+    panel.targets.value = ["nosuch:model"]
+    panel.run_button.click()
+    assert "unknown provider &#x27;nosuch&#x27;" in panel.status.value
+    panel.targets.value = []
+    panel.run_button.click()
+    assert "add at least one target" in panel.status.value
+    assert panel.result is None and openai_env.request_count == 0
+
+
+def test_picker_adds_checked_targets_and_rejects_bad_ones() -> None:
+    panel = make_panel(["local:smollm2"])
+    panel.picker.value = "ollama:llama3.2:1b"
+    assert panel.targets.value == ["local:smollm2", "ollama:llama3.2:1b"]
+    assert panel.picker.value == ""  # ready for the next one
+    panel.picker.value = "local:smollm2"  # already chosen: not twice
+    assert panel.targets.value == ["local:smollm2", "ollama:llama3.2:1b"]
+    panel.picker.value = "llama3"
+    assert "neither provider:model nor a known alias" in panel.status.value
+    assert panel.targets.value == ["local:smollm2", "ollama:llama3.2:1b"]
+    panel._add("  mistral:mistral-small-latest ")  # what the Add button does with the box
+    assert panel.targets.value[-1] == "mistral:mistral-small-latest"
+
+
+def test_no_targets_means_the_default_target() -> None:
+    assert make_panel(None).targets.value == ["local:smollm2"]
+    configured = {"default_target": "ollama:llama3.2"}
+    assert Panel(discover=False, configured=configured).targets.value == ["ollama:llama3.2"]
+
+
+def test_discovery_lists_models_of_configured_providers(
+    openai_env, refused_url, monkeypatch
+) -> None:
+    monkeypatch.setenv("OLLAMA_HOST", refused_url)
+    panel = Panel(["local:smollm2"], session=api.Session())
+    assert panel.discovery.finished.wait(15)
+    options = panel.picker.options
+    assert options[0] == "local:smollm2"
+    assert "openai:gpt-4o-mini" in options and "openai:o4-mini" in options
+    note = panel.discovery_note.value
+    assert "openai 5" in note and "ollama: cannot connect" in note
+    assert not any(o.startswith("ollama:") for o in options)
+    assert "sk-test-panel" not in note
+
+
+def test_llm_panel_magic_builds_a_panel(ip, refused_url, monkeypatch) -> None:
+    from IPython.core.error import UsageError
+
+    monkeypatch.setenv("OLLAMA_HOST", refused_url)
+    panel = ip.run_line_magic("llm", "panel local:smollm2 ollama:llama3.2")
+    assert isinstance(panel, Panel)
+    assert panel.targets.value == ["local:smollm2", "ollama:llama3.2"]
+    assert panel.discovery.finished.wait(15)
+    with pytest.raises(UsageError, match="unknown provider"):
+        ip.run_line_magic("llm", "panel nosuch:model")
+
+
+@pytest.mark.local_model
+def test_the_embedded_model_streams_into_the_panel() -> None:
+    panel = make_panel(["local:smollm2"], "Name one colour.", max_tokens=16)
+    panel.temperature.value = 0.0
+    run(panel)
+    (row,) = panel.result.itertuples()
+    assert pd.isna(row.error) and row.output.strip()
+    assert row.completion_tokens > 0 and not row.tokens_estimated
+    assert row.cost_usd == 0.0
+    assert html.escape(row.output.strip()[:10]) in panel.columns[0].value
+    assert "free" in panel.metrics.value and "done" in panel.status.value
