@@ -16,6 +16,7 @@ from .errors import ProviderError
 from .providers.base import Message, Options
 from .records import RunRecord
 from .runner import Events, Job, Policy, run_jobs
+from .store import record_run
 from .targets import TargetSpec, resolve_targets
 
 if TYPE_CHECKING:
@@ -123,6 +124,7 @@ def make_policy(
     *,
     retries: int | None = None,
     concurrency: int | None = None,
+    cache: bool | None = None,
     configured: Mapping[str, Any] | None = None,
 ) -> Policy:
     configured = configured or {}
@@ -134,6 +136,7 @@ def make_policy(
         ),
         limits=file.limits,
         prices=file.prices,
+        cache=bool(resolve_setting("cache", cache, configured.get("cache")).value),
     )
 
 
@@ -148,8 +151,10 @@ def run(
         records = run_jobs(jobs, providers.get_provider, policy, events)
     except KeyboardInterrupt as interrupt:
         session.last = list(getattr(interrupt, "records", []))
+        record_run(session.last)
         raise
     session.last = records
+    record_run(records)  # never raises: a log that cannot be written is one stderr line
     return records
 
 

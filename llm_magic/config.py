@@ -58,6 +58,7 @@ DEFAULTS: dict[str, Any] = {
     "concurrency": 8,
     "cache": False,
     "log": True,
+    "log_path": "",
 }
 
 # Environment variables that set a setting (types follow DEFAULTS).

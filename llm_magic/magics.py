@@ -95,7 +95,7 @@ class LLMMagics(Magics):
             configured=configured,
         )
         policy = api.make_policy(
-            retries=cmd.retries, concurrency=cmd.concurrency, configured=configured
+            retries=cmd.retries, concurrency=cmd.concurrency, cache=cmd.cache, configured=configured
         )
         conversations = self.session.conversations if cmd.chat else None
         jobs = api.plan_jobs(

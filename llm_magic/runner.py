@@ -44,6 +44,7 @@ class Policy:
     backoff_max: float = 8.0
     retry_after_max: float = 60.0
     prices: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    cache: bool = False  # serve repeated requests from the response cache (store.py)
 
 
 class Events(Protocol):
@@ -215,6 +216,17 @@ def _try_target(
         repeat=job.repeat,
         params=job.options.sampling(),
     )
+    key = _cache_key(job, target, get_provider) if policy.cache else None
+    if key is not None:
+        from .store import copy_answer, default_store
+
+        hit = default_store().cache_get(key)
+        if hit is not None:
+            record.started_at = datetime.now(timezone.utc)
+            copy_answer(hit, record)
+            if events is not None:
+                events.on_text(job, record.output)
+            return record
     attempt = 0
     while not token.cancelled:
         limit = limits.get(target.provider)
@@ -244,7 +256,23 @@ def _try_target(
     else:
         record.finish_reason, record.error = "interrupted", "interrupted before it was sent"
     _account(record, job, policy)
+    if key is not None:
+        from .store import default_store
+
+        default_store().cache_put(key, record)  # only answers that finished without error
     return record
+
+
+def _cache_key(job: Job, target: Target, get_provider: Callable[[str], Provider]) -> str | None:
+    from .store import cache_key
+
+    try:
+        base_url = getattr(get_provider(target.provider), "base_url", None)
+    except LLMMagicError:
+        return None  # the attempt itself will report why the provider cannot be built
+    return cache_key(
+        target.provider, base_url, target.model, job.messages, job.options, repeat=job.repeat
+    )
 
 
 def _attempt(

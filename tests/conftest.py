@@ -24,6 +24,15 @@ _SCRUBBED = [
 ]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def close_providers() -> Iterator[None]:
+    """Providers are cached for the whole process; close their pooled sockets at the end."""
+    yield
+    from llm_magic import providers
+
+    providers.close_all()
+
+
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """No real keys, no user config file, logs and cache in a temporary home."""

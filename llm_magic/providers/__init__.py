@@ -21,6 +21,7 @@ from .base import Provider
 
 __all__ = [
     "BUILTIN",
+    "close_all",
     "Endpoint",
     "ProviderSpec",
     "get_provider",
@@ -193,3 +194,14 @@ def get_provider(name: str, cfg: FileConfig | None = None) -> Provider:
             )
             _instances[key] = provider
         return provider
+
+
+def close_all() -> None:
+    """Close every cached provider's connections (they are rebuilt on next use)."""
+    with _lock:
+        cached = list(_instances.values())
+        _instances.clear()
+    for provider in cached:
+        close = getattr(provider, "close", None)
+        if callable(close):
+            close()
