@@ -22,6 +22,7 @@ server = {cls}({kwargs})
 server.start()
 server.delay = {delay!r}
 server.token_delay = {token_delay!r}
+server.reply = {reply!r}
 print(server.url, flush=True)
 sys.stdin.read()  # serve until the parent closes our stdin
 server.stop()
@@ -35,10 +36,13 @@ _KINDS = {
 
 
 @contextmanager
-def served(kind: str, delay: float = 0.0, token_delay: float = 0.0) -> Iterator[str]:
+def served(
+    kind: str, delay: float = 0.0, token_delay: float = 0.0, reply: str | None = None
+) -> Iterator[str]:
     module, cls, kwargs = _KINDS[kind]
     code = _CHILD.format(
-        tests=str(TESTS), module=module, cls=cls, kwargs=kwargs, delay=delay, token_delay=token_delay
+        tests=str(TESTS), module=module, cls=cls, kwargs=kwargs, delay=delay, token_delay=token_delay,
+        reply=reply,
     )
     child = subprocess.Popen(
         [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
