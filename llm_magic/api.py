@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -36,7 +37,7 @@ class Session:
 
     def remember(self, jobs: Sequence[Job], records: Sequence[RunRecord]) -> None:
         """Extend each target's conversation with the turn that just succeeded."""
-        for job, record in zip(jobs, records):
+        for job, record in zip(jobs, records, strict=True):
             if record.error is None:
                 turn = [Message("user", job.prompt), Message("assistant", record.output)]
                 self.conversations.setdefault(job.spec.label, []).extend(turn)
@@ -145,10 +146,15 @@ def run(
     policy: Policy,
     events: Events | None = None,
     session: Session = session,
+    stop: threading.Event | None = None,
 ) -> list[RunRecord]:
-    """Run planned jobs and remember them as the session's last result."""
+    """Run planned jobs, log them, and remember them as the session's last result.
+
+    Setting `stop` from another thread (the panel's Stop button) cancels the run the way a
+    KeyboardInterrupt does: RunInterrupted carries the rows so far.
+    """
     try:
-        records = run_jobs(jobs, providers.get_provider, policy, events)
+        records = run_jobs(jobs, providers.get_provider, policy, events, stop=stop)
     except KeyboardInterrupt as interrupt:
         session.last = list(getattr(interrupt, "records", []))
         record_run(session.last)

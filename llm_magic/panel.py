@@ -22,14 +22,14 @@ except ImportError as exc:  # an optional extra: say how to get it
     raise ImportError("llm_magic.Panel needs ipywidgets: pip install 'llm_magic[widgets]'") from exc
 from traitlets import Bool
 
-from . import __version__, api, providers
+from . import __version__, api
 from .config import resolve_setting
 from .errors import LLMMagicError, one_line, redact
 from .panel_models import ALWAYS_OFFERED, ModelDiscovery
 from .panel_run import LiveRun
 from .panel_view import chart_png, header_html, metrics_html, note_html, status_html
 from .records import RunRecord
-from .runner import Job, RunInterrupted, run_jobs
+from .runner import Job, RunInterrupted
 
 __all__ = ["Panel"]
 
@@ -239,7 +239,7 @@ class Panel(w.VBox):
         phase, note = "done", ""
         records: list[RunRecord] = []
         try:
-            records = run_jobs(jobs, providers.get_provider, policy, live, stop=self._stop)
+            records = api.run(jobs, policy, live, self._session, stop=self._stop)
         except RunInterrupted as exc:
             records, phase = exc.records, "stopped"
         except Exception as exc:  # a bug here must show, not kill the thread silently
@@ -257,21 +257,22 @@ class Panel(w.VBox):
             live.on_done(job, record)  # jobs never started get their "interrupted" row too
         elapsed = live.close()
         self.records = records
-        self._session.last = records
         from .results import to_dataframe
 
         frame = to_dataframe(records)
         self.result = frame
-        if records:
-            self.metrics.value = metrics_html(records, show_repeat=int(self.repeat.value) > 1)
-            png = chart_png(frame)
-            if png is not None:
-                self.chart.value = png
-                self.chart.layout.display = "block"
         errors = sum(r.error is not None for r in records)
         message = note or (
             f"{elapsed:.1f} s · {len(records)} answer{'s' if len(records) != 1 else ''}"
             + (f" · {errors} with errors" if errors else "")
             + " · the rows are in panel.result"
         )
+        # The status first: the chart can take a moment (matplotlib's first import).
         live.render_status(phase, message)
+        if records:
+            repeated = any(job.repeat for job in jobs)  # not the widget: it may have changed
+            self.metrics.value = metrics_html(records, show_repeat=repeated)
+            png = chart_png(frame)
+            if png is not None:
+                self.chart.value = png
+                self.chart.layout.display = "block"

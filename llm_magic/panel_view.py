@@ -118,8 +118,11 @@ def metrics_html(records: Sequence[RunRecord], show_repeat: bool = False) -> str
         tokens = "—" if r.completion_tokens is None else (
             f"{'~' if r.tokens_estimated else ''}{r.completion_tokens}")
         error = r.error or ""
+        target = html.escape(r.target)
+        if r.fallback_from:
+            target += f' <span style="{_DIM}">(after {html.escape(r.fallback_from)} failed)</span>'
         values = [
-            (left, html.escape(r.target)),
+            (left, target),
             *([(cell, str(r.repeat + 1))] if show_repeat else []),
             (cell, _num(r.latency_s, ".2f")),
             (cell, _num(r.ttft_s, ".2f")),

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+sync_api = pytest.importorskip("playwright.sync_api")
+
 pytestmark = [pytest.mark.browser, pytest.mark.local_model]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,15 +62,15 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _get(url: str, token: str, method: str = "GET") -> int:
+def _call(url: str, token: str, method: str = "GET") -> tuple[int, bytes]:
     request = urllib.request.Request(url, method=method,
                                      headers={"Authorization": f"token {token}"})
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status
+            return response.status, response.read()
     except urllib.error.HTTPError as exc:
         exc.close()
-        return exc.code
+        return exc.code, b""
 
 
 @pytest.fixture
@@ -124,19 +126,34 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
 
 def _get_quietly(url: str, token: str, method: str = "GET") -> int | None:
     try:
-        return _get(url, token, method)
+        return _call(url, token, method)[0]
     except OSError:
         return None
 
 
+def _wait_for_connected_kernel(lab: Lab, timeout: float = SLOW_MS / 1000) -> None:
+    """Until the server has an idle kernel with the page's websocket attached. The notebook's
+    own indicator says "idle" before a kernel is attached, and Run All at that moment opens a
+    kernel chooser instead of running."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        status, body = _call(f"{lab.url}/api/kernels", lab.token)
+        kernels = json.loads(body) if status == 200 else []
+        if any(k.get("connections", 0) >= 1 and k.get("execution_state") == "idle"
+               for k in kernels):
+            return
+        time.sleep(0.2)
+    pytest.fail(f"no kernel connected within {timeout:g} s:\n{lab.log_tail()}")
+
+
 def test_panel_runs_in_jupyterlab(lab: Lab) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api")
     expect = sync_api.expect
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            # tall: an element screenshot is clipped to what JupyterLab's scroller shows
+            page = browser.new_page(viewport={"width": 1400, "height": 1800})
             try:
                 _drive(page, lab, expect)
             except Exception:
@@ -152,6 +169,7 @@ def _drive(page, lab: Lab, expect) -> None:
     # Kernel started and idle, then Run > Run All Cells.
     expect(page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]')).to_be_visible(
         timeout=SLOW_MS)
+    _wait_for_connected_kernel(lab)
     page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
     page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
 
