@@ -58,6 +58,9 @@ class Backend:
     adhoc: bool = False  # found by discovery only: no registry provider points there
 
 
+_UNNAMED = {"ollama": "ollama", "openai": "openai-compatible"}  # labels when no preset fits
+
+
 def _where(source: str) -> str:
     return "built-in default" if source == "built-in" else source
 
@@ -108,7 +111,7 @@ def _with_discovered(backends: list[Backend], found: list[Found]) -> list[Backen
     used = {loopback_port(b.base_url) for b in backends}
     for f in found:
         if f.port not in used:
-            label = f"{f.preset or ('ollama' if f.kind == 'ollama' else 'server')}@{f.port}"
+            label = f"{f.preset or _UNNAMED.get(f.kind, 'http')}@{f.port}"
             spec = providers.BUILTIN.get(f.preset or "")
             hint = f"; set {spec.url_env}={f.base_url} to use it" if spec else ""
             out.append(Backend(label, f.kind, f.base_url, f"discovered on port {f.port}{hint}",

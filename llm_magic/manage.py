@@ -162,7 +162,8 @@ def pull(target: Target, cfg: FileConfig | None = None) -> PullResult:
     provider = _ollama(target, "pull", cfg)
     layers: dict[str, tuple[int, int]] = {}  # digest -> (total, completed)
     status = ""
-    bar = tqdm(total=0, unit="B", unit_scale=True, unit_divisor=1024, desc=f"pull {target}")
+    # Decimal units, like the "GB" of the summary line; no total until the first layer says one.
+    bar = tqdm(total=None, unit="B", unit_scale=True, desc=str(target))
     try:
         for event in provider.pull(target.model):
             status = str(event.get("status") or status)
@@ -173,8 +174,8 @@ def pull(target: Target, cfg: FileConfig | None = None) -> PullResult:
             if status == "success":  # every layer is in place, whatever the last tick said
                 layers = {d: (t, t) for d, (t, _) in layers.items()}
             # Layers appear one after another, so the total grows as they are announced.
-            bar.total = sum(t for t, _ in layers.values())
-            bar.set_description(f"{target}: {status}"[:60], refresh=False)
+            bar.total = sum(t for t, _ in layers.values()) or None
+            bar.set_description_str(f"{target}: {status}"[:60], refresh=False)
             bar.update(sum(c for _, c in layers.values()) - bar.n)
         bar.refresh()
     finally:

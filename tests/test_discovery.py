@@ -249,7 +249,7 @@ def test_status_never_contacts_a_cloud_api_without_a_key():
     assert names.isdisjoint({"openai", "mistral", "groq", "deepseek", "xai", "gemini"})
 
 
-# --- models ----------------------------------------------------------------------------------------
+# --- models ----------------------------------------------------------------------------------
 
 
 def test_models_lists_every_reachable_backend_in_one_table(servers, tmp_path, monkeypatch):
@@ -301,3 +301,28 @@ def test_models_of_a_discovered_server_carry_its_port(servers):
         frame, _ = models_table(ports=[stray.port])
     assert list(frame.loc[frame["provider"] == f"ollama@{stray.port}", "model"]) == [
         "phi3:mini"]
+
+
+def test_a_plugin_whose_health_check_raises_gets_a_row_not_a_crash(monkeypatch):
+    from llm_magic import providers
+
+    class Broken:
+        name, base_url = "plug", "http://127.0.0.1:9"
+
+        def health(self):
+            raise RuntimeError(f"boom with {KEY}")
+
+    monkeypatch.setenv("PLUG_API_KEY", KEY)  # a secret the process knows: redacted everywhere
+    monkeypatch.setitem(providers._registered, "plug", lambda name: Broken())
+    monkeypatch.setattr(providers, "_instances", {})
+    row = status_table(ports=[]).set_index("provider").loc["plug"]
+    assert not row["reachable"] and row["server"] == "plugin"
+    assert row["error"] == "RuntimeError: boom with ***"
+
+
+@pytest.mark.local_model
+def test_the_real_llama_cpp_python_server_is_recognised(llamacpp_server):
+    found = probe_port(loopback_port(llamacpp_server))
+    assert found is not None
+    assert (found.kind, found.preset, found.server) == ("openai", "llamacpp", "llama-cpp-python")
+    assert found.base_url == llamacpp_server
