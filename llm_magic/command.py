@@ -33,7 +33,7 @@ SUBCOMMANDS: dict[str, tuple[str, int, int | None]] = {
     "status": ("", 0, 0),
     "providers": ("", 0, 0),
     "pull": ("ollama:MODEL", 1, 1),
-    "rm": ("ollama:MODEL", 1, 1),
+    "rm": ("ollama:MODEL | local:MODEL", 1, 1),
     "show": ("TARGET", 1, 1),
     "ps": ("", 0, 0),
     "alias": ("[NAME [TARGET]]", 0, 2),

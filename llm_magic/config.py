@@ -86,6 +86,7 @@ class FileConfig:
     providers: dict[str, dict[str, Any]] = field(default_factory=dict)
     prices: dict[str, dict[str, float]] = field(default_factory=dict)
     limits: dict[str, int] = field(default_factory=dict)  # per-provider concurrency
+    model_dirs: list[str] = field(default_factory=list)  # folders of GGUF files for local:
 
 
 def config_path() -> Path:
@@ -144,8 +145,14 @@ def _parse(path: Path, data: dict[str, Any]) -> FileConfig:
     limits = data.get("limits", {})
     if isinstance(data.get("concurrency"), dict):  # [concurrency] per provider
         limits = data["concurrency"]
+    model_dirs = data.get("model_dirs", [])
+    if isinstance(model_dirs, str):
+        model_dirs = [model_dirs]
+    if not isinstance(model_dirs, list) or not all(isinstance(d, str) for d in model_dirs):
+        raise ConfigProblem(f"{path}: model_dirs must be a list of folder paths")
     return FileConfig(
         path=path,
+        model_dirs=[str((path.parent / Path(d).expanduser())) for d in model_dirs],
         settings=settings,
         aliases=dict(aliases),
         providers={k: dict(v) for k, v in providers.items()},

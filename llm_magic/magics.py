@@ -15,7 +15,7 @@ from traitlets import Bool, Float, Int, Unicode
 
 from . import api
 from .command import Command, parse_command, parse_subcommand, usage_text
-from .errors import ConfigProblem, UsageProblem
+from .errors import ConfigProblem, ProviderError, UsageProblem
 from .records import RunRecord
 from .runner import Job, RunInterrupted
 from .template import expand_over, render
@@ -60,7 +60,10 @@ class LLMMagics(Magics):
         """%%llm [TARGET ...] [options] + prompt cell; %llm SUBCOMMAND. See `%llm help`."""
         try:
             if cell is None:
-                return self._subcommand(line)
+                try:
+                    return self._subcommand(line)
+                except ProviderError as exc:  # a server's refusal, in its own words
+                    raise UsageError(exc.message) from None
             return self._cell(parse_command(line, cell))
         except (UsageProblem, ConfigProblem) as exc:
             raise UsageError(exc.message) from None

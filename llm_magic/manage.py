@@ -104,8 +104,10 @@ def config_table(configured: Mapping[str, Any], cfg: FileConfig | None = None) -
                  "value": str(path) + ("" if path.is_file() else " (not found)"),
                  "source": where})
     folders = [str(f) for f in gguf.model_folders()]
+    sources = [f"environment {gguf.MODELS_ENV}"] if os.environ.get(gguf.MODELS_ENV) else []
+    sources += [f"config file {cfg.path}"] if cfg.model_dirs else []
     rows.append({"setting": "model_dirs", "value": folders,
-                 "source": f"environment {gguf.MODELS_ENV}" if folders else "default"})
+                 "source": " + ".join(sources) or "default"})
     if cfg.aliases:
         rows.append({"setting": "aliases", "value": dict(cfg.aliases),
                      "source": f"config file {cfg.path}"})

@@ -8,39 +8,26 @@ has not answered by `deadline` is reported as not answering and left out.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import threading
 import time
 from collections.abc import Callable
 
 from . import providers
-from .config import load_file_config
 from .errors import LLMMagicError, one_line, redact
 
 __all__ = ["ALWAYS_OFFERED", "ModelDiscovery", "providers_to_ask"]
 
 ALWAYS_OFFERED = "local:smollm2"  # the embedded model needs no server and no key
 
-# Always asked: the embedded model, and Ollama on its default loopback port (a refused
-# connection costs nothing, and Ollama is the usual local server).
-_ALWAYS_ASKED = ("local", "ollama")
-
-
 def providers_to_ask() -> list[str]:
-    """The providers worth listing: always-asked ones, built-ins the environment configures
-    (a key or a base URL set), and every endpoint of the config file."""
-    names = list(_ALWAYS_ASKED)
-    for name, spec in providers.BUILTIN.items():
-        configured = (spec.key_env and os.environ.get(spec.key_env, "").strip()) or os.environ.get(
-            spec.url_env, ""
-        ).strip()
-        if configured and name not in names:
-            names.append(name)
-    # a broken config file is reported when a run needs it, not while browsing
-    with contextlib.suppress(LLMMagicError):
-        names.extend(n for n in load_file_config().providers if n not in names)
-    return names
+    """The providers worth listing: the same ones `%llm status` checks (never a cloud API
+    without a key); a broken config file is reported when a run needs it, not while browsing."""
+    from .backends import configured_backends
+
+    try:
+        return [backend.name for backend in configured_backends()]
+    except LLMMagicError:
+        return ["local", "ollama"]
 
 
 def _list(name: str) -> list[str]:

@@ -256,3 +256,20 @@ def test_rm_local_unloads_the_embedded_model(ip, capsys):
     assert of(line(ip, "%llm ps"), "local").empty
     with pytest.raises(UsageError, match="local:smollm2 is not loaded"):
         ip.run_cell("%llm rm local:smollm2")
+
+
+def test_model_dirs_from_the_config_file_feed_models_and_config(ip, isolated_env) -> None:
+    from llm_magic.providers import gguf
+
+    folder = isolated_env / "ggufs"
+    folder.mkdir()
+    bundled = gguf.bundled_gguf()
+    assert bundled is not None
+    (folder / "mine.gguf").symlink_to(bundled)
+    (isolated_env / "config.toml").write_text('model_dirs = ["ggufs"]\n')
+    assert gguf.model_folders() == [folder]
+    config = ip.run_line_magic("llm", "config")
+    row = config[config["setting"] == "model_dirs"].iloc[0]
+    assert row["value"] == [str(folder)] and row["source"].startswith("config file")
+    models = ip.run_line_magic("llm", "models local")
+    assert "mine" in " ".join(models["model"])

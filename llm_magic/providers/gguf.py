@@ -31,6 +31,7 @@ __all__ = [
     "find_gguf",
     "gguf_files",
     "model_folders",
+    "model_name",
     "read_gguf",
 ]
 
@@ -234,11 +235,28 @@ def bundled_gguf() -> Path | None:
     return None
 
 
+def model_name(path: Path) -> str:
+    """What a model file is called in results: "smollm2" for the bundled one, else its file name."""
+    bundled = bundled_gguf()
+    return (
+        BUNDLED_NAME if bundled is not None and bundled.resolve() == path.resolve() else path.name
+    )
+
+
 def model_folders() -> list[Path]:
-    """Folders named by LLM_MAGIC_MODELS (os.pathsep-separated), existing ones only."""
+    """Folders named by LLM_MAGIC_MODELS (os.pathsep-separated), then the config file's
+    `model_dirs` list; existing ones only, each once."""
+    from ..config import load_file_config
+    from ..errors import ConfigProblem
+
     raw = os.environ.get(MODELS_ENV, "")
-    folders = [Path(p).expanduser() for p in raw.split(os.pathsep) if p.strip()]
-    return [f for f in folders if f.is_dir()]
+    named = [p for p in raw.split(os.pathsep) if p.strip()]
+    try:
+        named += load_file_config().model_dirs
+    except ConfigProblem:
+        pass  # a broken config file is reported where it is used for a run
+    folders = [Path(p).expanduser() for p in named]
+    return [f for f in dict.fromkeys(folders) if f.is_dir()]
 
 
 def find_gguf(name: str) -> Path | None:

