@@ -6,9 +6,11 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 from . import providers
@@ -153,6 +155,7 @@ def run(
     Setting `stop` from another thread (the panel's Stop button) cancels the run the way a
     KeyboardInterrupt does: RunInterrupted carries the rows so far.
     """
+    _import_in_background("llm_magic.results")
     try:
         records = run_jobs(jobs, providers.get_provider, policy, events, stop=stop)
     except KeyboardInterrupt as interrupt:
@@ -162,6 +165,13 @@ def run(
     session.last = records
     record_run(records)  # never raises: a log that cannot be written is one stderr line
     return records
+
+
+def _import_in_background(module: str) -> None:
+    """Import pandas (via results) while the first answers stream, not after them: the main
+    thread is idle during a run, and the first cell of a session is what users time."""
+    if module not in sys.modules:
+        threading.Thread(target=import_module, args=(module,), daemon=True).start()
 
 
 def compare(

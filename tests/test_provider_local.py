@@ -186,6 +186,14 @@ def test_cancel_stops_between_tokens_and_frees_the_model(provider):
 
 
 @pytest.mark.local_model
+def test_a_request_cancelled_before_it_starts_generates_nothing(provider):
+    cancel = CancelToken()
+    cancel.cancel()
+    with pytest.raises(Cancelled, match="before the first token"):
+        run(provider, HI, Options(max_tokens=4), cancel=cancel)
+
+
+@pytest.mark.local_model
 def test_cancel_while_waiting_for_a_busy_model(provider):
     busy = provider.stream(STORY, "smollm2", Options(max_tokens=400))
     next(busy)  # holds the model's lock, suspended mid-answer
@@ -314,6 +322,18 @@ def test_models_folder_files_load_by_name_and_unload(provider, tmp_path, monkeyp
     assert unload("copy.gguf") is True
     assert "copy.gguf" not in [m.model for m in loaded()]
     assert unload("copy.gguf") is False
+
+
+@pytest.mark.local_model
+def test_unload_refuses_a_model_that_is_busy_answering(provider):
+    busy = provider.stream(STORY, "smollm2", Options(max_tokens=400))
+    next(busy)
+    try:
+        with pytest.raises(ProviderError, match="smollm2 is busy answering"):
+            unload("smollm2", timeout=0.1)
+        assert "smollm2" in [m.model for m in loaded()]  # kept, still usable
+    finally:
+        busy.close()
 
 
 def test_health_reports_llama_cpp_version(provider):

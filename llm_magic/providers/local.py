@@ -133,6 +133,16 @@ def _make_formatter(llm: Any) -> Any:
     )
 
 
+def n_threads() -> int:
+    """Half the cores, as llama-cpp-python chooses: llama.cpp's threads spin while they wait,
+    so taking every core makes it crawl as soon as anything else runs (another target, the
+    notebook itself). LLM_MAGIC_N_THREADS overrides it."""
+    raw = os.environ.get("LLM_MAGIC_N_THREADS", "").strip()
+    if raw.isdigit() and int(raw) > 0:
+        return int(raw)
+    return max(1, (os.cpu_count() or 1) // 2)
+
+
 def _load(path: Path, provider: str) -> _Loaded:
     try:
         import llama_cpp
@@ -141,7 +151,14 @@ def _load(path: Path, provider: str) -> _Loaded:
     n_ctx = _context_size(path, provider)
     started = time.perf_counter()
     try:
-        llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, verbose=False)
+        threads = n_threads()
+        llm = llama_cpp.Llama(
+            model_path=str(path),
+            n_ctx=n_ctx,
+            n_threads=threads,
+            n_threads_batch=threads,
+            verbose=False,
+        )
     except (ValueError, RuntimeError, OSError) as exc:
         raise ProviderError(f"cannot load {path.name}: {exc}", provider=provider) from None
     load_s = time.perf_counter() - started
