@@ -13,13 +13,28 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["Panel", "__version__", "compare", "complete", "load_ipython_extension"]
+__all__ = [
+    "Panel",
+    "__version__",
+    "available",
+    "check_targets",
+    "compare",
+    "complete",
+    "load_ipython_extension",
+]
 
 if TYPE_CHECKING:
     from .api import compare, complete
+    from .availability import available, check_targets
     from .panel import Panel
 
-_LAZY = {"compare": "api", "complete": "api", "Panel": "panel"}
+_LAZY = {
+    "available": "availability",
+    "check_targets": "availability",
+    "compare": "api",
+    "complete": "api",
+    "Panel": "panel",
+}
 
 
 def __getattr__(name: str) -> Any:

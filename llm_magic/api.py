@@ -67,6 +67,10 @@ class Completion:
     def __str__(self) -> str:
         return self.text
 
+    def __repr__(self) -> str:
+        short = self.text if len(self.text) <= 60 else self.text[:59] + "…"
+        return f"Completion({short!r}, target={self.record.target!r})"
+
     def _repr_markdown_(self) -> str:
         from .display import safe_markdown
 
@@ -132,12 +136,15 @@ def make_policy(
 ) -> Policy:
     configured = configured or {}
     file = load_file_config()
+    # One answer at a time per embedded model process-wide: a second would only queue on the
+    # model's lock, and its latency would then include the wait. Queued here, before the clock.
+    limits = {"local": 1, **file.limits}
     return Policy(
         retries=int(resolve_setting("retries", retries, configured.get("retries")).value),
         concurrency=int(
             resolve_setting("concurrency", concurrency, configured.get("concurrency")).value
         ),
-        limits=file.limits,
+        limits=limits,
         prices=file.prices,
         cache=bool(resolve_setting("cache", cache, configured.get("cache")).value),
     )

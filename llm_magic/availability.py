@@ -26,7 +26,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from .targets import Target
+from .targets import Target, parse_target
 
 __all__ = ["Availability", "available", "check_targets"]
 
@@ -70,7 +70,6 @@ def check_targets(
     words = list(targets)
     aliases = session.all_aliases()
     known = providers.known_providers()
-    from .targets import parse_target  # after the registry, which reads the config file
 
     chains = [parse_target(word, aliases, known).chain for word in words]
     links = list(dict.fromkeys(t for chain in chains for t in chain))

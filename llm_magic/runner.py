@@ -230,8 +230,8 @@ def _try_target(
     attempt = 0
     while not token.cancelled:
         limit = limits.get(target.provider)
-        if limit is not None:
-            limit.acquire()
+        if limit is not None and not _acquire(limit, token):
+            continue  # cancelled while queued: the loop ends as "interrupted before it was sent"
         try:
             error = _attempt(job, target, record, get_provider, token, events)
         finally:
@@ -261,6 +261,17 @@ def _try_target(
 
         default_store().cache_put(key, record)  # only answers that finished without error
     return record
+
+
+def _acquire(limit: threading.BoundedSemaphore, token: CancelToken) -> bool:
+    """Wait for a per-provider slot in short steps; False if the run was cancelled meanwhile."""
+    while not limit.acquire(timeout=0.05):
+        if token.cancelled:
+            return False
+    if token.cancelled:
+        limit.release()
+        return False
+    return True
 
 
 def _cache_key(job: Job, target: Target, get_provider: Callable[[str], Provider]) -> str | None:

@@ -298,3 +298,18 @@ def test_stop_event_cancels_a_run_on_another_thread() -> None:
     a, b = result.records
     assert a.output == "fine " and a.error is None
     assert b.finish_reason == "interrupted" and b.output == "begun "
+
+
+def test_a_limited_provider_queues_before_the_clock_starts() -> None:
+    p = ScriptedProvider("local", words("a b", delay=0.1))
+    records = run([job("local:m", i) for i in range(3)], {"local": p}, limits={"local": 1})
+    # Each answer takes ~0.2 s; waiting for the limit must not count as latency.
+    assert all(r.latency_s < 0.35 for r in records)
+    starts = sorted(r.started_at for r in records)
+    assert (starts[2] - starts[0]).total_seconds() >= 0.35  # they really ran one at a time
+
+
+def test_the_embedded_model_is_limited_to_one_request_by_default() -> None:
+    from llm_magic.api import make_policy
+
+    assert make_policy().limits["local"] == 1
