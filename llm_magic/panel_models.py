@@ -119,7 +119,10 @@ class ModelDiscovery:
         """One line: "models: local 1 · openai 5 · ollama: not reachable · asking mistral…"."""
         with self._lock:
             parts = [f"{n} {len(m)}" for n, m in sorted(self.found.items())]
-            parts += [f"{n}: {why}" for n, why in sorted(self.problems.items())]
+            down = sorted(n for n, why in self.problems.items() if "cannot connect" in why)
+            parts += [f"{n}: {why}" for n, why in sorted(self.problems.items()) if n not in down]
+            if down:  # local servers that are simply not running: one short note
+                parts.append("not running: " + ", ".join(down))
             if self.pending:
                 parts.append("asking " + ", ".join(self.pending) + "…")
         return "models: " + (" · ".join(parts) if parts else "none asked")

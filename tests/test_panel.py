@@ -158,7 +158,7 @@ def test_discovery_lists_models_of_configured_providers(
     assert options[0] == "local:smollm2"
     assert "openai:gpt-4o-mini" in options and "openai:o4-mini" in options
     note = panel.discovery_note.value
-    assert "openai 5" in note and "ollama: cannot connect" in note
+    assert "openai 5" in note and "not running: " in note and "ollama" in note
     assert not any(o.startswith("ollama:") for o in options)
     assert "sk-test-panel" not in note
 
