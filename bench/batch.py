@@ -109,17 +109,25 @@ def main() -> None:
         python = ensure_litellm(args.litellm_venv)
         rows.append(("litellm.batch_completion", *litellm(python, url, args.prompts, args.workers)))
     rates = {}
-    print(f"{args.prompts} prompts, server delay {args.delay * 1000:.0f} ms, {args.workers} workers,"
-          f" ceiling {ceiling:.0f} req/s")
+    print(
+        f"{args.prompts} prompts, server delay {args.delay * 1000:.0f} ms, {args.workers} workers,"
+        f" ceiling {ceiling:.0f} req/s"
+    )
     for name, wall, ok in rows:
         rate = args.prompts / wall
         rates[name] = rate
-        print(f"{name:<26} {wall:7.2f} s  {rate:7.1f} req/s  {rate / ceiling:6.1%} of ceiling"
-              f"  ({ok} ok)")
+        print(
+            f"{name:<26} {wall:7.2f} s  {rate:7.1f} req/s  {rate / ceiling:6.1%} of ceiling"
+            f"  ({ok} ok)"
+        )
     ours_rate = rates["llm_magic compare()"]
-    print(f"llm_magic / raw SDK pool  = {ours_rate / rates['raw openai SDK pool']:.3f}  (goal >= 1.0)")
-    print(f"llm_magic / litellm       = {ours_rate / rates['litellm.batch_completion']:.3f}"
-          "  (goal >= 2.5)")
+    print(
+        f"llm_magic / raw SDK pool  = {ours_rate / rates['raw openai SDK pool']:.3f}  (goal >= 1.0)"
+    )
+    print(
+        f"llm_magic / litellm       = {ours_rate / rates['litellm.batch_completion']:.3f}"
+        "  (goal >= 2.5)"
+    )
 
 
 if __name__ == "__main__":

@@ -47,7 +47,9 @@ def main() -> None:
     args = parser.parse_args()
 
     with ExitStack() as stack:
-        urls = {k: stack.enter_context(served(k, args.delay, args.token_delay, REPLY)) for k in KINDS}
+        urls = {
+            k: stack.enter_context(served(k, args.delay, args.token_delay, REPLY)) for k in KINDS
+        }
         env = dict(os.environ)
         env.update(
             OPENAI_BASE_URL=urls["openai"],
@@ -61,8 +63,10 @@ def main() -> None:
         try:
             client.execute_interactive("%load_ext llm_magic", timeout=60)
             cell_wall(client, [f"{k}:warmup" for k in KINDS])  # imports, connection pools
-            print(f"server delay {args.delay} s, {args.token_delay} s between 40 chunks;"
-                  " real kernel, live display on")
+            print(
+                f"server delay {args.delay} s, {args.token_delay} s between 40 chunks;"
+                " real kernel, live display on"
+            )
             print(f"{'N':>3} {'slowest alone (s)':>18} {'N in one cell (s)':>18} {'ratio':>7}")
             for n in (2, 4, 8):
                 targets = [f"{KINDS[i % 3]}:model-{i}" for i in range(n)]

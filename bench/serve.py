@@ -41,7 +41,12 @@ def served(
 ) -> Iterator[str]:
     module, cls, kwargs = _KINDS[kind]
     code = _CHILD.format(
-        tests=str(TESTS), module=module, cls=cls, kwargs=kwargs, delay=delay, token_delay=token_delay,
+        tests=str(TESTS),
+        module=module,
+        cls=cls,
+        kwargs=kwargs,
+        delay=delay,
+        token_delay=token_delay,
         reply=reply,
     )
     child = subprocess.Popen(

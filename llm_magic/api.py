@@ -1,7 +1,7 @@
 """The Python API, and the one path every run takes (the magic and the panel call `run`).
 
-    compare(["Why is the sky blue?"], ["local:smollm2", "ollama:llama3.2"]) -> DataFrame
-    complete("Say hi", "openai:gpt-4o-mini") -> Completion
+compare(["Why is the sky blue?"], ["local:smollm2", "ollama:llama3.2"]) -> DataFrame
+complete("Say hi", "openai:gpt-4o-mini") -> Completion
 """
 
 from __future__ import annotations

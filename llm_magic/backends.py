@@ -85,8 +85,12 @@ def configured_backends(cfg: FileConfig | None = None) -> list[Backend]:
             url = parse_ollama_host(url)
         elif url:
             url = url.rstrip("/")
-        default_local = (not explicit and not endpoint.api_key and spec.kind != "local"
-                         and loopback_port(url) is not None)
+        default_local = (
+            not explicit
+            and not endpoint.api_key
+            and spec.kind != "local"
+            and loopback_port(url) is not None
+        )
         source = "in-process" if spec.kind == "local" else _where(endpoint.base_url_source)
         backends.append(Backend(name, spec.kind, url, source, default_local))
     return backends
@@ -101,9 +105,14 @@ def _with_discovered(backends: list[Backend], found: list[Found]) -> list[Backen
         if seen is not None and seen.kind != "http":
             # Presets sharing a default port (llamacpp and localai on 8080): once the server says
             # which it is, the other preset is not there.
-            if b.default_local and seen.preset and seen.preset != b.name and any(
-                o.default_local and o.name == seen.preset and o.base_url == b.base_url
-                for o in backends
+            if (
+                b.default_local
+                and seen.preset
+                and seen.preset != b.name
+                and any(
+                    o.default_local and o.name == seen.preset and o.base_url == b.base_url
+                    for o in backends
+                )
             ):
                 continue
             b = replace(b, found=seen)
@@ -114,8 +123,16 @@ def _with_discovered(backends: list[Backend], found: list[Found]) -> list[Backen
             label = f"{f.preset or _UNNAMED.get(f.kind, 'http')}@{f.port}"
             spec = providers.BUILTIN.get(f.preset or "")
             hint = f"; set {spec.url_env}={f.base_url} to use it" if spec else ""
-            out.append(Backend(label, f.kind, f.base_url, f"discovered on port {f.port}{hint}",
-                               found=f, adhoc=True))
+            out.append(
+                Backend(
+                    label,
+                    f.kind,
+                    f.base_url,
+                    f"discovered on port {f.port}{hint}",
+                    found=f,
+                    adhoc=True,
+                )
+            )
     return out
 
 
@@ -153,8 +170,11 @@ def _probe_health(b: Backend) -> Health:
     return Health(b.name, b.base_url, True, f.rtt_s, f.version, error)
 
 
-def status_table(ports: Sequence[int] | None = None, timeout: float = PROBE_TIMEOUT,
-                 cfg: FileConfig | None = None) -> pd.DataFrame:
+def status_table(
+    ports: Sequence[int] | None = None,
+    timeout: float = PROBE_TIMEOUT,
+    cfg: FileConfig | None = None,
+) -> pd.DataFrame:
     """One row per configured or discovered backend: is it up, how fast, which version."""
     import pandas as pd
 
@@ -172,31 +192,51 @@ def status_table(ports: Sequence[int] | None = None, timeout: float = PROBE_TIME
             health = Health(b.name, b.base_url, False, error=error_text(health))
         # What the probe recognised beats what the provider kind assumes.
         known = b.found is not None and (b.found.preset is not None or b.adhoc)
-        rows.append({
-            "provider": b.name,
-            "server": b.found.server if known else _KIND_SERVER.get(b.kind, b.kind),
-            "base_url": health.base_url or b.base_url,
-            "reachable": health.reachable,
-            "rtt_ms": None if health.rtt_s is None else round(health.rtt_s * 1000, 1),
-            "version": health.version or (b.found.version if b.found else None),
-            "source": b.source,
-            "error": None if health.error is None else unprefixed(health.error, b.name),
-        })
+        rows.append(
+            {
+                "provider": b.name,
+                "server": b.found.server if known else _KIND_SERVER.get(b.kind, b.kind),
+                "base_url": health.base_url or b.base_url,
+                "reachable": health.reachable,
+                "rtt_ms": None if health.rtt_s is None else round(health.rtt_s * 1000, 1),
+                "version": health.version or (b.found.version if b.found else None),
+                "source": b.source,
+                "error": None if health.error is None else unprefixed(health.error, b.name),
+            }
+        )
     return pd.DataFrame(rows, columns=list(_STATUS_COLUMNS)).astype(_STATUS_COLUMNS)
 
 
-_KIND_SERVER = {"ollama": "Ollama", "openai": "OpenAI-compatible", "mistral": "Mistral API",
-                "local": "llama.cpp in-process", "plugin": "plugin"}
-_STATUS_COLUMNS = {"provider": "string", "server": "string", "base_url": "string",
-                   "reachable": "boolean", "rtt_ms": "float64", "version": "string",
-                   "source": "string", "error": "string"}
+_KIND_SERVER = {
+    "ollama": "Ollama",
+    "openai": "OpenAI-compatible",
+    "mistral": "Mistral API",
+    "local": "llama.cpp in-process",
+    "plugin": "plugin",
+}
+_STATUS_COLUMNS = {
+    "provider": "string",
+    "server": "string",
+    "base_url": "string",
+    "reachable": "boolean",
+    "rtt_ms": "float64",
+    "version": "string",
+    "source": "string",
+    "error": "string",
+}
 
 
 # --------------------------------------------------------------------------- models
 
 
-MODEL_COLUMNS = {"provider": "string", "model": "string", "size_gb": "float64",
-                 "modified": "datetime64[ns, UTC]", "context_length": "Int64", "details": "object"}
+MODEL_COLUMNS = {
+    "provider": "string",
+    "model": "string",
+    "size_gb": "float64",
+    "modified": "datetime64[ns, UTC]",
+    "context_length": "Int64",
+    "details": "object",
+}
 
 
 def context_from_show(body: dict[str, Any]) -> int | None:
@@ -218,7 +258,8 @@ def _list(b: Backend, cfg: FileConfig) -> list[ModelInfo]:
             shows = gather({m.model: (lambda m=m: show(m.model)) for m in models}, 30.0)
             models = [
                 replace(m, context_length=context_from_show(shows[m.model]))
-                if isinstance(shows.get(m.model), dict) else m
+                if isinstance(shows.get(m.model), dict)
+                else m
                 for m in models
             ]
         return models
@@ -240,9 +281,12 @@ def notes_for(failures: list[tuple[Backend, BaseException]], quiet_defaults: boo
     return notes
 
 
-def models_table(provider: str | None = None, ports: Sequence[int] | None = None,
-                 timeout: float = PROBE_TIMEOUT, cfg: FileConfig | None = None,
-                 ) -> tuple[pd.DataFrame, list[str]]:
+def models_table(
+    provider: str | None = None,
+    ports: Sequence[int] | None = None,
+    timeout: float = PROBE_TIMEOUT,
+    cfg: FileConfig | None = None,
+) -> tuple[pd.DataFrame, list[str]]:
     """Models of every reachable backend (or of `provider` only), and a note per skipped one."""
     import pandas as pd
 
@@ -256,13 +300,15 @@ def models_table(provider: str | None = None, ports: Sequence[int] | None = None
         match = [b for b in configured_backends(cfg) if b.name == provider]
         spec = providers.spec_for(provider, cfg)
         # Not configured (a cloud API without a key): ask anyway, the provider says what's missing.
-        backend = match[0] if match else Backend(provider, spec.kind if spec else "plugin", None,
-                                                 "")
+        backend = (
+            match[0] if match else Backend(provider, spec.kind if spec else "plugin", None, "")
+        )
         backends = [replace(backend, default_local=False)]  # asked for by name: never silent
     else:
         found = discover(ports, timeout)
-        backends = [b for b in _with_discovered(configured_backends(cfg), found)
-                    if b.kind != "http"]
+        backends = [
+            b for b in _with_discovered(configured_backends(cfg), found) if b.kind != "http"
+        ]
     results = gather({b.name: (lambda b=b: _list(b, cfg)) for b in backends}, MODELS_DEADLINE)
     rows, failures = [], []
     for b in backends:
@@ -271,15 +317,18 @@ def models_table(provider: str | None = None, ports: Sequence[int] | None = None
             failures.append((b, listed))
             continue
         for m in listed:
-            rows.append({
-                "provider": b.name,
-                "model": m.model,
-                "size_gb": None if m.size_bytes is None else round(m.size_bytes / 1e9, 3),
-                "modified": m.modified,
-                "context_length": m.context_length,
-                "details": dict(m.details),
-            })
+            rows.append(
+                {
+                    "provider": b.name,
+                    "model": m.model,
+                    "size_gb": None if m.size_bytes is None else round(m.size_bytes / 1e9, 3),
+                    "modified": m.modified,
+                    "context_length": m.context_length,
+                    "details": dict(m.details),
+                }
+            )
     frame = pd.DataFrame(rows, columns=list(MODEL_COLUMNS))
-    frame["modified"] = pd.to_datetime(frame["modified"], utc=True, errors="coerce",
-                                       format="ISO8601")
+    frame["modified"] = pd.to_datetime(
+        frame["modified"], utc=True, errors="coerce", format="ISO8601"
+    )
     return frame.astype(MODEL_COLUMNS), notes_for(failures, quiet_defaults=provider is None)

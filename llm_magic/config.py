@@ -152,7 +152,7 @@ def _parse(path: Path, data: dict[str, Any]) -> FileConfig:
         raise ConfigProblem(f"{path}: model_dirs must be a list of folder paths")
     return FileConfig(
         path=path,
-        model_dirs=[str((path.parent / Path(d).expanduser())) for d in model_dirs],
+        model_dirs=[str(path.parent / Path(d).expanduser()) for d in model_dirs],
         settings=settings,
         aliases=dict(aliases),
         providers={k: dict(v) for k, v in providers.items()},

@@ -139,8 +139,9 @@ def probe_port(port: int, timeout: float = PROBE_TIMEOUT, client: Any = None) ->
             preset, server = _identify(port, body)
             version = _version_of(client, root, server)
             return Found(port, "openai", preset, server, root + "/v1", rtt, version)
-        return Found(port, "http", None, f"unknown HTTP server (HTTP {reply.status_code})",
-                     root, rtt)
+        return Found(
+            port, "http", None, f"unknown HTTP server (HTTP {reply.status_code})", root, rtt
+        )
     finally:
         if own:
             client.close()
@@ -154,8 +155,10 @@ def discover(ports: Sequence[int] | None = None, timeout: float = PROBE_TIMEOUT)
     if not wanted:
         return []
     with httpx2.Client(trust_env=False, timeout=httpx2.Timeout(timeout)) as client:
-        results = gather({p: (lambda p=p: probe_port(p, timeout, client)) for p in wanted},
-                         deadline=4 * timeout + 1)
+        results = gather(
+            {p: (lambda p=p: probe_port(p, timeout, client)) for p in wanted},
+            deadline=4 * timeout + 1,
+        )
     return [r for r in results.values() if isinstance(r, Found)]
 
 

@@ -1,7 +1,7 @@
 """The one exception tree of llm_magic.
 
     LLMMagicError
-    ├── UsageProblem            the user's input is wrong; shown as one UsageError line, nothing sent
+    ├── UsageProblem            the user's input is wrong: one UsageError line, nothing sent
     │   ├── UnknownProvider     a target names a provider nobody registered
     │   └── TemplateProblem     the cell's {name} template cannot be rendered
     ├── ConfigProblem           the config file cannot be read or says something impossible
@@ -170,7 +170,12 @@ class Cancelled(ProviderError):
     """The user interrupted the run."""
 
 
-_BY_STATUS: dict[int, type[StatusError]] = {401: AuthFailed, 403: AuthFailed, 404: NotFound, 429: RateLimited}
+_BY_STATUS: dict[int, type[StatusError]] = {
+    401: AuthFailed,
+    403: AuthFailed,
+    404: NotFound,
+    429: RateLimited,
+}
 
 
 def status_error(

@@ -37,9 +37,9 @@ class LLMMagics(Magics):
     connect_timeout = Float(None, allow_none=True, help="Connect timeout in seconds.").tag(
         config=True
     )
-    retries = Int(None, allow_none=True, help="Retries on 408/409/429/5xx and lost connections.").tag(
-        config=True
-    )
+    retries = Int(
+        None, allow_none=True, help="Retries on 408/409/429/5xx and lost connections."
+    ).tag(config=True)
     concurrency = Int(None, allow_none=True, help="Requests in flight at once.").tag(config=True)
     cache = Bool(None, allow_none=True, help="Serve repeated requests from the cache.").tag(
         config=True

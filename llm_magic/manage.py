@@ -46,9 +46,15 @@ def _frame(rows: list[dict[str, Any]], dtypes: dict[str, str]) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- providers, config
 
-_PROVIDER_COLUMNS = {"provider": "string", "kind": "string", "configured": "boolean",
-                     "key": "string", "key_source": "string", "base_url": "string",
-                     "base_url_source": "string"}
+_PROVIDER_COLUMNS = {
+    "provider": "string",
+    "kind": "string",
+    "configured": "boolean",
+    "key": "string",
+    "key_source": "string",
+    "base_url": "string",
+    "base_url_source": "string",
+}
 
 
 def providers_table(cfg: FileConfig | None = None) -> pd.DataFrame:
@@ -60,8 +66,14 @@ def providers_table(cfg: FileConfig | None = None) -> pd.DataFrame:
     for name in providers.known_providers(cfg):
         spec = providers.spec_for(name, cfg)
         if spec is None:
-            rows.append({"provider": name, "kind": "plugin", "configured": True,
-                         "base_url_source": "registered provider"})
+            rows.append(
+                {
+                    "provider": name,
+                    "kind": "plugin",
+                    "configured": True,
+                    "base_url_source": "registered provider",
+                }
+            )
             continue
         endpoint = providers.resolve_endpoint(spec)
         if endpoint.api_key:
@@ -74,15 +86,17 @@ def providers_table(cfg: FileConfig | None = None) -> pd.DataFrame:
         if spec.kind == "ollama":
             url = parse_ollama_host(url)
         source = "in-process" if spec.kind == "local" else endpoint.base_url_source
-        rows.append({
-            "provider": name,
-            "kind": spec.kind,
-            "configured": bool(endpoint.api_key) or not spec.key_required,
-            "key": key,
-            "key_source": endpoint.key_source,
-            "base_url": url,
-            "base_url_source": "built-in default" if source == "built-in" else source,
-        })
+        rows.append(
+            {
+                "provider": name,
+                "kind": spec.kind,
+                "configured": bool(endpoint.api_key) or not spec.key_required,
+                "key": key,
+                "key_source": endpoint.key_source,
+                "base_url": url,
+                "base_url_source": "built-in default" if source == "built-in" else source,
+            }
+        )
     return _frame(rows, _PROVIDER_COLUMNS)
 
 
@@ -100,17 +114,23 @@ def config_table(configured: Mapping[str, Any], cfg: FileConfig | None = None) -
         rows.append({"setting": name, "value": setting.value, "source": setting.source})
     path = config_path()
     where = "environment LLM_MAGIC_CONFIG" if os.environ.get("LLM_MAGIC_CONFIG") else "default"
-    rows.append({"setting": "config_file",
-                 "value": str(path) + ("" if path.is_file() else " (not found)"),
-                 "source": where})
+    rows.append(
+        {
+            "setting": "config_file",
+            "value": str(path) + ("" if path.is_file() else " (not found)"),
+            "source": where,
+        }
+    )
     folders = [str(f) for f in gguf.model_folders()]
     sources = [f"environment {gguf.MODELS_ENV}"] if os.environ.get(gguf.MODELS_ENV) else []
     sources += [f"config file {cfg.path}"] if cfg.model_dirs else []
-    rows.append({"setting": "model_dirs", "value": folders,
-                 "source": " + ".join(sources) or "default"})
+    rows.append(
+        {"setting": "model_dirs", "value": folders, "source": " + ".join(sources) or "default"}
+    )
     if cfg.aliases:
-        rows.append({"setting": "aliases", "value": dict(cfg.aliases),
-                     "source": f"config file {cfg.path}"})
+        rows.append(
+            {"setting": "aliases", "value": dict(cfg.aliases), "source": f"config file {cfg.path}"}
+        )
     key_envs = {}
     for name in providers.known_providers(cfg):
         spec = providers.spec_for(name, cfg)
@@ -183,8 +203,9 @@ def pull(target: Target, cfg: FileConfig | None = None) -> PullResult:
     finally:
         bar.close()
     if status != "success":
-        raise ProviderError(f"pull ended without success (last status: {status!r})",
-                            provider=target.provider)
+        raise ProviderError(
+            f"pull ended without success (last status: {status!r})", provider=target.provider
+        )
     return PullResult(str(target), len(layers), sum(t for t, _ in layers.values()), status)
 
 
@@ -245,8 +266,13 @@ def _show_listed(target: Target, cfg: FileConfig) -> dict[str, Any]:
     listed = providers.get_provider(target.provider, cfg).list_models()
     for m in listed:
         if m.model == target.model:
-            return {"target": str(target), "model": m.model, "context_length": m.context_length,
-                    "created": m.modified, **m.details}
+            return {
+                "target": str(target),
+                "model": m.model,
+                "context_length": m.context_length,
+                "created": m.modified,
+                **m.details,
+            }
     names = ", ".join(m.model for m in listed[:20]) + (", …" if len(listed) > 20 else "")
     raise UsageProblem(f"{target.provider} lists no model {target.model!r}; it has: {names}")
 
@@ -261,12 +287,19 @@ def _show_local(target: Target) -> dict[str, Any]:
         raise ProviderError(str(exc), provider=target.provider) from None
     metadata = {
         k: (f"[{v.length} items]" if isinstance(v, gguf.ArraySummary) else v)
-        for k, v in info.metadata.items() if k != "tokenizer.chat_template"
+        for k, v in info.metadata.items()
+        if k != "tokenizer.chat_template"
     }
     loaded = any(m.details.get("path") == str(path) for m in local.loaded())
-    return {"target": str(target), "path": str(path), "size_gb": round(info.size_bytes / 1e9, 3),
-            **info.summary(), "loaded": loaded, "chat_template": info.chat_template,
-            "metadata": metadata}
+    return {
+        "target": str(target),
+        "path": str(path),
+        "size_gb": round(info.size_bytes / 1e9, 3),
+        **info.summary(),
+        "loaded": loaded,
+        "chat_template": info.chat_template,
+        "metadata": metadata,
+    }
 
 
 def show(target: Target, cfg: FileConfig | None = None) -> dict[str, Any]:
@@ -284,9 +317,15 @@ def show(target: Target, cfg: FileConfig | None = None) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- ps
 
-_PS_COLUMNS = {"provider": "string", "model": "string", "size_gb": "float64",
-               "vram_gb": "float64", "context_length": "Int64", "expires_at": "string",
-               "details": "object"}
+_PS_COLUMNS = {
+    "provider": "string",
+    "model": "string",
+    "size_gb": "float64",
+    "vram_gb": "float64",
+    "context_length": "Int64",
+    "expires_at": "string",
+    "details": "object",
+}
 
 
 def _gb(value: Any) -> float | None:
@@ -310,13 +349,27 @@ def running_table(cfg: FileConfig | None = None) -> tuple[pd.DataFrame, list[str
             continue
         for m in got[b.name]:
             details = m.get("details") if isinstance(m.get("details"), dict) else {}
-            rows.append({"provider": b.name, "model": m.get("model") or m.get("name"),
-                         "size_gb": _gb(m.get("size")), "vram_gb": _gb(m.get("size_vram")),
-                         "context_length": m.get("context_length"),
-                         "expires_at": m.get("expires_at"), "details": dict(details)})
+            rows.append(
+                {
+                    "provider": b.name,
+                    "model": m.get("model") or m.get("name"),
+                    "size_gb": _gb(m.get("size")),
+                    "vram_gb": _gb(m.get("size_vram")),
+                    "context_length": m.get("context_length"),
+                    "expires_at": m.get("expires_at"),
+                    "details": dict(details),
+                }
+            )
     for m in local.loaded():
-        rows.append({"provider": m.provider, "model": m.model, "size_gb": _size_of(m.details),
-                     "context_length": m.context_length, "details": dict(m.details)})
+        rows.append(
+            {
+                "provider": m.provider,
+                "model": m.model,
+                "size_gb": _size_of(m.details),
+                "context_length": m.context_length,
+                "details": dict(m.details),
+            }
+        )
     return _frame(rows, _PS_COLUMNS), backends.notes_for(failures, quiet_defaults=True)
 
 

@@ -68,9 +68,15 @@ class Panel(w.VBox):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._build(list(targets), prompt, system, temperature, max_tokens, repeat)
-        super().__init__(children=self._layout(), layout=w.Layout(
-            border="1px solid var(--jp-border-color2, rgba(128,128,128,.35))",
-            padding="10px 12px", width="100%", grid_gap="6px"))
+        super().__init__(
+            children=self._layout(),
+            layout=w.Layout(
+                border="1px solid var(--jp-border-color2, rgba(128,128,128,.35))",
+                padding="10px 12px",
+                width="100%",
+                grid_gap="6px",
+            ),
+        )
         self.add_class("llm-panel")
         self.discovery = ModelDiscovery(self._models_changed)
         if discover:
@@ -79,38 +85,84 @@ class Panel(w.VBox):
             self.discovery_note.value = note_html("models: not listed (discover=False)")
 
     # ---- construction ---------------------------------------------------------------------
-    def _build(self, targets: list[str], prompt: str, system: str, temperature: float,
-               max_tokens: int, repeat: int) -> None:
+    def _build(
+        self,
+        targets: list[str],
+        prompt: str,
+        system: str,
+        temperature: float,
+        max_tokens: int,
+        repeat: int,
+    ) -> None:
         self.header = w.HTML(header_html(__version__))
-        self.prompt = w.Textarea(value=prompt, placeholder="Ask every target the same thing…",
-                                 rows=4, layout=_FULL)
+        self.prompt = w.Textarea(
+            value=prompt, placeholder="Ask every target the same thing…", rows=4, layout=_FULL
+        )
         self.picker = w.Combobox(
-            options=[ALWAYS_OFFERED], ensure_option=False, continuous_update=False,
+            options=[ALWAYS_OFFERED],
+            ensure_option=False,
+            continuous_update=False,
             placeholder="add a target: pick one or type provider:model",
-            layout=w.Layout(width="24em"))
-        self.add_button = w.Button(description="Add", icon="plus", tooltip="add this target",
-                                   layout=w.Layout(width="auto"))
-        self.refresh_button = w.Button(icon="refresh", tooltip="list the models again",
-                                       layout=w.Layout(width="36px"))
-        self.targets = w.TagsInput(value=targets, allow_duplicates=False,
-                                   layout=w.Layout(flex="1 1 auto", min_width="12em"))
+            layout=w.Layout(width="24em"),
+        )
+        self.add_button = w.Button(
+            description="Add", icon="plus", tooltip="add this target", layout=w.Layout(width="auto")
+        )
+        self.refresh_button = w.Button(
+            icon="refresh", tooltip="list the models again", layout=w.Layout(width="36px")
+        )
+        self.targets = w.TagsInput(
+            value=targets,
+            allow_duplicates=False,
+            layout=w.Layout(flex="1 1 auto", min_width="12em"),
+        )
         self.discovery_note = w.HTML(note_html("models: asking…"))
-        self.temperature = w.FloatSlider(value=temperature, min=0.0, max=2.0, step=0.05,
-                                         description="temperature", style=_LABELLED,
-                                         readout_format=".2f", layout=w.Layout(width="20em"))
-        self.max_tokens = w.BoundedIntText(value=max_tokens, min=1, max=131072,
-                                           description="max tokens", style=_LABELLED,
-                                           layout=w.Layout(width="11em"))
-        self.repeat = w.BoundedIntText(value=repeat, min=1, max=50, description="repeat",
-                                       style=_LABELLED, layout=w.Layout(width="8em"))
-        self.system = w.Textarea(value=system, placeholder="optional system prompt", rows=2,
-                                 layout=_FULL)
-        self.run_button = w.Button(description="Run", icon="play", button_style="primary",
-                                   tooltip="send the prompt to every target")
-        self.stop_button = w.Button(description="Stop", icon="stop", button_style="danger",
-                                    disabled=True, tooltip="cancel every request in flight")
-        self.status = w.HTML(status_html("ready", "pick targets, write a prompt, press Run"),
-                             layout=w.Layout(flex="1 1 auto"))
+        self.temperature = w.FloatSlider(
+            value=temperature,
+            min=0.0,
+            max=2.0,
+            step=0.05,
+            description="temperature",
+            style=_LABELLED,
+            readout_format=".2f",
+            layout=w.Layout(width="20em"),
+        )
+        self.max_tokens = w.BoundedIntText(
+            value=max_tokens,
+            min=1,
+            max=131072,
+            description="max tokens",
+            style=_LABELLED,
+            layout=w.Layout(width="11em"),
+        )
+        self.repeat = w.BoundedIntText(
+            value=repeat,
+            min=1,
+            max=50,
+            description="repeat",
+            style=_LABELLED,
+            layout=w.Layout(width="8em"),
+        )
+        self.system = w.Textarea(
+            value=system, placeholder="optional system prompt", rows=2, layout=_FULL
+        )
+        self.run_button = w.Button(
+            description="Run",
+            icon="play",
+            button_style="primary",
+            tooltip="send the prompt to every target",
+        )
+        self.stop_button = w.Button(
+            description="Stop",
+            icon="stop",
+            button_style="danger",
+            disabled=True,
+            tooltip="cancel every request in flight",
+        )
+        self.status = w.HTML(
+            status_html("ready", "pick targets, write a prompt, press Run"),
+            layout=w.Layout(flex="1 1 auto"),
+        )
         self.columns: list[w.HTML] = []
         self.outputs = w.GridBox([], layout=w.Layout(width="100%", grid_gap="8px"))
         self.metrics = w.HTML("")
@@ -123,10 +175,10 @@ class Panel(w.VBox):
         self.stop_button.on_click(lambda _: self.stop())
 
     def _layout(self) -> list[w.Widget]:
-        system_box = w.Accordion([self.system], titles=("System prompt",), selected_index=None,
-                                 layout=_FULL)
-        row = w.Layout(width="100%", align_items="center", flex_flow="row wrap",
-                       grid_gap="6px")
+        system_box = w.Accordion(
+            [self.system], titles=("System prompt",), selected_index=None, layout=_FULL
+        )
+        row = w.Layout(width="100%", align_items="center", flex_flow="row wrap", grid_gap="6px")
         return [
             self.header,
             self.prompt,
@@ -184,16 +236,17 @@ class Panel(w.VBox):
             return None
         try:
             specs = self._session.specs(list(self.targets.value))
-            options = api.make_options(temperature=float(self.temperature.value),
-                                       max_tokens=int(self.max_tokens.value),
-                                       configured=self._configured)
+            options = api.make_options(
+                temperature=float(self.temperature.value),
+                max_tokens=int(self.max_tokens.value),
+                configured=self._configured,
+            )
             policy = api.make_policy(configured=self._configured)
         except LLMMagicError as exc:
             self._problem(exc.message)
             return None
         system = self.system.value.strip() or None
-        jobs = api.plan_jobs([prompt], specs, options, system=system,
-                             repeat=int(self.repeat.value))
+        jobs = api.plan_jobs([prompt], specs, options, system=system, repeat=int(self.repeat.value))
         return jobs, policy, [s.label for s in specs]
 
     def start(self) -> bool:
@@ -209,8 +262,7 @@ class Panel(w.VBox):
         for column in self.columns:
             column.add_class("llm-panel-column")
         self.outputs.children = self.columns
-        self.outputs.layout.grid_template_columns = (
-            f"repeat({len(labels)}, minmax(16em, 1fr))")
+        self.outputs.layout.grid_template_columns = f"repeat({len(labels)}, minmax(16em, 1fr))"
         self.metrics.value = ""
         self.chart.layout.display = "none"
         live = LiveRun(jobs, labels, self.columns, self.status)
@@ -218,8 +270,9 @@ class Panel(w.VBox):
         self.running = True
         self.run_button.disabled, self.stop_button.disabled = True, False
         live.start()
-        self._thread = threading.Thread(target=self._run, args=(jobs, policy, live),
-                                        daemon=True, name="llm-magic-panel-run")
+        self._thread = threading.Thread(
+            target=self._run, args=(jobs, policy, live), daemon=True, name="llm-magic-panel-run"
+        )
         self._thread.start()
         return True
 
@@ -250,8 +303,9 @@ class Panel(w.VBox):
             self.run_button.disabled, self.stop_button.disabled = False, True
             self.running = False
 
-    def _finish(self, jobs: list[Job], records: list[RunRecord], live: LiveRun, phase: str,
-                note: str) -> None:
+    def _finish(
+        self, jobs: list[Job], records: list[RunRecord], live: LiveRun, phase: str, note: str
+    ) -> None:
         # records is empty when the run failed outright; otherwise one per job, in order
         for job, record in zip(jobs, records, strict=False):
             live.on_done(job, record)  # jobs never started get their "interrupted" row too

@@ -19,6 +19,7 @@ __all__ = ["ALWAYS_OFFERED", "ModelDiscovery", "providers_to_ask"]
 
 ALWAYS_OFFERED = "local:smollm2"  # the embedded model needs no server and no key
 
+
 def providers_to_ask() -> list[str]:
     """The providers worth listing: the same ones `%llm status` checks (never a cloud API
     without a key); a broken config file is reported when a run needs it, not while browsing."""
@@ -67,14 +68,16 @@ class ModelDiscovery:
             self.found, self.problems, self.pending = {}, {}, list(names)
             self.finished.clear()
         workers = [
-            threading.Thread(target=self._ask, args=(n, generation), daemon=True,
-                             name=f"llm-magic-models-{n}")
+            threading.Thread(
+                target=self._ask, args=(n, generation), daemon=True, name=f"llm-magic-models-{n}"
+            )
             for n in names
         ]
         for worker in workers:
             worker.start()
-        threading.Thread(target=self._watch, args=(workers, generation), daemon=True,
-                         name="llm-magic-models").start()
+        threading.Thread(
+            target=self._watch, args=(workers, generation), daemon=True, name="llm-magic-models"
+        ).start()
 
     def _ask(self, name: str, generation: int) -> None:
         try:

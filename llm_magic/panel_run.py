@@ -110,13 +110,15 @@ class LiveRun:
         entries = []
         for i, a in enumerate(self._answers[column]):
             r = a.record
-            entries.append(html.Entry(
-                text=a.text,
-                caption=caption(r) if r is not None else "",
-                error=r.error if r is not None else None,
-                tag=f"run {i + 1}" if tagged else "",
-                pending=r is None,
-            ))
+            entries.append(
+                html.Entry(
+                    text=a.text,
+                    caption=caption(r) if r is not None else "",
+                    error=r.error if r is not None else None,
+                    tag=f"run {i + 1}" if tagged else "",
+                    pending=r is None,
+                )
+            )
         return entries
 
     def render_status(self, phase: str, message: str | None = None) -> None:

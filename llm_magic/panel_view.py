@@ -82,7 +82,7 @@ def status_html(phase: str, message: str, chips: Sequence[tuple[str, str]] = ())
     symbol, colour = _PHASES.get(phase, _PHASES["ready"])
     parts = [
         '<div class="llm-panel-status" style="display:flex;flex-wrap:wrap;gap:6px;'
-        'align-items:center;font-size:12px;line-height:22px;'
+        "align-items:center;font-size:12px;line-height:22px;"
         'color:var(--jp-ui-font-color1,inherit)">',
         f'<span style="color:{colour};font-weight:600">{symbol} {html.escape(phase)}</span>',
     ]
@@ -107,16 +107,33 @@ def _cost(value: float | None) -> str:
 
 def metrics_html(records: Sequence[RunRecord], show_repeat: bool = False) -> str:
     """One table row per answer: latency, ttft, tokens, tokens/s, cost, error."""
-    heads = ["target", *(["#"] if show_repeat else []), "latency (s)", "ttft (s)", "tokens",
-             "tokens/s", "cost", "error"]
+    heads = [
+        "target",
+        *(["#"] if show_repeat else []),
+        "latency (s)",
+        "ttft (s)",
+        "tokens",
+        "tokens/s",
+        "cost",
+        "error",
+    ]
     cell = f"padding:3px 8px;border-bottom:1px solid {_BORDER};text-align:right"
     left = cell.replace("text-align:right", "text-align:left")
-    rows = ["<tr>" + "".join(
-        f'<th style="{left if i == 0 or h == "error" else cell};font-weight:600">'
-        f"{html.escape(h)}</th>" for i, h in enumerate(heads)) + "</tr>"]
+    rows = [
+        "<tr>"
+        + "".join(
+            f'<th style="{left if i == 0 or h == "error" else cell};font-weight:600">'
+            f"{html.escape(h)}</th>"
+            for i, h in enumerate(heads)
+        )
+        + "</tr>"
+    ]
     for r in records:
-        tokens = "—" if r.completion_tokens is None else (
-            f"{'~' if r.tokens_estimated else ''}{r.completion_tokens}")
+        tokens = (
+            "—"
+            if r.completion_tokens is None
+            else (f"{'~' if r.tokens_estimated else ''}{r.completion_tokens}")
+        )
         error = r.error or ""
         target = html.escape(r.target)
         if r.fallback_from:
@@ -129,8 +146,11 @@ def metrics_html(records: Sequence[RunRecord], show_repeat: bool = False) -> str
             (cell, html.escape(tokens)),
             (cell, _num(r.tokens_per_s, ".1f")),
             (cell, html.escape(_cost(r.cost_usd))),
-            (f"{left};color:var(--jp-error-color1,#d32f2f);max-width:28em;"
-             "overflow-wrap:anywhere", html.escape(error)),
+            (
+                f"{left};color:var(--jp-error-color1,#d32f2f);max-width:28em;"
+                "overflow-wrap:anywhere",
+                html.escape(error),
+            ),
         ]
         rows.append("<tr>" + "".join(f'<td style="{s}">{v}</td>' for s, v in values) + "</tr>")
     return (

@@ -8,19 +8,17 @@ from pathlib import Path
 
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
-from traitlets.config import Config
-
 from servers.fixtures import *  # noqa: F403  (openai_server, ollama_server, mistral_server, refused_url)
-try:  # written by a teammate; optional until it lands
-    from servers.llamacpp import llamacpp_server  # noqa: F401
-except ImportError:
-    pass
+from servers.llamacpp import llamacpp_server  # noqa: F401
+from traitlets.config import Config
 
 # Provider variables a developer's machine may have set; tests must never see them.
 _SCRUBBED = [
     name
     for name in os.environ
-    if name.endswith(("_API_KEY", "_BASE_URL")) or name == "OLLAMA_HOST" or name.startswith("LLM_MAGIC")
+    if name.endswith(("_API_KEY", "_BASE_URL"))
+    or name == "OLLAMA_HOST"
+    or name.startswith("LLM_MAGIC")
 ]
 
 

@@ -63,8 +63,9 @@ def _free_port() -> int:
 
 
 def _call(url: str, token: str, method: str = "GET") -> tuple[int, bytes]:
-    request = urllib.request.Request(url, method=method,
-                                     headers={"Authorization": f"token {token}"})
+    request = urllib.request.Request(
+        url, method=method, headers={"Authorization": f"token {token}"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
             return response.status, response.read()
@@ -84,7 +85,8 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
     # No "get Jupyter news?" toast over the notebook, no network fetch for it.
     disabled = {"@jupyterlab/apputils-extension:announcements": True}
     (config / "labconfig" / "page_config.json").write_text(
-        json.dumps({"disabledExtensions": disabled}))
+        json.dumps({"disabledExtensions": disabled})
+    )
     env = {
         **os.environ,  # includes the isolated LLM_MAGIC_* of conftest's autouse fixture
         "JUPYTER_CONFIG_DIR": str(config),
@@ -96,9 +98,14 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "jupyter.log"
     command = [
-        str(Path(sys.executable).with_name("jupyter")), "lab", "--no-browser",
-        f"--IdentityProvider.token={token}", f"--port={port}", "--ServerApp.port_retries=0",
-        "--ServerApp.ip=127.0.0.1", f"--ServerApp.root_dir={root}",
+        str(Path(sys.executable).with_name("jupyter")),
+        "lab",
+        "--no-browser",
+        f"--IdentityProvider.token={token}",
+        f"--port={port}",
+        "--ServerApp.port_retries=0",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.root_dir={root}",
         "--ServerApp.terminals_enabled=False",
         f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}",
     ]
@@ -139,8 +146,9 @@ def _wait_for_connected_kernel(lab: Lab, timeout: float = SLOW_MS / 1000) -> Non
     while time.monotonic() < end:
         status, body = _call(f"{lab.url}/api/kernels", lab.token)
         kernels = json.loads(body) if status == 200 else []
-        if any(k.get("connections", 0) >= 1 and k.get("execution_state") == "idle"
-               for k in kernels):
+        if any(
+            k.get("connections", 0) >= 1 and k.get("execution_state") == "idle" for k in kernels
+        ):
             return
         time.sleep(0.2)
     pytest.fail(f"no kernel connected within {timeout:g} s:\n{lab.log_tail()}")
@@ -168,7 +176,8 @@ def _drive(page, lab: Lab, expect) -> None:
     page.goto(f"{lab.url}/lab/tree/{NOTEBOOK}?token={lab.token}")
     # Kernel started and idle, then Run > Run All Cells.
     expect(page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]')).to_be_visible(
-        timeout=SLOW_MS)
+        timeout=SLOW_MS
+    )
     _wait_for_connected_kernel(lab)
     page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
     page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()

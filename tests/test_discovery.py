@@ -94,14 +94,34 @@ def test_a_server_that_wants_a_key_is_still_recognised(openai_server):
 @pytest.mark.parametrize(
     ("entries", "extra", "preset", "server", "version"),
     [
-        ([{"id": "q", "object": "model", "owned_by": "vllm", "max_model_len": 4096}],
-         {"/version": {"version": "0.9.2"}}, "vllm", "vLLM", "0.9.2"),
-        ([{"id": "q", "object": "model", "owned_by": "llamacpp", "meta": {"n_ctx_train": 8192}}],
-         {"/props": {"build_info": "b6000-abc"}}, "llamacpp", "llama.cpp", "b6000-abc"),
-        ([{"id": "smollm2", "object": "model", "owned_by": "me", "permissions": []}],
-         {}, "llamacpp", "llama-cpp-python", None),
-        ([{"id": "qwen3-4b", "object": "model", "owned_by": "organization_owner"}],
-         {}, "lmstudio", "LM Studio", None),
+        (
+            [{"id": "q", "object": "model", "owned_by": "vllm", "max_model_len": 4096}],
+            {"/version": {"version": "0.9.2"}},
+            "vllm",
+            "vLLM",
+            "0.9.2",
+        ),
+        (
+            [{"id": "q", "object": "model", "owned_by": "llamacpp", "meta": {"n_ctx_train": 8192}}],
+            {"/props": {"build_info": "b6000-abc"}},
+            "llamacpp",
+            "llama.cpp",
+            "b6000-abc",
+        ),
+        (
+            [{"id": "smollm2", "object": "model", "owned_by": "me", "permissions": []}],
+            {},
+            "llamacpp",
+            "llama-cpp-python",
+            None,
+        ),
+        (
+            [{"id": "qwen3-4b", "object": "model", "owned_by": "organization_owner"}],
+            {},
+            "lmstudio",
+            "LM Studio",
+            None,
+        ),
         ([{"id": "gpt4all-j", "object": "model"}], {}, "localai", "LocalAI", None),
     ],
 )
@@ -110,7 +130,11 @@ def test_the_product_is_told_by_what_its_model_list_says(entries, extra, preset,
         found = probe_port(srv.port)
     assert found is not None
     assert (found.kind, found.preset, found.server, found.version) == (
-        "openai", preset, server, version)
+        "openai",
+        preset,
+        server,
+        version,
+    )
 
 
 def test_nothing_listening_is_nothing_found(refused_url):
@@ -139,7 +163,9 @@ def test_loopback_port_accepts_only_loopback_hosts():
 def test_discover_lists_what_answers_and_skips_the_rest(ollama_server, openai_server, refused_url):
     found = discover([ollama_server.port, loopback_port(refused_url), openai_server.port])
     assert {(f.port, f.kind) for f in found} == {
-        (ollama_server.port, "ollama"), (openai_server.port, "openai")}
+        (ollama_server.port, "ollama"),
+        (openai_server.port, "openai"),
+    }
 
 
 def test_discover_probes_the_module_default_ports(monkeypatch, ollama_server):
@@ -205,8 +231,10 @@ def test_a_key_a_base_url_or_a_config_table_configures_a_provider(monkeypatch, i
 
 def test_presets_sharing_a_default_port_keep_the_one_the_server_names():
     url = "http://127.0.0.1:8080/v1"
-    both = [Backend("llamacpp", "openai", url, "built-in default", default_local=True),
-            Backend("localai", "openai", url, "built-in default", default_local=True)]
+    both = [
+        Backend("llamacpp", "openai", url, "built-in default", default_local=True),
+        Backend("localai", "openai", url, "built-in default", default_local=True),
+    ]
     seen = Found(8080, "openai", "localai", "LocalAI", url, 0.001)
     assert [b.name for b in backends._with_discovered(both, [seen])] == ["localai"]
     unsure = Found(8080, "openai", None, "OpenAI-compatible", url, 0.001)
@@ -231,7 +259,8 @@ def test_status_checks_configured_backends_and_names_discovered_ones(servers):
     stray_row = rows.loc[f"ollama@{stray.port}"]
     assert stray_row["reachable"] and stray_row["version"] == "0.13.0"
     assert stray_row["source"] == (
-        f"discovered on port {stray.port}; set OLLAMA_HOST={stray.url} to use it")
+        f"discovered on port {stray.port}; set OLLAMA_HOST={stray.url} to use it"
+    )
     assert rows.loc["local", "server"] == "llama.cpp in-process"
     assert KEY not in frame.to_string()
 
@@ -299,8 +328,7 @@ def test_one_cloud_provider_without_a_key_says_which_variable(monkeypatch):
 def test_models_of_a_discovered_server_carry_its_port(servers):
     with OllamaServer(models=["phi3:mini"]) as stray:
         frame, _ = models_table(ports=[stray.port])
-    assert list(frame.loc[frame["provider"] == f"ollama@{stray.port}", "model"]) == [
-        "phi3:mini"]
+    assert list(frame.loc[frame["provider"] == f"ollama@{stray.port}", "model"]) == ["phi3:mini"]
 
 
 def test_a_plugin_whose_health_check_raises_gets_a_row_not_a_crash(monkeypatch):

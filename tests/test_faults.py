@@ -101,7 +101,9 @@ def test_malformed_line_is_a_clear_error(ip, servers, name) -> None:
     row, _ = run_pair(ip, servers, name)
     assert row["output"] == "alpha beta "
     error = row["error"]
-    assert error.startswith(f"{name}:") and ("malformed" in error.lower() or "json" in error.lower())
+    assert error.startswith(f"{name}:") and (
+        "malformed" in error.lower() or "json" in error.lower()
+    )
 
 
 @pytest.mark.parametrize("name", PROTOCOLS)

@@ -55,7 +55,8 @@ def test_one_cell_three_providers_gives_one_row_each(ip, backends) -> None:
         "mistral:mistral-small-latest",
     ]
     assert df["error"].isna().all()
-    for output, model in zip(df["output"], ["gpt-4o-mini", "llama3.2", "mistral-small-latest"]):
+    models = ["gpt-4o-mini", "llama3.2", "mistral-small-latest"]
+    for output, model in zip(df["output"], models, strict=True):
         assert output.strip() == f"Echo from {model}: Why is the sky blue?"
     assert (df["latency_s"] > 0).all() and (df["ttft_s"] <= df["latency_s"]).all()
     assert not df["tokens_estimated"].any()  # all three servers report usage
@@ -86,7 +87,9 @@ def test_single_target_returns_nothing_but_keeps_the_row(ip, backends) -> None:
     assert len(ip.user_ns["_llm"]) == 1
 
 
-def test_a_dead_target_is_an_error_row_and_the_others_survive(ip, backends, refused_url, monkeypatch):
+def test_a_dead_target_is_an_error_row_and_the_others_survive(
+    ip, backends, refused_url, monkeypatch
+):
     monkeypatch.setenv("VLLM_BASE_URL", refused_url + "/v1")
     df = ip.run_cell("%%llm openai:gpt-4o-mini vllm:some-model --retries 0\nHello").result
     ok, dead = df.iloc[0], df.iloc[1]

@@ -25,8 +25,9 @@ MODEL = "mistral-small-latest"
 @pytest.fixture
 def mistral(mistral_server) -> Iterator[MistralProvider]:
     mistral_server.api_key = KEY
-    with MistralProvider(name="mistral", base_url=mistral_server.url, api_key=KEY,
-                         key_env="MISTRAL_API_KEY") as provider:
+    with MistralProvider(
+        name="mistral", base_url=mistral_server.url, api_key=KEY, key_env="MISTRAL_API_KEY"
+    ) as provider:
         yield provider
 
 
@@ -55,8 +56,9 @@ def test_stream_usage_rides_on_the_last_content_chunk(mistral, mistral_server) -
     assert chunks[0] == Chunk(model=MODEL)  # the role chunk
     assert [c.text for c in chunks[1:]] == ["Because ", "of ", "Rayleigh ", "scattering."]
     assert all(c.usage is None and c.finish_reason is None for c in chunks[:-1])
-    assert chunks[-1] == Chunk(text="scattering.", finish_reason="stop",
-                               usage=Usage(prompt_tokens=7, completion_tokens=4))
+    assert chunks[-1] == Chunk(
+        text="scattering.", finish_reason="stop", usage=Usage(prompt_tokens=7, completion_tokens=4)
+    )
 
 
 def test_request_on_the_wire_fits_the_closed_schema(mistral, mistral_server) -> None:
@@ -68,8 +70,10 @@ def test_request_on_the_wire_fits_the_closed_schema(mistral, mistral_server) -> 
     assert request.headers["authorization"] == f"Bearer {KEY}"
     assert request.body == {
         "model": MODEL,
-        "messages": [{"role": "system", "content": "be brief"},
-                     {"role": "user", "content": "why is the sky blue"}],
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "why is the sky blue"},
+        ],
         "stream": True,
         "temperature": 0.2,
         "top_p": 0.9,
@@ -93,16 +97,18 @@ def test_non_stream_mode_is_one_chunk(mistral, mistral_server) -> None:
     mistral_server.report_model = "mistral-small-2503"
     chunks, error = drain(mistral.stream(MSGS, MODEL, Options(stream=False, seed=7)))
     assert error is None
-    assert chunks == [Chunk(text=REPLY, usage=Usage(7, 4), finish_reason="stop",
-                            model="mistral-small-2503")]
+    assert chunks == [
+        Chunk(text=REPLY, usage=Usage(7, 4), finish_reason="stop", model="mistral-small-2503")
+    ]
     body = mistral_server.requests[0].body
     assert body["stream"] is False
     assert body["random_seed"] == 7
 
 
 def test_base_url_with_v1_is_accepted(mistral_server) -> None:
-    with MistralProvider(name="mistral", base_url=mistral_server.url + "/v1/",
-                         api_key=None) as provider:
+    with MistralProvider(
+        name="mistral", base_url=mistral_server.url + "/v1/", api_key=None
+    ) as provider:
         assert provider.base_url == mistral_server.url
         assert drain(provider.stream(MSGS, MODEL, Options()))[1] is None
     assert mistral_server.requests[0].path == "/v1/chat/completions"
@@ -121,8 +127,9 @@ def test_base_url_with_v1_is_accepted(mistral_server) -> None:
         (500, errors.ServerFailed, "Internal server error"),
     ],
 )
-def test_error_bodies_of_every_shape_give_a_readable_line(mistral, mistral_server, status, cls,
-                                                          expected) -> None:
+def test_error_bodies_of_every_shape_give_a_readable_line(
+    mistral, mistral_server, status, cls, expected
+) -> None:
     mistral_server.status = status
     chunks, error = drain(mistral.stream(MSGS, MODEL, Options()))
     assert chunks == []
@@ -133,8 +140,12 @@ def test_error_bodies_of_every_shape_give_a_readable_line(mistral, mistral_serve
 
 def test_unknown_field_422_names_the_field(mistral_server) -> None:
     # What Mistral says to an OpenAI-style client: the detail list becomes one readable line.
-    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "seed": 1,
-            "stream_options": {"include_usage": True}}
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "hi"}],
+        "seed": 1,
+        "stream_options": {"include_usage": True},
+    }
     reply = httpx2.post(mistral_server.url + "/v1/chat/completions", json=body)
     assert reply.status_code == 422
     text = error_text(reply.content)
@@ -143,8 +154,9 @@ def test_unknown_field_422_names_the_field(mistral_server) -> None:
 
 
 def test_wrong_path_404_with_top_level_detail(mistral_server) -> None:
-    with MistralProvider(name="mistral", base_url=mistral_server.url + "/proxy",
-                         api_key=None) as provider:
+    with MistralProvider(
+        name="mistral", base_url=mistral_server.url + "/proxy", api_key=None
+    ) as provider:
         _, error = drain(provider.stream(MSGS, MODEL, Options()))
     assert isinstance(error, errors.NotFound)
     assert error.message == "mistral: HTTP 404: Not Found"
@@ -155,19 +167,28 @@ def test_wrong_path_404_with_top_level_detail(mistral_server) -> None:
     [
         ('{"detail":"Unauthorized"}', "Unauthorized"),
         ('{"message":"Requests rate limit exceeded"}', "Requests rate limit exceeded"),
-        ('{"object":"error","message":"Invalid model: x","type":"invalid_model","code":"1500"}',
-         "Invalid model: x"),
-        ('{"detail":[{"loc":["body","messages",0,"name"],"msg":"Extra inputs are not '
-         'permitted","type":"extra_forbidden"}]}',
-         "body.messages.0.name: Extra inputs are not permitted (extra_forbidden)"),
+        (
+            '{"object":"error","message":"Invalid model: x","type":"invalid_model","code":"1500"}',
+            "Invalid model: x",
+        ),
+        (
+            '{"detail":[{"loc":["body","messages",0,"name"],"msg":"Extra inputs are not '
+            'permitted","type":"extra_forbidden"}]}',
+            "body.messages.0.name: Extra inputs are not permitted (extra_forbidden)",
+        ),
         ('{"object":"Error","detail":[{"loc":["body"],"msg":"bad"}],"code":3001}', "body: bad"),
-        ('{"error":{"message":"Incorrect API key","type":"invalid_request_error"}}',
-         "Incorrect API key"),
+        (
+            '{"error":{"message":"Incorrect API key","type":"invalid_request_error"}}',
+            "Incorrect API key",
+        ),
         ('{"error":"model \'x\' not found"}', "model 'x' not found"),
         ("upstream connect error\n or disconnect", "upstream connect error or disconnect"),
         ("", "Bad Gateway"),
-        ("<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1>"
-         "<hr><center>nginx</center></body></html>", "502 Bad Gateway"),
+        (
+            "<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1>"
+            "<hr><center>nginx</center></body></html>",
+            "502 Bad Gateway",
+        ),
         ('{"unexpected":true}', '{"unexpected": true}'),
     ],
 )
@@ -294,8 +315,9 @@ def test_cancel_while_waiting_for_the_first_byte(mistral, mistral_server) -> Non
 
 def test_key_never_in_repr_or_errors(mistral_server) -> None:
     mistral_server.api_key = PLAIN_KEY
-    with MistralProvider(name="mistral", base_url=mistral_server.url, api_key=PLAIN_KEY,
-                         key_env="MISTRAL_API_KEY") as provider:
+    with MistralProvider(
+        name="mistral", base_url=mistral_server.url, api_key=PLAIN_KEY, key_env="MISTRAL_API_KEY"
+    ) as provider:
         assert PLAIN_KEY not in repr(provider)
         assert drain(provider.stream(MSGS, MODEL, Options()))[1] is None
         assert mistral_server.requests[0].headers["authorization"] == f"Bearer {PLAIN_KEY}"
@@ -308,8 +330,9 @@ def test_key_never_in_repr_or_errors(mistral_server) -> None:
 
 
 def test_missing_key_sends_nothing(mistral_server) -> None:
-    with MistralProvider(name="mistral", base_url=mistral_server.url, api_key=None,
-                         key_env="MISTRAL_API_KEY") as provider:
+    with MistralProvider(
+        name="mistral", base_url=mistral_server.url, api_key=None, key_env="MISTRAL_API_KEY"
+    ) as provider:
         _, error = drain(provider.stream(MSGS, MODEL, Options()))
         assert type(error) is errors.ProviderError
         assert error.message == "mistral: no API key: set MISTRAL_API_KEY"
@@ -339,8 +362,17 @@ def test_list_models(mistral, mistral_server) -> None:
 
 def test_list_models_tolerates_a_bare_array(mistral, mistral_server, monkeypatch) -> None:
     def bare(ex) -> None:  # the shape of the rendered docs' example
-        ex.send_json(200, [{"id": "ft:open-mistral-7b:abc", "object": "model",
-                            "created": 1750000000, "max_context_length": 32768}])
+        ex.send_json(
+            200,
+            [
+                {
+                    "id": "ft:open-mistral-7b:abc",
+                    "object": "model",
+                    "created": 1750000000,
+                    "max_context_length": 32768,
+                }
+            ],
+        )
 
     monkeypatch.setitem(mistral_server.routes, ("GET", "/v1/models"), bare)
     (model,) = mistral.list_models()

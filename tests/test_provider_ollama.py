@@ -113,11 +113,18 @@ def test_request_on_the_wire(ollama, ollama_server) -> None:
     assert (request.method, request.path) == ("POST", "/api/chat")
     assert request.body == {
         "model": "llama3.2",
-        "messages": [{"role": "system", "content": "be brief"},
-                     {"role": "user", "content": "why is the sky blue"}],
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "why is the sky blue"},
+        ],
         "stream": True,  # explicit: Ollama streams when it is omitted, and we say what we mean
-        "options": {"temperature": 0.2, "top_p": 0.9, "seed": 42, "num_predict": 3,
-                    "stop": ["\n", "END"]},
+        "options": {
+            "temperature": 0.2,
+            "top_p": 0.9,
+            "seed": 42,
+            "num_predict": 3,
+            "stop": ["\n", "END"],
+        },
     }
     assert "authorization" not in request.headers  # a local Ollama needs no key
     assert chunks[-1].finish_reason == "length"
@@ -135,8 +142,9 @@ def test_non_stream_mode_is_one_chunk(ollama, ollama_server) -> None:
     ollama_server.report_model = "llama3.2:latest"
     chunks, error = drain(ollama.stream(MSGS, "llama3.2", Options(stream=False)))
     assert error is None
-    assert chunks == [Chunk(text=REPLY, usage=Usage(7, 4), finish_reason="stop",
-                            model="llama3.2:latest")]
+    assert chunks == [
+        Chunk(text=REPLY, usage=Usage(7, 4), finish_reason="stop", model="llama3.2:latest")
+    ]
     assert ollama_server.requests[0].body["stream"] is False
 
 
@@ -166,8 +174,9 @@ def test_reported_model_is_passed_on(ollama, ollama_server) -> None:
         (503, errors.ServerFailed, "server busy"),
     ],
 )
-def test_error_status_maps_to_class_with_server_message(ollama, ollama_server, status, cls,
-                                                         words) -> None:
+def test_error_status_maps_to_class_with_server_message(
+    ollama, ollama_server, status, cls, words
+) -> None:
     ollama_server.status = status
     chunks, error = drain(ollama.stream(MSGS, "llama3.2", Options()))
     assert chunks == []
@@ -365,8 +374,9 @@ def test_wrong_key_is_auth_failed_without_the_key(ollama_server) -> None:
 
 
 def test_missing_required_key_sends_nothing(ollama_server) -> None:
-    with OllamaProvider(name="ollama", base_url=ollama_server.url, api_key=None,
-                        key_env="OLLAMA_API_KEY") as p:
+    with OllamaProvider(
+        name="ollama", base_url=ollama_server.url, api_key=None, key_env="OLLAMA_API_KEY"
+    ) as p:
         _, error = drain(p.stream(MSGS, "llama3.2", Options()))
     assert type(error) is errors.ProviderError
     assert error.message == "ollama: no API key: set OLLAMA_API_KEY"
@@ -472,7 +482,10 @@ def test_delete(ollama, ollama_server) -> None:
     ollama.delete("qwen2.5:0.5b")
     request = ollama_server.requests[-1]
     assert (request.method, request.path, request.body) == (
-        "DELETE", "/api/delete", {"model": "qwen2.5:0.5b"})
+        "DELETE",
+        "/api/delete",
+        {"model": "qwen2.5:0.5b"},
+    )
     assert {m.model for m in ollama.list_models()} == {"llama3.2:latest"}
     with pytest.raises(errors.NotFound, match="model 'qwen2.5:0.5b' not found"):
         ollama.delete("qwen2.5:0.5b")

@@ -26,8 +26,9 @@ MODEL = "gpt-4o-mini"
 @pytest.fixture
 def openai_p(openai_server) -> Iterator[OpenAIProvider]:
     openai_server.api_key = KEY
-    with OpenAIProvider(name="openai", base_url=openai_server.url, api_key=KEY,
-                        key_env="OPENAI_API_KEY") as provider:
+    with OpenAIProvider(
+        name="openai", base_url=openai_server.url, api_key=KEY, key_env="OPENAI_API_KEY"
+    ) as provider:
         yield provider
 
 
@@ -62,8 +63,9 @@ def test_stream_order_text_then_finish_then_usage(openai_p, openai_server) -> No
 
 
 def test_request_on_the_wire(openai_p, openai_server) -> None:
-    options = Options(temperature=0.2, top_p=0.9, seed=42, max_tokens=3, stop=("\n", "END"),
-                      read_timeout=33)
+    options = Options(
+        temperature=0.2, top_p=0.9, seed=42, max_tokens=3, stop=("\n", "END"), read_timeout=33
+    )
     chunks, error = drain(openai_p.stream(MSGS, MODEL, options))
     assert error is None
     (request,) = openai_server.requests
@@ -71,8 +73,10 @@ def test_request_on_the_wire(openai_p, openai_server) -> None:
     assert request.headers["authorization"] == f"Bearer {KEY}"
     assert request.body == {
         "model": MODEL,
-        "messages": [{"role": "system", "content": "be brief"},
-                     {"role": "user", "content": "why is the sky blue"}],
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "why is the sky blue"},
+        ],
         "stream": True,
         "stream_options": {"include_usage": True},
         "temperature": 0.2,
@@ -92,8 +96,9 @@ def test_non_stream_mode_is_one_chunk(openai_p, openai_server) -> None:
     openai_server.report_model = "gpt-4o-mini-2024-07-18"
     chunks, error = drain(openai_p.stream(MSGS, MODEL, Options(stream=False)))
     assert error is None
-    assert chunks == [Chunk(text=REPLY, usage=Usage(7, 4), finish_reason="stop",
-                            model="gpt-4o-mini-2024-07-18")]
+    assert chunks == [
+        Chunk(text=REPLY, usage=Usage(7, 4), finish_reason="stop", model="gpt-4o-mini-2024-07-18")
+    ]
     body = openai_server.requests[0].body
     assert body["stream"] is False
     assert "stream_options" not in body
@@ -115,8 +120,9 @@ def test_no_key_needed_for_local_servers(openai_server) -> None:
 
 
 def test_missing_required_key_sends_nothing(openai_server) -> None:
-    with OpenAIProvider(name="groq", base_url=openai_server.url, api_key=None,
-                        key_env="GROQ_API_KEY") as provider:
+    with OpenAIProvider(
+        name="groq", base_url=openai_server.url, api_key=None, key_env="GROQ_API_KEY"
+    ) as provider:
         _, error = drain(provider.stream(MSGS, MODEL, Options()))
         assert type(error) is errors.ProviderError
         assert error.message == "groq: no API key: set GROQ_API_KEY"
@@ -143,8 +149,9 @@ def test_missing_required_key_sends_nothing(openai_server) -> None:
         (503, errors.ServerFailed, "The engine is currently overloaded"),
     ],
 )
-def test_error_status_maps_to_class_with_server_message(openai_p, openai_server, status, cls,
-                                                         words) -> None:
+def test_error_status_maps_to_class_with_server_message(
+    openai_p, openai_server, status, cls, words
+) -> None:
     openai_server.status = status
     chunks, error = drain(openai_p.stream(MSGS, MODEL, Options()))
     assert chunks == []
@@ -306,8 +313,9 @@ def test_cancelled_token_sends_nothing(openai_p, openai_server) -> None:
 
 def test_key_never_in_repr_or_errors(openai_server) -> None:
     openai_server.api_key = PLAIN_KEY
-    with OpenAIProvider(name="work", base_url=openai_server.url, api_key=PLAIN_KEY,
-                        key_env="WORK_LLM_KEY") as provider:
+    with OpenAIProvider(
+        name="work", base_url=openai_server.url, api_key=PLAIN_KEY, key_env="WORK_LLM_KEY"
+    ) as provider:
         assert PLAIN_KEY not in repr(provider)
         assert drain(provider.stream(MSGS, MODEL, Options()))[1] is None
         assert openai_server.requests[0].headers["authorization"] == f"Bearer {PLAIN_KEY}"
@@ -403,8 +411,9 @@ def test_health_of_nothing_listening(refused_url) -> None:
 
 @pytest.fixture
 def compat(ollama_server) -> Iterator[OpenAIProvider]:
-    with OpenAIProvider(name="ollama-v1", base_url=ollama_server.url + "/v1",
-                        api_key=None) as provider:
+    with OpenAIProvider(
+        name="ollama-v1", base_url=ollama_server.url + "/v1", api_key=None
+    ) as provider:
         yield provider
 
 
@@ -442,13 +451,26 @@ def test_ollama_compat_lists_null_data_as_empty(compat, ollama_server) -> None:
 # ----------------------------------------------------------------------------- odd servers
 
 
-def test_server_that_ignores_stream_true_is_read_whole(openai_p, openai_server,
-                                                       monkeypatch) -> None:
+def test_server_that_ignores_stream_true_is_read_whole(
+    openai_p, openai_server, monkeypatch
+) -> None:
     def whole(ex) -> None:
-        ex.send_json(200, {"id": "x", "object": "chat.completion", "model": "m-1",
-                           "choices": [{"index": 0, "finish_reason": "stop",
-                                        "message": {"role": "assistant", "content": "all"}}],
-                           "usage": {"prompt_tokens": 2, "completion_tokens": 1}})
+        ex.send_json(
+            200,
+            {
+                "id": "x",
+                "object": "chat.completion",
+                "model": "m-1",
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": "all"},
+                    }
+                ],
+                "usage": {"prompt_tokens": 2, "completion_tokens": 1},
+            },
+        )
 
     monkeypatch.setitem(openai_server.routes, ("POST", "/v1/chat/completions"), whole)
     chunks, error = drain(openai_p.stream(MSGS, MODEL, Options()))
@@ -456,8 +478,7 @@ def test_server_that_ignores_stream_true_is_read_whole(openai_p, openai_server,
     assert chunks == [Chunk(text="all", usage=Usage(2, 1), finish_reason="stop", model="m-1")]
 
 
-def test_html_page_instead_of_events_is_bad_response(openai_p, openai_server,
-                                                     monkeypatch) -> None:
+def test_html_page_instead_of_events_is_bad_response(openai_p, openai_server, monkeypatch) -> None:
     def portal(ex) -> None:
         ex.send(200, b"<html><title>Sign in to Wi-Fi</title></html>", "text/html")
 
@@ -468,12 +489,13 @@ def test_html_page_instead_of_events_is_bad_response(openai_p, openai_server,
     assert "expected server-sent events, got text/html" in error.message
 
 
-def test_error_event_with_a_status_code_keeps_the_status(openai_p, openai_server,
-                                                         monkeypatch) -> None:
+def test_error_event_with_a_status_code_keeps_the_status(
+    openai_p, openai_server, monkeypatch
+) -> None:
     # OpenRouter reports an upstream failure inside a 200 stream, with the status as `code`.
     def router(ex) -> None:
         ex.start_stream("text/event-stream")
-        ex.write(b': OPENROUTER PROCESSING\n\n')
+        ex.write(b": OPENROUTER PROCESSING\n\n")
         ex.write(b'data: {"error":{"code":429,"message":"Provider rate limited"}}\n\n')
         ex.end_stream()
 

@@ -100,7 +100,10 @@ def test_a_failing_target_keeps_the_other_rows() -> None:
         raise ServerFailed("boom", provider="bad", status=500)
         yield Chunk()
 
-    providers = {"good": ScriptedProvider("good", words("fine")), "bad": ScriptedProvider("bad", broken)}
+    providers = {
+        "good": ScriptedProvider("good", words("fine")),
+        "bad": ScriptedProvider("bad", broken),
+    }
     good, bad = run([job("good:m", 0), job("bad:m", 1)], providers, retries=0)
     assert good.output == "fine " and good.error is None
     assert bad.error == "bad: HTTP 500: boom" and bad.finish_reason == "error"
@@ -282,8 +285,15 @@ def test_stop_event_cancels_a_run_on_another_thread() -> None:
 
     def background() -> None:
         try:
-            outcome.append(run_jobs([job("a:m", 0), job("b:m", 1)], providers.__getitem__,
-                                    Policy(), Done(), stop=stop))
+            outcome.append(
+                run_jobs(
+                    [job("a:m", 0), job("b:m", 1)],
+                    providers.__getitem__,
+                    Policy(),
+                    Done(),
+                    stop=stop,
+                )
+            )
         except RunInterrupted as exc:
             outcome.append(exc)
 

@@ -37,8 +37,11 @@ def test_urls_and_request_log(openai_server, ollama_server, mistral_server, clie
     assert openai_server.url == f"http://127.0.0.1:{openai_server.port}/v1"
     assert ollama_server.url == f"http://127.0.0.1:{ollama_server.port}"
     assert mistral_server.url == f"http://127.0.0.1:{mistral_server.port}"
-    client.post(openai_server.url + "/chat/completions", json={"model": "m", "messages": USER},
-                headers={"X-Custom": "yes"})
+    client.post(
+        openai_server.url + "/chat/completions",
+        json={"model": "m", "messages": USER},
+        headers={"X-Custom": "yes"},
+    )
     [req] = openai_server.requests
     assert (req.method, req.path) == ("POST", "/v1/chat/completions")
     assert req.headers["x-custom"] == "yes"
@@ -73,8 +76,12 @@ def test_concurrent_requests_are_served_in_parallel(openai_server, client):
     url = openai_server.url + "/chat/completions"
     start = time.monotonic()
     with ThreadPoolExecutor(8) as pool:
-        codes = list(pool.map(lambda _: client.post(url, json={"model": "m", "messages": USER})
-                              .status_code, range(8)))
+        codes = list(
+            pool.map(
+                lambda _: client.post(url, json={"model": "m", "messages": USER}).status_code,
+                range(8),
+            )
+        )
     assert codes == [200] * 8
     assert openai_server.max_in_flight == 8
     assert time.monotonic() - start < 8 * 0.3  # serial handling would take at least 2.4 s
@@ -87,8 +94,11 @@ def test_stop_ends_idle_and_stalled_connections(client):
     server.stall_after = 1
     result: list[Any] = []
     body = {"model": "m", "messages": USER, "stream": True}
-    reader = threading.Thread(target=lambda: result.append(
-        post_stream(client, server.url + "/chat/completions", body, timeout=30)))
+    reader = threading.Thread(
+        target=lambda: result.append(
+            post_stream(client, server.url + "/chat/completions", body, timeout=30)
+        )
+    )
     reader.start()
     while server.in_flight == 0:
         time.sleep(0.01)
@@ -106,8 +116,9 @@ def test_refused_url_refuses(refused_url, client):
 
 # -- OpenAI ----------------------------------------------------------------------------------
 def test_openai_plain_reply_is_the_default(openai_server, client):
-    r = client.post(openai_server.url + "/chat/completions",
-                    json={"model": "gpt-4o-mini", "messages": USER})
+    r = client.post(
+        openai_server.url + "/chat/completions", json={"model": "gpt-4o-mini", "messages": USER}
+    )
     body = r.json()
     assert r.headers["content-type"].startswith("application/json")
     assert body["object"] == "chat.completion" and body["id"].startswith("chatcmpl-")
@@ -131,10 +142,12 @@ def test_openai_stream_wire_shape(openai_server, client, include_usage):
     objs = [json.loads(e) for e in events[:-1]]
     assert objs[0]["choices"][0]["delta"] == {"role": "assistant", "content": "", "refusal": None}
     assert {o["id"] for o in objs} == {objs[0]["id"]} and {o["object"] for o in objs} == {
-        "chat.completion.chunk"}
+        "chat.completion.chunk"
+    }
     finish = objs[-2] if include_usage else objs[-1]
-    assert finish["choices"] == [{"index": 0, "delta": {}, "logprobs": None,
-                                  "finish_reason": "stop"}]
+    assert finish["choices"] == [
+        {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}
+    ]
     assert openai_text(objs) == "Echo from gpt-4o-mini: hello there"
     if include_usage:
         assert objs[-1]["choices"] == [] and objs[-1]["usage"]["completion_tokens"] == 5
@@ -154,19 +167,29 @@ def test_openai_max_tokens_truncates_with_length(openai_server, client, field):
 def test_openai_reply_is_streamed_word_by_word_keeping_spaces(openai_server, client):
     openai_server.reply = "Hello  big\nworld "
     openai_server.report_model = "gpt-4o-2024-08-06"
-    got, _ = post_stream(client, openai_server.url + "/chat/completions",
-                         {"model": "gpt-4o", "messages": USER, "stream": True})
+    got, _ = post_stream(
+        client,
+        openai_server.url + "/chat/completions",
+        {"model": "gpt-4o", "messages": USER, "stream": True},
+    )
     objs = chunks(got)
-    assert [o["choices"][0]["delta"]["content"] for o in objs[1:-1]] == ["Hello  ", "big\n",
-                                                                         "world "]
+    assert [o["choices"][0]["delta"]["content"] for o in objs[1:-1]] == [
+        "Hello  ",
+        "big\n",
+        "world ",
+    ]
     assert {o["model"] for o in objs} == {"gpt-4o-2024-08-06"}
 
 
 def test_openai_server_that_never_sends_usage(client):
     with OpenAIServer(usage=False) as server:
         url = server.url + "/chat/completions"
-        body = {"model": "m", "messages": USER, "stream": True,
-                "stream_options": {"include_usage": True}}
+        body = {
+            "model": "m",
+            "messages": USER,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
         got, _ = post_stream(client, url, body)
         assert all("usage" not in o and o["choices"] for o in chunks(got))
         assert "usage" not in client.post(url, json={"model": "m", "messages": USER}).json()
@@ -213,21 +236,33 @@ def _chat(server: Any, client: httpx2.Client, **extra: Any) -> httpx2.Response:
     return client.post(server.root_url + path, json=body)
 
 
-def test_status_knob_uses_each_protocols_error_shape(openai_server, ollama_server,
-                                                     mistral_server, client):
+def test_status_knob_uses_each_protocols_error_shape(
+    openai_server, ollama_server, mistral_server, client
+):
     for server in (openai_server, ollama_server, mistral_server):
         server.status, server.retry_after, server.error_message = 429, 1.5, "slow down"
     r = _chat(openai_server, client)
     assert r.status_code == 429 and r.headers["retry-after"] == "1.5"
-    assert r.json() == {"error": {"message": "slow down", "type": "requests", "param": None,
-                                  "code": "rate_limit_exceeded"}}
+    assert r.json() == {
+        "error": {
+            "message": "slow down",
+            "type": "requests",
+            "param": None,
+            "code": "rate_limit_exceeded",
+        }
+    }
     r = _chat(ollama_server, client)
     assert (r.status_code, r.json()) == (429, {"error": "slow down"})
     mistral_server.error_message = None
     r = _chat(mistral_server, client)
     assert (r.status_code, r.headers["retry-after"]) == (429, "1.5")
-    assert r.json() == {"object": "error", "message": "Rate limit exceeded", "type": "rate_limited",
-                        "param": None, "code": "1300"}
+    assert r.json() == {
+        "object": "error",
+        "message": "Rate limit exceeded",
+        "type": "rate_limited",
+        "param": None,
+        "code": "1300",
+    }
 
 
 def test_fail_times_then_normal_answers(openai_server, client):
@@ -244,8 +279,11 @@ def test_statuses_queue_is_popped_per_request(ollama_server, client):
 def test_delay_and_token_delay(openai_server, client):
     openai_server.delay, openai_server.token_delay = 0.2, 0.05
     start = time.monotonic()
-    got, _ = post_stream(client, openai_server.url + "/chat/completions",
-                         {"model": "m", "messages": USER, "stream": True})
+    got, _ = post_stream(
+        client,
+        openai_server.url + "/chat/completions",
+        {"model": "m", "messages": USER, "stream": True},
+    )
     assert time.monotonic() - start >= 0.2 + 4 * 0.05 and sse(got)[-1] == "[DONE]"
 
 
@@ -272,8 +310,12 @@ def _stream(request: Any, client: httpx2.Client, proto: str, **knobs: Any):
     server.reply = "one two three four"
     for name, value in knobs.items():
         setattr(server, name, value)
-    return post_stream(client, server.root_url + path, {**body, "messages": USER},
-                       timeout=httpx2.Timeout(5, read=0.5))
+    return post_stream(
+        client,
+        server.root_url + path,
+        {**body, "messages": USER},
+        timeout=httpx2.Timeout(5, read=0.5),
+    )
 
 
 @pytest.mark.parametrize("proto", STREAMS)
@@ -355,8 +397,10 @@ def test_ollama_streams_ndjson_by_default_with_ns_metrics(ollama_server, client)
     assert all("eval_count" not in x for x in lines[:-1])
     done = lines[-1]
     assert (done["done_reason"], done["prompt_eval_count"], done["eval_count"]) == ("stop", 2, 5)
-    durations = [done[k] for k in ("total_duration", "load_duration", "prompt_eval_duration",
-                                   "eval_duration")]
+    durations = [
+        done[k]
+        for k in ("total_duration", "load_duration", "prompt_eval_duration", "eval_duration")
+    ]
     assert all(isinstance(d, int) and d > 0 for d in durations)
     assert done["total_duration"] >= sum(durations[1:])
     assert done["created_at"].endswith("Z")
@@ -365,8 +409,12 @@ def test_ollama_streams_ndjson_by_default_with_ns_metrics(ollama_server, client)
 def test_ollama_stream_false_num_predict_and_usage_knob(ollama_server, client):
     ollama_server.reply = "a b c d"
     ollama_server.usage = False
-    body = {"model": "llama3.2:latest", "messages": USER, "stream": False,
-            "options": {"num_predict": 3}}
+    body = {
+        "model": "llama3.2:latest",
+        "messages": USER,
+        "stream": False,
+        "options": {"num_predict": 3},
+    }
     r = client.post(ollama_server.url + "/api/chat", json=body)
     out = r.json()
     assert r.headers["content-type"].startswith("application/json")
@@ -417,16 +465,21 @@ def test_ollama_pull_and_delete(ollama_server, client):
     with client.stream("POST", base + "/api/pull", json={"model": "smollm2:135m"}) as r:
         lines = ndjson(r.read())
     assert lines[0] == {"status": "pulling manifest"}
-    assert lines[-3:] == [{"status": "verifying sha256 digest"}, {"status": "writing manifest"},
-                          {"status": "success"}]
+    assert lines[-3:] == [
+        {"status": "verifying sha256 digest"},
+        {"status": "writing manifest"},
+        {"status": "success"},
+    ]
     layer = lines[1]
     assert layer["status"] == "pulling " + layer["digest"][7:19] and "completed" not in layer
     assert lines[3]["completed"] == lines[3]["total"]
     assert "smollm2:135m" in [m["name"] for m in client.get(base + "/api/tags").json()["models"]]
     r = client.post(base + "/api/pull", json={"model": "no-such-model"})
     assert r.status_code == 200
-    assert ndjson(r.content) == [{"status": "pulling manifest"},
-                                 {"error": "pull model manifest: file does not exist"}]
+    assert ndjson(r.content) == [
+        {"status": "pulling manifest"},
+        {"error": "pull model manifest: file does not exist"},
+    ]
     r = client.request("DELETE", base + "/api/delete", json={"model": "smollm2:135m"})
     assert (r.status_code, r.content) == (200, b"")
     r = client.request("DELETE", base + "/api/delete", json={"model": "smollm2:135m"})
@@ -449,19 +502,30 @@ def test_ollama_openai_compat_flavour(ollama_server, client):
     assert objs[-2]["choices"][0]["finish_reason"] == "length"
     assert objs[-1]["choices"] == [] and objs[-1]["usage"]["completion_tokens"] == 1
     r = client.post(url, json={"model": "nope", "messages": USER})
-    assert r.status_code == 404 and r.json() == {"error": {
-        "message": "model 'nope' not found", "type": "not_found_error", "param": None,
-        "code": None}}
-    assert "llama3.2:latest" in [m["id"] for m in client.get(ollama_server.url + "/v1/models")
-                                 .json()["data"]]
+    assert r.status_code == 404 and r.json() == {
+        "error": {
+            "message": "model 'nope' not found",
+            "type": "not_found_error",
+            "param": None,
+            "code": None,
+        }
+    }
+    assert "llama3.2:latest" in [
+        m["id"] for m in client.get(ollama_server.url + "/v1/models").json()["data"]
+    ]
     ollama_server.models.clear()
     assert client.get(ollama_server.url + "/v1/models").json() == {"object": "list", "data": None}
 
 
 # -- Mistral ---------------------------------------------------------------------------------
 def test_mistral_stream_usage_rides_on_last_content_chunk(mistral_server, client):
-    body = {"model": "mistral-small-latest", "messages": USER, "stream": True,
-            "random_seed": 7, "safe_prompt": False}
+    body = {
+        "model": "mistral-small-latest",
+        "messages": USER,
+        "stream": True,
+        "random_seed": 7,
+        "safe_prompt": False,
+    }
     got, _ = post_stream(client, mistral_server.url + "/v1/chat/completions", body)
     assert sse(got)[-1] == "[DONE]"
     objs = chunks(got)
@@ -477,27 +541,46 @@ def test_mistral_plain_reply_and_max_tokens(mistral_server, client):
     body = {"model": "mistral-small-latest", "messages": USER, "max_tokens": 2}
     out = client.post(mistral_server.url + "/v1/chat/completions", json=body).json()
     assert not out["id"].startswith("chatcmpl") and "system_fingerprint" not in out
-    assert out["choices"][0] == {"index": 0, "finish_reason": "length", "message": {
-        "content": "Echo from ", "tool_calls": None, "prefix": False, "role": "assistant"}}
+    assert out["choices"][0] == {
+        "index": 0,
+        "finish_reason": "length",
+        "message": {
+            "content": "Echo from ",
+            "tool_calls": None,
+            "prefix": False,
+            "role": "assistant",
+        },
+    }
     assert out["usage"]["completion_tokens"] == 2
 
 
-@pytest.mark.parametrize(("extra", "loc"), [
-    ({"seed": 1}, ["body", "seed"]),
-    ({"stream_options": {"include_usage": True}}, ["body", "stream_options"]),
-    ({"max_completion_tokens": 5}, ["body", "max_completion_tokens"]),
-    ({"messages": [{"role": "user", "content": "x", "name": "me"}]},
-     ["body", "messages", 0, "user", "name"]),
-    ({"messages": [{"role": "user", "content": "x", "tool_calls": None}]},
-     ["body", "messages", 0, "user", "tool_calls"]),
-])
+@pytest.mark.parametrize(
+    ("extra", "loc"),
+    [
+        ({"seed": 1}, ["body", "seed"]),
+        ({"stream_options": {"include_usage": True}}, ["body", "stream_options"]),
+        ({"max_completion_tokens": 5}, ["body", "max_completion_tokens"]),
+        (
+            {"messages": [{"role": "user", "content": "x", "name": "me"}]},
+            ["body", "messages", 0, "user", "name"],
+        ),
+        (
+            {"messages": [{"role": "user", "content": "x", "tool_calls": None}]},
+            ["body", "messages", 0, "user", "tool_calls"],
+        ),
+    ],
+)
 def test_mistral_rejects_fields_outside_its_schema(mistral_server, client, extra, loc):
     body = {"model": "mistral-small-latest", "messages": USER, **extra}
     r = client.post(mistral_server.url + "/v1/chat/completions", json=body)
     assert r.status_code == 422
     out = r.json()
     assert (out["object"], out["type"], out["param"], out["code"]) == (
-        "error", "invalid_request_error", None, None)
+        "error",
+        "invalid_request_error",
+        None,
+        None,
+    )
     [problem] = out["message"]["detail"]
     assert (problem["type"], problem["loc"]) == ("extra_forbidden", loc)
 

@@ -54,8 +54,10 @@ def test_providers_lists_every_provider_with_its_origin(ip, servers, isolated_en
     assert openai["configured"] and openai["key"] == "sk-…89"
     assert openai["key_source"] == "environment OPENAI_API_KEY"
     assert openai["base_url_source"] == "environment OPENAI_BASE_URL"
-    assert rows.loc["groq", "key"] == "missing: set GROQ_API_KEY" and not rows.loc["groq",
-                                                                                  "configured"]
+    assert (
+        rows.loc["groq", "key"] == "missing: set GROQ_API_KEY"
+        and not rows.loc["groq", "configured"]
+    )
     assert rows.loc["groq", "base_url_source"] == "built-in default"
     assert rows.loc["ollama", "key"] == "not needed"
     assert rows.loc["ollama", "base_url"] == servers[1].url
@@ -103,8 +105,9 @@ def test_a_key_never_appears_in_providers_status_config_or_models(ip, servers, c
     shown = []
     for command in ("%llm providers", "%llm status", "%llm config", "%llm models"):
         frame = line(ip, command)
-        with pd.option_context("display.max_colwidth", None, "display.max_rows", None,
-                               "display.max_columns", None):
+        with pd.option_context(
+            "display.max_colwidth", None, "display.max_rows", None, "display.max_columns", None
+        ):
             shown.append(frame.to_string())
         shown.append(frame.to_json(date_format="iso", default_handler=str))
     captured = capsys.readouterr()
@@ -116,8 +119,9 @@ def test_a_key_never_appears_in_providers_status_config_or_models(ip, servers, c
 # --- models --------------------------------------------------------------------------------------
 
 
-def test_models_one_table_and_a_note_for_a_dead_backend(ip, servers, monkeypatch, refused_url,
-                                                        capsys):
+def test_models_one_table_and_a_note_for_a_dead_backend(
+    ip, servers, monkeypatch, refused_url, capsys
+):
     monkeypatch.setenv("MISTRAL_BASE_URL", refused_url)
     frame = line(ip, "%llm models")
     assert {"ollama", "openai", "local"} <= set(frame["provider"])
@@ -185,7 +189,10 @@ def test_show_ollama_gives_details_parameters_and_context(ip, servers):
     info = line(ip, "%llm show ollama:llama3.2")
     assert info["target"] == "ollama:llama3.2"
     assert (info["family"], info["parameter_size"], info["quantization"]) == (
-        "llama", "3.2B", "Q4_K_M")
+        "llama",
+        "3.2B",
+        "Q4_K_M",
+    )
     assert info["context_length"] == 131072
     assert info["parameters"] == {"stop": "<|eot_id|>"}
     assert info["capabilities"] == ["completion", "tools"]
@@ -206,8 +213,10 @@ def test_show_an_openai_compatible_model_is_its_models_entry(ip, servers):
 
 
 def test_show_a_local_gguf_reads_its_metadata(ip, tmp_path, monkeypatch):
-    write_gguf(tmp_path / "tiny.gguf", {"general.architecture": "llama", "general.name": "Tiny",
-                                        "llama.context_length": 512})
+    write_gguf(
+        tmp_path / "tiny.gguf",
+        {"general.architecture": "llama", "general.name": "Tiny", "llama.context_length": 512},
+    )
     monkeypatch.setenv("LLM_MAGIC_MODELS", str(tmp_path))
     info = line(ip, "%llm show local:tiny")
     assert info["path"] == str(tmp_path / "tiny.gguf")

@@ -47,7 +47,7 @@ BAD_CELLS = [
     f"%%llm {T}\nTell me about {{undefined_name}}",
     f"%%llm {T}\nAn open {{brace",
     f"%%llm {T}\nA closing brace}} alone }}",
-    f"%%llm {T}\nJSON like {{\"a\": 1}}",
+    f'%%llm {T}\nJSON like {{"a": 1}}',
     f"%%llm {T} -s 'Be {{missing_style}}'\nHi",
     f"%%llm {T} --over not_defined\nRow {{item}}",
     f"%%llm {T} --over an_int\nRow {{item}}",

@@ -63,7 +63,9 @@ BUILTIN: dict[str, ProviderSpec] = {
     spec.name: spec
     for spec in [
         ProviderSpec("openai", "openai", "https://api.openai.com/v1", "OPENAI_API_KEY", True),
-        ProviderSpec("ollama", "ollama", "http://127.0.0.1:11434", None, base_url_env="OLLAMA_HOST"),
+        ProviderSpec(
+            "ollama", "ollama", "http://127.0.0.1:11434", None, base_url_env="OLLAMA_HOST"
+        ),
         ProviderSpec("mistral", "mistral", "https://api.mistral.ai", "MISTRAL_API_KEY", True),
         ProviderSpec("local", "local", None),
         _compat("localai", "http://127.0.0.1:8080/v1", required=False),
@@ -156,7 +158,9 @@ def resolve_endpoint(spec: ProviderSpec) -> Endpoint:
     else:
         base_url, url_source = spec.default_base_url, spec.source
     key = os.environ.get(spec.key_env, "").strip() if spec.key_env else ""
-    return Endpoint(base_url, url_source, key or None, f"environment {spec.key_env}" if key else None)
+    return Endpoint(
+        base_url, url_source, key or None, f"environment {spec.key_env}" if key else None
+    )
 
 
 def get_provider(name: str, cfg: FileConfig | None = None) -> Provider:

@@ -146,8 +146,9 @@ def scrub(text: str, secret: str | None) -> str:
     return errors.redact(text, (secret,) if secret else ())
 
 
-def status_error_from(provider: str, response: httpx2.Response,
-                      secret: str | None = None) -> errors.StatusError:
+def status_error_from(
+    provider: str, response: httpx2.Response, secret: str | None = None
+) -> errors.StatusError:
     """The StatusError for an HTTP error reply; the body must have been read."""
     reason = response.reason_phrase or "error"
     try:
@@ -167,9 +168,15 @@ def _what(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
 
 
-def map_exception(provider: str, exc: BaseException, *, started: bool, cancelled: bool,
-                  secret: str | None = None, timeouts: httpx2.Timeout | None = None
-                  ) -> ProviderError:
+def map_exception(
+    provider: str,
+    exc: BaseException,
+    *,
+    started: bool,
+    cancelled: bool,
+    secret: str | None = None,
+    timeouts: httpx2.Timeout | None = None,
+) -> ProviderError:
     """The llm_magic error for an httpx2 exception met while talking to `provider`.
 
     `started`: text has been yielded already, so the failure is StreamBroken (the partial text
@@ -195,13 +202,12 @@ def map_exception(provider: str, exc: BaseException, *, started: bool, cancelled
     if isinstance(exc, httpx2.ConnectError):
         return errors.ConnectFailed(scrub(f"cannot connect: {exc}", secret), provider=provider)
     if started:
-        return errors.StreamBroken(scrub(f"stream broken: {_what(exc)}", secret),
-                                   provider=provider)
+        return errors.StreamBroken(scrub(f"stream broken: {_what(exc)}", secret), provider=provider)
     if isinstance(exc, (httpx2.TransportError, httpx2.StreamError)):
-        return errors.TransportError(scrub(f"connection lost: {_what(exc)}", secret),
-                                     provider=provider)
-    return errors.BadResponse(scrub(f"unexpected reply: {_what(exc)}", secret),
-                              provider=provider)
+        return errors.TransportError(
+            scrub(f"connection lost: {_what(exc)}", secret), provider=provider
+        )
+    return errors.BadResponse(scrub(f"unexpected reply: {_what(exc)}", secret), provider=provider)
 
 
 # --------------------------------------------------------------------------- exchanges
@@ -216,9 +222,16 @@ class Exchange:
     (`call` + `adopt`).
     """
 
-    def __init__(self, name: str, secret: str | None, timeouts: httpx2.Timeout | None,
-                 cancel: CancelToken | None, *, client: httpx2.Client | None = None,
-                 request: httpx2.Request | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        secret: str | None,
+        timeouts: httpx2.Timeout | None,
+        cancel: CancelToken | None,
+        *,
+        client: httpx2.Client | None = None,
+        request: httpx2.Request | None = None,
+    ) -> None:
         self.name = name
         self.secret = secret
         self.timeouts = timeouts
@@ -248,8 +261,14 @@ class Exchange:
         return cls(message, provider=self.name)
 
     def mapped(self, exc: BaseException) -> ProviderError:
-        return map_exception(self.name, exc, started=self.started, cancelled=self.cancelled,
-                             secret=self.secret, timeouts=self.timeouts)
+        return map_exception(
+            self.name,
+            exc,
+            started=self.started,
+            cancelled=self.cancelled,
+            secret=self.secret,
+            timeouts=self.timeouts,
+        )
 
     def __enter__(self) -> Exchange:
         self.check_cancelled()
@@ -341,8 +360,9 @@ class Exchange:
 class HTTPService:
     """A provider's base URL, key and pooled client; thread-safe (httpx2.Client is)."""
 
-    def __init__(self, name: str, base_url: str, api_key: str | None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, name: str, base_url: str, api_key: str | None, headers: dict[str, str] | None = None
+    ) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
         self.secret = api_key
@@ -354,20 +374,37 @@ class HTTPService:
     def url(self, path: str) -> str:
         return self.base_url + path
 
-    def exchange(self, method: str, path: str, *, json_body: Any = None,
-                 timeouts: httpx2.Timeout, cancel: CancelToken | None = None,
-                 accept: str | None = None) -> Exchange:
+    def exchange(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        timeouts: httpx2.Timeout,
+        cancel: CancelToken | None = None,
+        accept: str | None = None,
+    ) -> Exchange:
         headers = {"Accept": accept} if accept else None
-        request = self.client.build_request(method, self.url(path), json=json_body,
-                                            headers=headers, timeout=timeouts)
-        return Exchange(self.name, self.secret, timeouts, cancel, client=self.client,
-                        request=request)
+        request = self.client.build_request(
+            method, self.url(path), json=json_body, headers=headers, timeout=timeouts
+        )
+        return Exchange(
+            self.name, self.secret, timeouts, cancel, client=self.client, request=request
+        )
 
-    def call_json(self, method: str, path: str, *, json_body: Any = None,
-                  timeouts: httpx2.Timeout, cancel: CancelToken | None = None) -> Any:
+    def call_json(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        timeouts: httpx2.Timeout,
+        cancel: CancelToken | None = None,
+    ) -> Any:
         """A whole request/response; the parsed JSON body, or None for an empty body."""
-        with self.exchange(method, path, json_body=json_body, timeouts=timeouts,
-                           cancel=cancel) as exchange:
+        with self.exchange(
+            method, path, json_body=json_body, timeouts=timeouts, cancel=cancel
+        ) as exchange:
             body = exchange.body()
         if not body.strip():
             return None
@@ -375,8 +412,11 @@ class HTTPService:
             return json.loads(body)
         except ValueError:
             raise errors.BadResponse(
-                scrub(f"{path} replied with something that is not JSON: "
-                      f"{body[:60].decode('utf-8', 'replace')!r}", self.secret),
+                scrub(
+                    f"{path} replied with something that is not JSON: "
+                    f"{body[:60].decode('utf-8', 'replace')!r}",
+                    self.secret,
+                ),
                 provider=self.name,
             ) from None
 

@@ -112,8 +112,9 @@ class _WatchedStream(httpcore2.NetworkStream):
     def close(self) -> None:
         self._inner.close()
 
-    def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
-                  timeout: float | None = None) -> httpcore2.NetworkStream:
+    def start_tls(
+        self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore2.NetworkStream:
         return _WatchedStream(self._inner.start_tls(ssl_context, server_hostname, timeout))
 
     def get_extra_info(self, info: str) -> Any:
@@ -124,9 +125,14 @@ class _WatchedBackend(httpcore2.NetworkBackend):
     def __init__(self, inner: httpcore2.NetworkBackend) -> None:
         self._inner = inner
 
-    def connect_tcp(self, host: str, port: int, timeout: float | None = None,
-                    local_address: str | None = None, socket_options: Any = None
-                    ) -> httpcore2.NetworkStream:
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore2.NetworkStream:
         slot = getattr(_current, "slot", None)
         if slot is not None and slot.aborted:
             raise httpcore2.ConnectError("request cancelled")
@@ -134,16 +140,18 @@ class _WatchedBackend(httpcore2.NetworkBackend):
             self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
         )
 
-    def connect_unix_socket(self, path: str, timeout: float | None = None,
-                            socket_options: Any = None) -> httpcore2.NetworkStream:
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Any = None
+    ) -> httpcore2.NetworkStream:
         return _WatchedStream(self._inner.connect_unix_socket(path, timeout, socket_options))
 
     def sleep(self, seconds: float) -> None:
         self._inner.sleep(seconds)
 
 
-def make_client(*, headers: dict[str, str] | None = None,
-                timeout: httpx2.Timeout | None = None) -> httpx2.Client:
+def make_client(
+    *, headers: dict[str, str] | None = None, timeout: httpx2.Timeout | None = None
+) -> httpx2.Client:
     """A pooled client, safe to share between threads, whose sockets an IOSlot can abort."""
     transport = httpx2.HTTPTransport(
         limits=httpx2.Limits(max_connections=64, max_keepalive_connections=16)

@@ -34,7 +34,8 @@ def text_of(content: Any) -> str:
         return "".join(
             part.get("text") or ""
             for part in content
-            if isinstance(part, dict) and part.get("type", "text") == "text"
+            if isinstance(part, dict)
+            and part.get("type", "text") == "text"
             and isinstance(part.get("text"), str)
         )
     return ""
@@ -86,8 +87,7 @@ def _decode(exchange: Exchange, data: str, event: str = "") -> dict[str, Any]:
         code = inner.get("code") if isinstance(inner, dict) else obj.get("code")
         if not exchange.started and isinstance(code, int) and 400 <= code < 600:
             # Routers such as OpenRouter put the upstream status here: keep it (and retries).
-            raise errors.status_error(code, scrub(message, exchange.secret),
-                                      provider=exchange.name)
+            raise errors.status_error(code, scrub(message, exchange.secret), provider=exchange.name)
         raise exchange.error(errors.ProviderError, message)
     return obj
 
@@ -145,8 +145,9 @@ def chat_chunks(exchange: Exchange) -> Iterator[Chunk]:
             if text or usage or reported:
                 exchange.started = exchange.started or bool(text)
                 yield Chunk(text=text, usage=usage, model=reported)
-            raise exchange.error(errors.ProviderError,
-                                 "the server ended the answer with finish_reason 'error'")
+            raise exchange.error(
+                errors.ProviderError, "the server ended the answer with finish_reason 'error'"
+            )
         finished = finished or finish is not None
         if text or finish or usage or reported:
             exchange.started = exchange.started or bool(text)
@@ -155,8 +156,10 @@ def chat_chunks(exchange: Exchange) -> Iterator[Chunk]:
     if not seen_any and "event-stream" not in content_type:
         raise errors.BadResponse(
             f"expected server-sent events, got {content_type or 'a reply without a type'}",
-            provider=exchange.name)
+            provider=exchange.name,
+        )
     if not finished:
         # A clean close before [DONE] and before any finish_reason: the answer was cut.
-        raise errors.StreamBroken("stream ended before [DONE] or a finish_reason",
-                                  provider=exchange.name)
+        raise errors.StreamBroken(
+            "stream ended before [DONE] or a finish_reason", provider=exchange.name
+        )

@@ -6,6 +6,7 @@ fallbacks and records live in the runner, once, the same for every provider.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -129,10 +130,8 @@ class CancelToken:
 
 
 def _quietly(fn: Callable[[], object]) -> None:
-    try:
+    with contextlib.suppress(Exception):  # a closer failing must not stop the others
         fn()
-    except Exception:  # a closer failing must not stop the others
-        pass
 
 
 @runtime_checkable

@@ -14,6 +14,7 @@ A string is a u64 byte length then UTF-8 bytes; version 1 files used u32 for len
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import mmap
 import os
@@ -251,10 +252,9 @@ def model_folders() -> list[Path]:
 
     raw = os.environ.get(MODELS_ENV, "")
     named = [p for p in raw.split(os.pathsep) if p.strip()]
-    try:
+    # A broken config file is reported where it is used for a run, not here.
+    with contextlib.suppress(ConfigProblem):
         named += load_file_config().model_dirs
-    except ConfigProblem:
-        pass  # a broken config file is reported where it is used for a run
     folders = [Path(p).expanduser() for p in named]
     return [f for f in dict.fromkeys(folders) if f.is_dir()]
 

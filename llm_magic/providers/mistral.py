@@ -48,8 +48,9 @@ def _chat_body(messages: list[Message], model: str, options: Options) -> dict[st
 class MistralProvider:
     """Mistral's La Plateforme API. Thread-safe: one pooled client serves every caller."""
 
-    def __init__(self, *, name: str, base_url: str | None, api_key: str | None,
-                 key_env: str | None = None) -> None:
+    def __init__(
+        self, *, name: str, base_url: str | None, api_key: str | None, key_env: str | None = None
+    ) -> None:
         self.name = name
         base = (base_url or DEFAULT_BASE_URL).rstrip("/")
         # An OpenAI-style base URL ending in /v1 would double the version in every path.
@@ -65,12 +66,20 @@ class MistralProvider:
         if self._missing_key:
             raise errors.ProviderError(f"no API key: set {self._key_env}", provider=self.name)
 
-    def stream(self, messages: list[Message], model: str, options: Options,
-               cancel: CancelToken | None = None) -> Iterator[Chunk]:
+    def stream(
+        self,
+        messages: list[Message],
+        model: str,
+        options: Options,
+        cancel: CancelToken | None = None,
+    ) -> Iterator[Chunk]:
         self._require_key()
         exchange = self._http.exchange(
-            "POST", _CHAT, json_body=_chat_body(messages, model, options),
-            timeouts=timeout_for(options), cancel=cancel,
+            "POST",
+            _CHAT,
+            json_body=_chat_body(messages, model, options),
+            timeouts=timeout_for(options),
+            cancel=cancel,
             accept="text/event-stream" if options.stream else "application/json",
         )
         with exchange:
@@ -90,22 +99,28 @@ class MistralProvider:
                 continue
             created = entry.get("created")
             context = entry.get("max_context_length")
-            models.append(ModelInfo(
-                provider=self.name,
-                model=str(entry["id"]),
-                modified=(datetime.fromtimestamp(created, timezone.utc).isoformat()
-                          if isinstance(created, (int, float)) and created > 0 else None),
-                context_length=context if isinstance(context, int) else None,
-                details={k: entry[k] for k in _CARD_DETAILS if k in entry},
-            ))
+            models.append(
+                ModelInfo(
+                    provider=self.name,
+                    model=str(entry["id"]),
+                    modified=(
+                        datetime.fromtimestamp(created, timezone.utc).isoformat()
+                        if isinstance(created, (int, float)) and created > 0
+                        else None
+                    ),
+                    context_length=context if isinstance(context, int) else None,
+                    details={k: entry[k] for k in _CARD_DETAILS if k in entry},
+                )
+            )
         return models
 
     def health(self) -> Health:
         reachable, rtt, _, error = self._http.ping("GET", _MODELS)
         if self._missing_key:
             error = f"no API key: set {self._key_env}"
-        return Health(provider=self.name, base_url=self.base_url, reachable=reachable,
-                      rtt_s=rtt, error=error)
+        return Health(
+            provider=self.name, base_url=self.base_url, reachable=reachable, rtt_s=rtt, error=error
+        )
 
     def close(self) -> None:
         """Close the pooled connections (the registry keeps providers for the whole session)."""

@@ -96,8 +96,7 @@ def _usage(obj: dict[str, Any]) -> Usage:
         value = obj.get(key)
         return value if isinstance(value, int) and not isinstance(value, bool) else None
 
-    return Usage(prompt_tokens=count("prompt_eval_count"),
-                 completion_tokens=count("eval_count"))
+    return Usage(prompt_tokens=count("prompt_eval_count"), completion_tokens=count("eval_count"))
 
 
 def _preview(line: str) -> str:
@@ -107,8 +106,9 @@ def _preview(line: str) -> str:
 class OllamaProvider:
     """Ollama's native API. Thread-safe: one pooled client serves every caller."""
 
-    def __init__(self, *, name: str, base_url: str | None, api_key: str | None,
-                 key_env: str | None = None) -> None:
+    def __init__(
+        self, *, name: str, base_url: str | None, api_key: str | None, key_env: str | None = None
+    ) -> None:
         self.name = name
         self.base_url = parse_ollama_host(base_url)
         self._key_env = key_env
@@ -127,14 +127,16 @@ class OllamaProvider:
         try:
             obj = json.loads(line)
         except ValueError:
-            raise exchange.error(errors.BadResponse,
-                                 f"malformed line from Ollama: {_preview(line)}") from None
+            raise exchange.error(
+                errors.BadResponse, f"malformed line from Ollama: {_preview(line)}"
+            ) from None
         return self._checked(exchange, obj, line)
 
     def _checked(self, exchange: Exchange, obj: Any, line: str) -> dict[str, Any]:
         if not isinstance(obj, dict):
-            raise exchange.error(errors.BadResponse,
-                                 f"unexpected line from Ollama: {_preview(line)}")
+            raise exchange.error(
+                errors.BadResponse, f"unexpected line from Ollama: {_preview(line)}"
+            )
         if obj.get("error") not in (None, ""):  # an error after the 200: no status to say it
             message = obj["error"] if isinstance(obj["error"], str) else json.dumps(obj["error"])
             raise exchange.error(errors.ProviderError, str(message))
@@ -142,13 +144,23 @@ class OllamaProvider:
 
     # ------------------------------------------------------------------ chat
 
-    def stream(self, messages: list[Message], model: str, options: Options,
-               cancel: CancelToken | None = None) -> Iterator[Chunk]:
+    def stream(
+        self,
+        messages: list[Message],
+        model: str,
+        options: Options,
+        cancel: CancelToken | None = None,
+    ) -> Iterator[Chunk]:
         self._require_key()
         body = _chat_body(messages, model, options)
-        exchange = self._http.exchange("POST", "/api/chat", json_body=body,
-                                       timeouts=timeout_for(options), cancel=cancel,
-                                       accept="application/x-ndjson")
+        exchange = self._http.exchange(
+            "POST",
+            "/api/chat",
+            json_body=body,
+            timeouts=timeout_for(options),
+            cancel=cancel,
+            accept="application/x-ndjson",
+        )
         with exchange:
             if not options.stream:
                 yield self._whole(exchange)
@@ -164,8 +176,12 @@ class OllamaProvider:
                 reported = obj.get("model") if not model_seen else None
                 model_seen = model_seen or bool(reported)
                 if obj.get("done") is True:
-                    yield Chunk(text=text, model=reported or None, usage=_usage(obj),
-                                finish_reason=obj.get("done_reason") or "stop")
+                    yield Chunk(
+                        text=text,
+                        model=reported or None,
+                        usage=_usage(obj),
+                        finish_reason=obj.get("done_reason") or "stop",
+                    )
                     exchange.finish()
                     return
                 if text or reported:
@@ -189,8 +205,12 @@ class OllamaProvider:
         )
         if last.get("done") is not True:
             raise errors.StreamBroken("reply ended before done", provider=self.name)
-        return Chunk(text=text, usage=_usage(last), model=last.get("model") or None,
-                     finish_reason=last.get("done_reason") or "stop")
+        return Chunk(
+            text=text,
+            usage=_usage(last),
+            model=last.get("model") or None,
+            finish_reason=last.get("done_reason") or "stop",
+        )
 
     # ------------------------------------------------------------------ listing and health
 
@@ -207,27 +227,36 @@ class OllamaProvider:
                 continue
             details = entry.get("details") if isinstance(entry.get("details"), dict) else {}
             size = entry.get("size")
-            models.append(ModelInfo(
-                provider=self.name,
-                model=str(name),
-                size_bytes=size if isinstance(size, int) else None,
-                modified=entry.get("modified_at"),
-                details=dict(details),
-            ))
+            models.append(
+                ModelInfo(
+                    provider=self.name,
+                    model=str(name),
+                    size_bytes=size if isinstance(size, int) else None,
+                    modified=entry.get("modified_at"),
+                    details=dict(details),
+                )
+            )
         return models
 
     def health(self) -> Health:
         reachable, rtt, body, error = self._http.ping("GET", "/api/version")
         version = body.get("version") if isinstance(body, dict) else None
-        return Health(provider=self.name, base_url=self.base_url, reachable=reachable,
-                      rtt_s=rtt, version=version, error=error)
+        return Health(
+            provider=self.name,
+            base_url=self.base_url,
+            reachable=reachable,
+            rtt_s=rtt,
+            version=version,
+            error=error,
+        )
 
     # ------------------------------------------------------------------ model management
 
     def show(self, model: str) -> dict[str, Any]:
         """Everything `/api/show` knows about a local model (details, model_info, template...)."""
-        body = self._http.call_json("POST", "/api/show", json_body={"model": model},
-                                    timeouts=ADMIN_TIMEOUT)
+        body = self._http.call_json(
+            "POST", "/api/show", json_body={"model": model}, timeouts=ADMIN_TIMEOUT
+        )
         if not isinstance(body, dict):
             raise errors.BadResponse("/api/show did not reply with an object", provider=self.name)
         return body
@@ -238,10 +267,14 @@ class OllamaProvider:
         A failed pull (unknown model, registry down) arrives as an error line after a 200
         and is raised as ProviderError with Ollama's own words.
         """
-        exchange = self._http.exchange("POST", "/api/pull",
-                                       json_body={"model": model, "stream": True},
-                                       timeouts=_PULL_TIMEOUT, cancel=cancel,
-                                       accept="application/x-ndjson")
+        exchange = self._http.exchange(
+            "POST",
+            "/api/pull",
+            json_body={"model": model, "stream": True},
+            timeouts=_PULL_TIMEOUT,
+            cancel=cancel,
+            accept="application/x-ndjson",
+        )
         with exchange:
             for line in exchange.lines():
                 if line.strip():
@@ -249,8 +282,9 @@ class OllamaProvider:
 
     def delete(self, model: str) -> None:
         """Remove a local model (404 NotFound when there is no such model)."""
-        self._http.call_json("DELETE", "/api/delete", json_body={"model": model},
-                             timeouts=ADMIN_TIMEOUT)
+        self._http.call_json(
+            "DELETE", "/api/delete", json_body={"model": model}, timeouts=ADMIN_TIMEOUT
+        )
 
     def running(self) -> list[dict[str, Any]]:
         """The models loaded in memory right now (`/api/ps`)."""

@@ -56,8 +56,12 @@ def _sdk_error(exchange: Exchange, exc: BaseException) -> ProviderError:
             text = error_text(response.content, exc.message)
         except httpx2.HTTPError:
             text = exc.message
-        return errors.status_error(response.status_code, scrub(text, secret), provider=name,
-                                   retry_after=retry_after(response.headers))
+        return errors.status_error(
+            response.status_code,
+            scrub(text, secret),
+            provider=name,
+            retry_after=retry_after(response.headers),
+        )
     if isinstance(exc, openai.APIConnectionError):  # also APITimeoutError
         cause = exc.__cause__
         if isinstance(cause, (httpx2.HTTPError, httpx2.StreamError, OSError)):
@@ -75,8 +79,9 @@ def _sdk_error(exchange: Exchange, exc: BaseException) -> ProviderError:
 class OpenAIProvider:
     """An OpenAI-protocol endpoint. Thread-safe: the SDK client and its pool are shared."""
 
-    def __init__(self, *, name: str, base_url: str | None, api_key: str | None,
-                 key_env: str | None = None) -> None:
+    def __init__(
+        self, *, name: str, base_url: str | None, api_key: str | None, key_env: str | None = None
+    ) -> None:
         self.name = name
         self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
         self._key_env = key_env
@@ -108,8 +113,12 @@ class OpenAIProvider:
             "stream": options.stream,
         }
         # max_tokens rather than max_completion_tokens: compatible servers know only the former.
-        for key, value in (("temperature", options.temperature), ("top_p", options.top_p),
-                           ("max_tokens", options.max_tokens), ("seed", options.seed)):
+        for key, value in (
+            ("temperature", options.temperature),
+            ("top_p", options.top_p),
+            ("max_tokens", options.max_tokens),
+            ("seed", options.seed),
+        ):
             if value is not None:
                 args[key] = value
         if options.stop:
@@ -118,8 +127,13 @@ class OpenAIProvider:
             args["stream_options"] = {"include_usage": True}
         return args
 
-    def stream(self, messages: list[Message], model: str, options: Options,
-               cancel: CancelToken | None = None) -> Iterator[Chunk]:
+    def stream(
+        self,
+        messages: list[Message],
+        model: str,
+        options: Options,
+        cancel: CancelToken | None = None,
+    ) -> Iterator[Chunk]:
         self._require_key()
         body = self._arguments(messages, model, options)
         timeout = timeout_for(options)
@@ -129,9 +143,15 @@ class OpenAIProvider:
         post = self._client.post
         with self._exchange(timeout, cancel) as exchange:
             response = exchange.call(
-                lambda: post("/chat/completions", cast_to=httpx2.Response, body=body,
-                             options={"timeout": timeout}, stream=options.stream),
-                lambda exc: _sdk_error(exchange, exc))
+                lambda: post(
+                    "/chat/completions",
+                    cast_to=httpx2.Response,
+                    body=body,
+                    options={"timeout": timeout},
+                    stream=options.stream,
+                ),
+                lambda exc: _sdk_error(exchange, exc),
+            )
             exchange.adopt(response)
             if options.stream:
                 yield from chat_chunks(exchange)
@@ -139,8 +159,9 @@ class OpenAIProvider:
                 yield whole_chunk(exchange, exchange.body())
 
     def _models_page(self, exchange: Exchange, timeout: httpx2.Timeout | float) -> Any:
-        return exchange.call(lambda: self._client.models.list(timeout=timeout),
-                             lambda exc: _sdk_error(exchange, exc))
+        return exchange.call(
+            lambda: self._client.models.list(timeout=timeout), lambda exc: _sdk_error(exchange, exc)
+        )
 
     def list_models(self) -> list[ModelInfo]:
         self._require_key()
@@ -153,14 +174,19 @@ class OpenAIProvider:
                 continue
             created = raw.get("created")
             context = next((raw[k] for k in _CONTEXT_KEYS if isinstance(raw.get(k), int)), None)
-            models.append(ModelInfo(
-                provider=self.name,
-                model=str(raw["id"]),
-                modified=(datetime.fromtimestamp(created, timezone.utc).isoformat()
-                          if isinstance(created, (int, float)) and created > 0 else None),
-                context_length=context,
-                details={k: v for k, v in raw.items() if k in ("owned_by", "object")},
-            ))
+            models.append(
+                ModelInfo(
+                    provider=self.name,
+                    model=str(raw["id"]),
+                    modified=(
+                        datetime.fromtimestamp(created, timezone.utc).isoformat()
+                        if isinstance(created, (int, float)) and created > 0
+                        else None
+                    ),
+                    context_length=context,
+                    details={k: v for k, v in raw.items() if k in ("owned_by", "object")},
+                )
+            )
         return models
 
     def health(self) -> Health:
@@ -176,8 +202,9 @@ class OpenAIProvider:
             rtt, error = time.perf_counter() - start, exc.message
         if self._missing_key:
             error = f"no API key: set {self._key_env}"
-        return Health(provider=self.name, base_url=self.base_url, reachable=reachable,
-                      rtt_s=rtt, error=error)
+        return Health(
+            provider=self.name, base_url=self.base_url, reachable=reachable, rtt_s=rtt, error=error
+        )
 
     def close(self) -> None:
         """Close the pooled connections (the registry keeps providers for the whole session)."""

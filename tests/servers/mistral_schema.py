@@ -11,12 +11,32 @@ from typing import Any
 
 __all__ = ["REQUEST_FIELDS", "validation_errors"]
 
-REQUEST_FIELDS = frozenset({
-    "model", "messages", "temperature", "top_p", "max_tokens", "stream", "stop", "random_seed",
-    "metadata", "response_format", "tools", "tool_choice", "presence_penalty",
-    "frequency_penalty", "n", "prediction", "parallel_tool_calls", "prompt_mode",
-    "reasoning_effort", "guardrails", "prompt_cache_key", "safe_prompt",
-})
+REQUEST_FIELDS = frozenset(
+    {
+        "model",
+        "messages",
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "stream",
+        "stop",
+        "random_seed",
+        "metadata",
+        "response_format",
+        "tools",
+        "tool_choice",
+        "presence_penalty",
+        "frequency_penalty",
+        "n",
+        "prediction",
+        "parallel_tool_calls",
+        "prompt_mode",
+        "reasoning_effort",
+        "guardrails",
+        "prompt_cache_key",
+        "safe_prompt",
+    }
+)
 
 _MESSAGE_FIELDS = {
     "system": {"role", "content"},
@@ -52,46 +72,68 @@ def validation_errors(body: Any) -> list[dict[str, Any]]:
     if body is None:
         return [_problem("missing", ["body"], "Field required", None)]
     if not isinstance(body, dict):
-        return [_problem("model_attributes_type", ["body"],
-                         "Input should be a valid dictionary or object to extract fields from",
-                         body)]
+        return [
+            _problem(
+                "model_attributes_type",
+                ["body"],
+                "Input should be a valid dictionary or object to extract fields from",
+                body,
+            )
+        ]
     out: list[dict[str, Any]] = []
     for key in ("model", "messages"):
         if key not in body:
             out.append(_problem("missing", ["body", key], "Field required", body))
     if "model" in body and not isinstance(body["model"], str):
-        out.append(_problem("string_type", ["body", "model"], "Input should be a valid string",
-                            body["model"]))
+        out.append(
+            _problem(
+                "string_type", ["body", "model"], "Input should be a valid string", body["model"]
+            )
+        )
     if "messages" in body:
         out.extend(_message_errors(body["messages"]))
     for key, value in body.items():
         if key not in REQUEST_FIELDS:
-            out.append(_problem("extra_forbidden", ["body", key], "Extra inputs are not permitted",
-                                value))
+            out.append(
+                _problem("extra_forbidden", ["body", key], "Extra inputs are not permitted", value)
+            )
     out.extend(_scalar_errors(body))
     return out
 
 
 def _message_errors(messages: Any) -> list[dict[str, Any]]:
     if not isinstance(messages, list):
-        return [_problem("list_type", ["body", "messages"], "Input should be a valid list",
-                         messages)]
+        return [
+            _problem("list_type", ["body", "messages"], "Input should be a valid list", messages)
+        ]
     out = []
     for i, msg in enumerate(messages):
         loc: list[Any] = ["body", "messages", i]
         role = msg.get("role") if isinstance(msg, dict) else None
         if role not in _MESSAGE_FIELDS:
-            out.append(_problem(
-                "union_tag_invalid", loc,
-                f"Input tag '{role}' found using 'role' does not match any of the expected "
-                "tags: 'assistant', 'system', 'tool', 'user'", msg,
-                discriminator="'role'", tag=str(role),
-                expected_tags="'assistant', 'system', 'tool', 'user'"))
+            out.append(
+                _problem(
+                    "union_tag_invalid",
+                    loc,
+                    f"Input tag '{role}' found using 'role' does not match any of the expected "
+                    "tags: 'assistant', 'system', 'tool', 'user'",
+                    msg,
+                    discriminator="'role'",
+                    tag=str(role),
+                    expected_tags="'assistant', 'system', 'tool', 'user'",
+                )
+            )
             continue
         for key, value in msg.items():
             if key not in _MESSAGE_FIELDS[role]:
-                out.append(_problem("extra_forbidden", [*loc, role, key],
-                                    "Extra inputs are not permitted", value))
+                out.append(
+                    _problem(
+                        "extra_forbidden",
+                        [*loc, role, key],
+                        "Extra inputs are not permitted",
+                        value,
+                    )
+                )
     return out
 
 
@@ -102,23 +144,44 @@ def _scalar_errors(body: dict[str, Any]) -> list[dict[str, Any]]:
         if value is None:
             continue
         if not _is_number(value):
-            out.append(_problem("float_type", ["body", key], "Input should be a valid number",
-                                value))
+            out.append(
+                _problem("float_type", ["body", key], "Input should be a valid number", value)
+            )
         elif value > high:
-            out.append(_problem("less_than_equal", ["body", key],
-                                f"Input should be less than or equal to {high}", value, le=high))
+            out.append(
+                _problem(
+                    "less_than_equal",
+                    ["body", key],
+                    f"Input should be less than or equal to {high}",
+                    value,
+                    le=high,
+                )
+            )
         elif value < low:
-            out.append(_problem("greater_than_equal", ["body", key],
-                                f"Input should be greater than or equal to {low}", value, ge=low))
+            out.append(
+                _problem(
+                    "greater_than_equal",
+                    ["body", key],
+                    f"Input should be greater than or equal to {low}",
+                    value,
+                    ge=low,
+                )
+            )
     for key in ("max_tokens", "random_seed"):
         value = body.get(key)
         if value is not None and not (_is_int(value) and value >= 0):
-            out.append(_problem("greater_than_equal" if _is_int(value) else "int_type",
-                                ["body", key], "Input should be a valid non-negative integer",
-                                value))
+            out.append(
+                _problem(
+                    "greater_than_equal" if _is_int(value) else "int_type",
+                    ["body", key],
+                    "Input should be a valid non-negative integer",
+                    value,
+                )
+            )
     for key in ("stream", "safe_prompt"):
         value = body.get(key)
         if value is not None and not isinstance(value, bool):
-            out.append(_problem("bool_type", ["body", key], "Input should be a valid boolean",
-                                value))
+            out.append(
+                _problem("bool_type", ["body", key], "Input should be a valid boolean", value)
+            )
     return out

@@ -26,8 +26,9 @@ def mistral_error(status: int, message: str | None = None, model: str = "") -> d
     if status == 401:
         return {"message": message or "Unauthorized", "request_id": uuid.uuid4().hex}
     if status == 422:
-        detail = [{"type": "value_error", "loc": ["body"], "msg": message or "Value error",
-                   "input": None}]
+        detail = [
+            {"type": "value_error", "loc": ["body"], "msg": message or "Value error", "input": None}
+        ]
         return _envelope({"detail": detail}, "invalid_request_error", None)
     if status == 429:
         return _envelope(message or "Rate limit exceeded", "rate_limited", "1300")
@@ -97,8 +98,9 @@ class MistralServer(TestServer):
             return ex.send_error_json(status, mistral_error(status, f.error_message, model))
         problems = validation_errors(ex.body)
         if problems:
-            return ex.send_error_json(422, _envelope({"detail": problems},
-                                                     "invalid_request_error", None))
+            return ex.send_error_json(
+                422, _envelope({"detail": problems}, "invalid_request_error", None)
+            )
         assert body is not None
         if self.check_models and model not in self.models:
             return ex.send_error_json(400, mistral_error(400, model=model))
@@ -117,12 +119,18 @@ class MistralServer(TestServer):
         if ex.faults.usage:
             reply["usage"] = _usage(c)
         reply["created"] = c.created
-        reply["choices"] = [{
-            "index": 0,
-            "message": {"content": c.text, "tool_calls": None, "prefix": False,
-                        "role": "assistant"},
-            "finish_reason": c.finish_reason,
-        }]
+        reply["choices"] = [
+            {
+                "index": 0,
+                "message": {
+                    "content": c.text,
+                    "tool_calls": None,
+                    "prefix": False,
+                    "role": "assistant",
+                },
+                "finish_reason": c.finish_reason,
+            }
+        ]
         ex.send_json(200, reply)
 
     # -- models ---------------------------------------------------------------------------
@@ -133,8 +141,11 @@ class MistralServer(TestServer):
 
 
 def _usage(c: Completion) -> dict[str, int]:
-    return {"prompt_tokens": c.prompt_tokens, "total_tokens": c.total_tokens,
-            "completion_tokens": c.completion_tokens}
+    return {
+        "prompt_tokens": c.prompt_tokens,
+        "total_tokens": c.total_tokens,
+        "completion_tokens": c.completion_tokens,
+    }
 
 
 def _card(model: str, context: int) -> dict[str, Any]:
@@ -168,12 +179,18 @@ class _MistralShape(StreamShape):
 
     def __init__(self, ex: Exchange, c: Completion) -> None:
         self.ex, self.c = ex, c
-        self.prefix = {"id": c.id_hex, "object": "chat.completion.chunk",
-                       "created": c.created, "model": c.model}
+        self.prefix = {
+            "id": c.id_hex,
+            "object": "chat.completion.chunk",
+            "created": c.created,
+            "model": c.model,
+        }
 
     def _chunk(self, delta: dict[str, Any], finish: str | None, usage: bool) -> bytes:
-        obj: dict[str, Any] = {**self.prefix, "choices": [
-            {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
+        obj: dict[str, Any] = {
+            **self.prefix,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+        }
         if usage and self.ex.faults.usage:
             obj["usage"] = _usage(self.c)
         return sse(dumps(obj))

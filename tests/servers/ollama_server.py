@@ -84,18 +84,20 @@ class OllamaServer(TestServer):
         self.version = version
         super().__init__(api_key)
         self.compat = OllamaCompatChat(self)
-        self.routes.update({
-            ("GET", "/"): self._root,
-            ("POST", "/api/chat"): self._chat,
-            ("GET", "/api/tags"): self._tags,
-            ("POST", "/api/show"): self._show,
-            ("POST", "/api/pull"): self._pull,
-            ("DELETE", "/api/delete"): self._delete,
-            ("GET", "/api/ps"): self._ps,
-            ("GET", "/api/version"): self._version,
-            ("POST", "/v1/chat/completions"): self.compat.handle,
-            ("GET", "/v1/models"): self._v1_models,
-        })
+        self.routes.update(
+            {
+                ("GET", "/"): self._root,
+                ("POST", "/api/chat"): self._chat,
+                ("GET", "/api/tags"): self._tags,
+                ("POST", "/api/show"): self._show,
+                ("POST", "/api/pull"): self._pull,
+                ("DELETE", "/api/delete"): self._delete,
+                ("GET", "/api/ps"): self._ps,
+                ("GET", "/api/version"): self._version,
+                ("POST", "/v1/chat/completions"): self.compat.handle,
+                ("GET", "/v1/models"): self._v1_models,
+            }
+        )
 
     def reset_state(self) -> None:
         self.models = _catalogue(self._default_models)
@@ -152,8 +154,9 @@ class OllamaServer(TestServer):
         model = self._model_arg(ex)
         status = self.next_error_status(ex)
         if status is not None:
-            default = f"model '{model}' not found" if status == 404 else _STATUS_TEXT.get(
-                status, "error")
+            default = (
+                f"model '{model}' not found" if status == 404 else _STATUS_TEXT.get(status, "error")
+            )
             return self._error(ex, status, f.error_message or default)
         if ex.body is None:
             return self._error(ex, 400, "missing request body")
@@ -187,13 +190,16 @@ class OllamaServer(TestServer):
             self.loaded.pop(name, None)
         else:
             self.loaded[name] = time.monotonic()
-        ex.send_json(200, {
-            "model": ex.faults.report_model or self._model_arg(ex),
-            "created_at": _now(),
-            "message": {"role": "assistant", "content": ""},
-            "done_reason": "unload" if unload else "load",
-            "done": True,
-        })
+        ex.send_json(
+            200,
+            {
+                "model": ex.faults.report_model or self._model_arg(ex),
+                "created_at": _now(),
+                "message": {"role": "assistant", "content": ""},
+                "done_reason": "unload" if unload else "load",
+                "done": True,
+            },
+        )
 
     # -- model management -----------------------------------------------------------------
     def _tags(self, ex: Exchange) -> None:
@@ -202,8 +208,14 @@ class OllamaServer(TestServer):
             ex.send_json(200, {"models": models})
 
     def _listing(self, name: str, info: dict[str, Any]) -> dict[str, Any]:
-        return {"name": name, "model": name, "modified_at": info["modified_at"],
-                "size": info["size"], "digest": info["digest"], "details": info["details"]}
+        return {
+            "name": name,
+            "model": name,
+            "modified_at": info["modified_at"],
+            "size": info["size"],
+            "digest": info["digest"],
+            "details": info["details"],
+        }
 
     def _show(self, ex: Exchange) -> None:
         if not self._auth_ok(ex):
@@ -267,9 +279,14 @@ class OllamaServer(TestServer):
         for name in sorted(self.loaded, key=self.loaded.__getitem__, reverse=True):
             info = self.models.get(name)
             if info is not None:
-                running.append({**self._listing(name, info), "expires_at": expires,
-                                "size_vram": info["size"],
-                                "context_length": min(4096, info["context_length"])})
+                running.append(
+                    {
+                        **self._listing(name, info),
+                        "expires_at": expires,
+                        "size_vram": info["size"],
+                        "context_length": min(4096, info["context_length"]),
+                    }
+                )
         ex.send_json(200, {"models": running})
 
     def _version(self, ex: Exchange) -> None:
@@ -280,9 +297,12 @@ class OllamaServer(TestServer):
 
     def _v1_models(self, ex: Exchange) -> None:
         data = [
-            {"id": name, "object": "model",
-             "created": _unix(info["modified_at"]),
-             "owned_by": name.split("/")[0] if "/" in name else "library"}
+            {
+                "id": name,
+                "object": "model",
+                "created": _unix(info["modified_at"]),
+                "owned_by": name.split("/")[0] if "/" in name else "library",
+            }
             for name, info in list(self.models.items())
         ]
         ex.send_json(200, {"object": "list", "data": data or None})  # null, not [], when empty
@@ -298,8 +318,14 @@ class _NativeShape(StreamShape):
     def content(self, index: int, word: str, last: bool) -> bytes:
         if self.first_token is None:
             self.first_token = time.monotonic()
-        return _line({"model": self.c.model, "created_at": _now(),
-                      "message": {"role": "assistant", "content": word}, "done": False})
+        return _line(
+            {
+                "model": self.c.model,
+                "created_at": _now(),
+                "message": {"role": "assistant", "content": word},
+                "done": False,
+            }
+        )
 
     def malformed(self) -> bytes:
         return b"{not json\n"

@@ -22,31 +22,45 @@ _OPENAI_ERRORS: dict[int, tuple[str, str, str | None]] = {
     400: ("invalid_request_error", "Invalid request.", None),
     401: ("invalid_request_error", "Incorrect API key provided.", "invalid_api_key"),
     403: ("invalid_request_error", "You are not allowed to sample from this model.", None),
-    404: ("invalid_request_error", "The model `{model}` does not exist or you do not have "
-          "access to it.", "model_not_found"),
+    404: (
+        "invalid_request_error",
+        "The model `{model}` does not exist or you do not have access to it.",
+        "model_not_found",
+    ),
     408: ("server_error", "Request timed out.", None),
     409: ("server_error", "Conflict.", None),
-    429: ("requests", "Rate limit reached for requests. Please try again later.",
-          "rate_limit_exceeded"),
-    500: ("server_error", "The server had an error while processing your request. Sorry about "
-          "that!", None),
+    429: (
+        "requests",
+        "Rate limit reached for requests. Please try again later.",
+        "rate_limit_exceeded",
+    ),
+    500: (
+        "server_error",
+        "The server had an error while processing your request. Sorry about that!",
+        None,
+    ),
     502: ("server_error", "Bad gateway.", None),
     503: ("server_error", "The engine is currently overloaded, please try again later.", None),
 }
 
 
 def openai_error(
-    status: int, message: str | None = None, model: str = "", param: str | None = None,
+    status: int,
+    message: str | None = None,
+    model: str = "",
+    param: str | None = None,
     code: str | None = None,
 ) -> dict[str, Any]:
     """{"error": {message, type, param, code}} with OpenAI's type/code for the status."""
     etype, default, default_code = _OPENAI_ERRORS.get(status, ("api_error", "Error.", None))
-    return {"error": {
-        "message": message or default.format(model=model),
-        "type": etype,
-        "param": param,
-        "code": code if code is not None else default_code,
-    }}
+    return {
+        "error": {
+            "message": message or default.format(model=model),
+            "type": etype,
+            "param": param,
+            "code": code if code is not None else default_code,
+        }
+    }
 
 
 class OpenAIChat:
@@ -60,8 +74,14 @@ class OpenAIChat:
         self.send_usage = send_usage  # False: behave like servers that never report usage
 
     # -- flavour details ------------------------------------------------------------------
-    def error_body(self, status: int, message: str | None = None, model: str = "",
-                   param: str | None = None, code: str | None = None) -> dict[str, Any]:
+    def error_body(
+        self,
+        status: int,
+        message: str | None = None,
+        model: str = "",
+        param: str | None = None,
+        code: str | None = None,
+    ) -> dict[str, Any]:
         return openai_error(status, message, model, param, code)
 
     def completion_id(self, c: Completion) -> str:
@@ -71,9 +91,12 @@ class OpenAIChat:
         if self.server.bearer_ok(ex):
             return None
         if "authorization" not in ex.request.headers:
-            body = self.error_body(401, "You didn't provide an API key. You need to provide "
-                                   "your API key in an Authorization header using Bearer auth "
-                                   "(i.e. Authorization: Bearer YOUR_KEY).")
+            body = self.error_body(
+                401,
+                "You didn't provide an API key. You need to provide "
+                "your API key in an Authorization header using Bearer auth "
+                "(i.e. Authorization: Bearer YOUR_KEY).",
+            )
             body["error"]["code"] = None
             return body
         return self.error_body(401)
@@ -86,12 +109,20 @@ class OpenAIChat:
 
     def messages_error(self, messages: Any) -> dict[str, Any] | None:
         if messages is None:
-            return self.error_body(400, "Missing required parameter: 'messages'.",
-                                   param="messages", code="missing_required_parameter")
+            return self.error_body(
+                400,
+                "Missing required parameter: 'messages'.",
+                param="messages",
+                code="missing_required_parameter",
+            )
         if not isinstance(messages, list) or not messages:
-            return self.error_body(400, "Invalid 'messages': empty array. Expected an array "
-                                   "with minimum length 1, but got an empty array instead.",
-                                   param="messages", code="empty_array")
+            return self.error_body(
+                400,
+                "Invalid 'messages': empty array. Expected an array "
+                "with minimum length 1, but got an empty array instead.",
+                param="messages",
+                code="empty_array",
+            )
         return None
 
     def choice(self, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
@@ -112,9 +143,12 @@ class OpenAIChat:
             "completion_tokens": c.completion_tokens,
             "total_tokens": c.total_tokens,
             "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
-                                          "accepted_prediction_tokens": 0,
-                                          "rejected_prediction_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": 0,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
         }
 
     def stream_error(self, shape: _ChatShape) -> bytes:
@@ -122,8 +156,10 @@ class OpenAIChat:
         return sse(dumps(body))
 
     def server_error_text(self, ex: Exchange) -> str:
-        return ex.faults.error_message or "The server had an error while processing your " \
-            "request. Sorry about that!"
+        return (
+            ex.faults.error_message
+            or "The server had an error while processing your request. Sorry about that!"
+        )
 
     def extra_headers(self) -> dict[str, str]:
         return {"x-request-id": f"req_{uuid.uuid4().hex}"}
@@ -145,11 +181,13 @@ class OpenAIChat:
         if status is not None:
             return ex.send_error_json(status, self.error_body(status, f.error_message, model))
         if not isinstance(ex.body, dict):
-            return ex.send_error_json(400, self.error_body(400, "We could not parse the JSON "
-                                                           "body of your request."))
+            return ex.send_error_json(
+                400, self.error_body(400, "We could not parse the JSON body of your request.")
+            )
         if not model:
-            return ex.send_error_json(400, self.error_body(400, "you must provide a model "
-                                                           "parameter"))
+            return ex.send_error_json(
+                400, self.error_body(400, "you must provide a model parameter")
+            )
         err = self.messages_error(body.get("messages"))
         if err is not None:
             return ex.send_error_json(400, err)
@@ -158,9 +196,14 @@ class OpenAIChat:
             return ex.send_error_json(*bad_model)
         stream = body.get("stream") is True  # OpenAI's default is *not* to stream
         if body.get("stream_options") is not None and not stream:
-            return ex.send_error_json(400, self.error_body(
-                400, "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
-                param="stream_options"))
+            return ex.send_error_json(
+                400,
+                self.error_body(
+                    400,
+                    "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+                    param="stream_options",
+                ),
+            )
         max_tokens = body.get("max_tokens")
         if self.honours_max_completion_tokens and body.get("max_completion_tokens") is not None:
             max_tokens = body["max_completion_tokens"]
@@ -185,8 +228,14 @@ class OpenAIChat:
             "object": "chat.completion",
             "created": c.created,
             "model": c.model,
-            "choices": [{"index": 0, "message": self.message(c.text), "logprobs": None,
-                         "finish_reason": c.finish_reason}],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": self.message(c.text),
+                    "logprobs": None,
+                    "finish_reason": c.finish_reason,
+                }
+            ],
         }
         if reports_usage:
             reply["usage"] = self.usage(c)
@@ -236,11 +285,20 @@ class OllamaCompatChat(OpenAIChat):
     system_fingerprint = "fp_ollama"
     honours_max_completion_tokens = False  # not a field of Ollama's request struct: ignored
 
-    def error_body(self, status: int, message: str | None = None, model: str = "",
-                   param: str | None = None, code: str | None = None) -> dict[str, Any]:
+    def error_body(
+        self,
+        status: int,
+        message: str | None = None,
+        model: str = "",
+        param: str | None = None,
+        code: str | None = None,
+    ) -> dict[str, Any]:
         etype = {400: "invalid_request_error", 404: "not_found_error"}.get(status, "api_error")
-        text = message or (f"model '{model}' not found" if status == 404 else
-                           "an error was encountered while running the model")
+        text = message or (
+            f"model '{model}' not found"
+            if status == 404
+            else "an error was encountered while running the model"
+        )
         return {"error": {"message": text, "type": etype, "param": None, "code": None}}
 
     def completion_id(self, c: Completion) -> str:
@@ -273,8 +331,11 @@ class OllamaCompatChat(OpenAIChat):
         return {"role": "assistant", "content": text}
 
     def usage(self, c: Completion) -> dict[str, Any]:
-        return {"prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
-                "total_tokens": c.total_tokens}
+        return {
+            "prompt_tokens": c.prompt_tokens,
+            "completion_tokens": c.completion_tokens,
+            "total_tokens": c.total_tokens,
+        }
 
     def stream_error(self, shape: _ChatShape) -> bytes:
         # The native {"error": ...} line goes through Ollama's ChatWriter, which decodes it as

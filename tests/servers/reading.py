@@ -29,7 +29,7 @@ def sse_data(raw: bytes) -> list[str]:
     out = []
     for event in raw.decode().split("\n\n")[:-1]:
         assert event.startswith("data: ") and "\n" not in event, event
-        out.append(event[len("data: "):])
+        out.append(event[len("data: ") :])
     return out
 
 

@@ -1,0 +1,145 @@
+"""Runs through %%llm at scale: --repeat, --over, the progress bar, the live columns, limits from
+the config file, and interrupting the kernel — against loopback servers on real sockets."""
+
+from __future__ import annotations
+
+import _thread
+import threading
+import time
+
+import pandas as pd
+import pytest
+from IPython.core.displaypub import CapturingDisplayPublisher
+
+from llm_magic.magics import LIVE_COLUMNS_MAX
+
+KEY = "sk-test-not-real-000000"
+
+
+@pytest.fixture
+def wired(ip, monkeypatch, openai_server, ollama_server):
+    monkeypatch.setenv("OPENAI_BASE_URL", openai_server.url)
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setenv("OLLAMA_HOST", ollama_server.url)
+    return ip, openai_server, ollama_server
+
+
+@pytest.fixture
+def published(ip):
+    """A display publisher that records, as a kernel's would send to the frontend."""
+    saved = ip.display_pub
+    ip.display_pub = CapturingDisplayPublisher(shell=ip)
+    yield ip.display_pub
+    ip.display_pub = saved
+
+
+def test_repeat_gives_one_row_per_run_and_percentiles(wired) -> None:
+    ip, openai_server, ollama_server = wired
+    df = ip.run_cell("%%llm openai:gpt-4o-mini ollama:llama3.2 -r 3\nHi").result
+    assert len(df) == 6 and list(df["repeat"]) == [0, 1, 2, 0, 1, 2]
+    summary = df.llm.summary()
+    assert list(summary["n"]) == [3, 3]
+    assert (summary["latency_p95"] >= summary["latency_p50"]).all()
+    assert openai_server.request_count == 3 and ollama_server.request_count == 3
+
+
+def test_over_a_dataframe_renders_each_row(wired) -> None:
+    ip, openai_server, _ = wired
+    ip.user_ns["questions"] = pd.DataFrame({"city": ["Paris", "Rome"], "topic": ["food", "art"]})
+    df = ip.run_cell(
+        "%%llm openai:gpt-4o-mini ollama:llama3.2 --over questions\n"
+        "Tell me about {topic} in {city}."
+    ).result
+    assert (
+        list(df["prompt"])
+        == ["Tell me about food in Paris."] * 2 + ["Tell me about art in Rome."] * 2
+    )
+    assert list(df["target"]) == ["openai:gpt-4o-mini", "ollama:llama3.2"] * 2
+    sent = sorted(r.body["messages"][-1]["content"] for r in openai_server.requests)
+    assert sent == ["Tell me about art in Rome.", "Tell me about food in Paris."]
+
+
+def test_over_a_list_and_a_series(wired) -> None:
+    ip, _, _ = wired
+    ip.user_ns["items"] = ["tea", "coffee", "cocoa"]
+    ip.user_ns["drinks"] = pd.Series(["milk", "water"], name="drink")
+    df = ip.run_cell("%%llm openai:gpt-4o-mini --over items -q\nPraise {item}.").result
+    assert df is None and list(ip.user_ns["_llm"]["prompt"]) == [
+        f"Praise {x}." for x in ["tea", "coffee", "cocoa"]
+    ]
+    ip.run_cell("%%llm openai:gpt-4o-mini --over drinks -q\nPraise {drink}.")
+    assert list(ip.user_ns["_llm"]["prompt"]) == ["Praise milk.", "Praise water."]
+
+
+def test_a_large_run_shows_a_progress_bar_and_respects_concurrency(wired, capsys) -> None:
+    ip, openai_server, _ = wired
+    openai_server.delay = 0.05
+    ip.user_ns["many"] = [f"q{i}" for i in range(LIVE_COLUMNS_MAX + 28)]
+    df = ip.run_cell("%%llm openai:gpt-4o-mini --over many -c 4\n{item}").result
+    assert len(df) == LIVE_COLUMNS_MAX + 28 and df["error"].isna().all()
+    assert openai_server.max_in_flight == 4
+    err = capsys.readouterr().err
+    assert f"{LIVE_COLUMNS_MAX + 28}/{LIVE_COLUMNS_MAX + 28}" in err  # tqdm's final count
+
+
+def test_per_provider_limit_from_the_config_file(wired, isolated_env) -> None:
+    ip, openai_server, _ = wired
+    (isolated_env / "config.toml").write_text("[limits]\nopenai = 2\n")
+    openai_server.delay = 0.05
+    ip.user_ns["many"] = [f"q{i}" for i in range(10)]
+    ip.run_cell("%%llm openai:gpt-4o-mini --over many -c 8 -q\n{item}")
+    assert openai_server.max_in_flight == 2
+
+
+def test_several_targets_stream_into_live_columns(wired, published) -> None:
+    ip, openai_server, ollama_server = wired
+    for server in (openai_server, ollama_server):
+        server.reply, server.token_delay = "<b>one</b> two three four five six", 0.05
+    ip.run_cell("%%llm openai:gpt-4o-mini ollama:llama3.2\nHi")
+    html = [o["data"].get("text/html", "") for o in published.outputs]
+    assert len(html) >= 3  # the first view, updates while streaming, the final one
+    final = html[-1]
+    assert "openai:gpt-4o-mini" in final and "ollama:llama3.2" in final
+    assert final.count("&lt;b&gt;one&lt;/b&gt; two three four five six") == 2
+    assert "<b>one</b>" not in "".join(html)  # model text is escaped in every update
+    streaming = [h for h in html[1:-1] if "two three" not in h and "one" in h]
+    assert streaming, "no update showed a partial answer"
+
+
+def test_one_target_streams_as_markdown(wired, published) -> None:
+    ip, openai_server, _ = wired
+    openai_server.reply = "**bold** answer"
+    assert ip.run_cell("%%llm openai:gpt-4o-mini\nHi").result is None
+    markdown = [o["data"].get("text/markdown", "") for o in published.outputs]
+    assert any("**bold** answer" in m for m in markdown)
+
+
+def test_interrupting_the_kernel_keeps_rows_and_stops_within_a_second(wired) -> None:
+    ip, openai_server, ollama_server = wired
+    openai_server.reply, openai_server.stall_after = "partial answer then a stall", 2
+    started = threading.Event()
+    sent_at: list[float] = []
+
+    def interrupt() -> None:
+        deadline = time.monotonic() + 10
+        while openai_server.request_count == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)  # let the first words arrive and the healthy target finish
+        started.set()
+        sent_at.append(time.monotonic())
+        _thread.interrupt_main()
+
+    threading.Thread(target=interrupt).start()
+    with pytest.raises(KeyboardInterrupt):
+        ip.run_cell("%%llm openai:gpt-4o-mini ollama:llama3.2 --timeout 60\nHi")
+    stopped = time.monotonic()
+    assert started.is_set()
+    # The stalled read is cancelled at once, not after the 60 s read timeout (margin for CI).
+    assert stopped - sent_at[0] < 2.0
+    df = ip.user_ns["_llm"]
+    stalled, healthy = df.iloc[0], df.iloc[1]
+    assert stalled["finish_reason"] == "interrupted" and stalled["output"] == "partial answer "
+    assert pd.isna(healthy["error"]) and healthy["output"].startswith("Echo from")
+    time.sleep(0.2)
+    assert not [t for t in threading.enumerate() if t.name.startswith("llm_magic")]
+    assert openai_server.in_flight == 0, "the stalled connection was left open"
