@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llm_magic import html
+from llm_magic.errors import redact
 from llm_magic.html import safe_markdown  # re-exported: api.Completion renders with it
 
 __all__ = ["LiveView", "safe_markdown"]
@@ -69,7 +70,7 @@ class LiveView:
     # ---- what gets displayed -------------------------------------------------------------
     def _bundle(self, columns: list[_Column]) -> dict[str, str]:
         plain = "\n\n".join(
-            f"[{label}]\n{c.text}" + (f"\nerror: {c.error}" if c.error else "")
+            f"[{label}]\n{redact(c.text)}" + (f"\nerror: {c.error}" if c.error else "")
             for label, c in zip(self.labels, columns, strict=True)
         )
         if len(columns) == 1 and self.fmt == "markdown":

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape as _html_escape
 
-from llm_magic.errors import UsageProblem
+from llm_magic.errors import UsageProblem, redact
 
 __all__ = [
     "FORMATS",
@@ -96,6 +96,7 @@ def _pre(text: str) -> str:
 
 def body_html(text: str, fmt: str) -> str:
     """The HTML of one answer's text in the given format; escaped unless fmt is "html"."""
+    text = redact(text)  # a model (or a proxy) may repeat a key it was sent
     if fmt == "html":
         return text  # the user asked for it with -f html
     if fmt == "code":
@@ -234,6 +235,7 @@ def _code_block(indent: str, lines: list[str]) -> str:
 
 def safe_markdown(text: str) -> str:
     """Markdown source from model text, with no way for the model to inject HTML or script."""
+    text = redact(text)
     lines = text.split("\n")
     out: list[str] = []
     prose: list[str] = []

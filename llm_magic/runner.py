@@ -328,7 +328,7 @@ def _attempt(
     except Exception as exc:  # a provider bug must still become a row, never lose the others
         error = StreamBroken(f"{type(exc).__name__}: {one_line(redact(str(exc)))}")
     record.latency_s = time.perf_counter() - start
-    record.output = "".join(parts)
+    record.output = redact("".join(parts))  # a model or proxy may echo the key it was sent
     if error is not None and token.cancelled:
         error = Cancelled("interrupted", provider=target.provider)
     return error

@@ -1,0 +1,90 @@
+"""A sentinel API key through every path: it may reach the server, and nothing else.
+
+Also: model text holding <script> is escaped in side_by_side() and in the live display.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from IPython.core.displaypub import CapturingDisplayPublisher
+
+from llm_magic import api, providers
+
+SENTINEL = "sk-SENTINEL-0123456789abcdef"
+XSS = "<script>alert('x')</script>"
+
+
+@pytest.fixture
+def keyed(ip, monkeypatch, openai_server, ollama_server, mistral_server, isolated_env):
+    for var in ("OPENAI_API_KEY", "MISTRAL_API_KEY", "GROQ_API_KEY"):
+        monkeypatch.setenv(var, SENTINEL)
+    monkeypatch.setenv("OPENAI_BASE_URL", openai_server.url)
+    monkeypatch.setenv("MISTRAL_BASE_URL", mistral_server.url)
+    monkeypatch.setenv("OLLAMA_HOST", ollama_server.url)
+    saved = ip.display_pub
+    ip.display_pub = CapturingDisplayPublisher(shell=ip)
+    yield ip, openai_server, mistral_server, isolated_env
+    ip.display_pub = saved
+
+
+def everything_shown(ip) -> str:
+    return "\n".join(str(o["data"]) for o in ip.display_pub.outputs)
+
+
+def rendered(ip) -> str:
+    """What a frontend renders as markup (text/plain is shown as plain text, never parsed)."""
+    kinds = ("text/html", "text/markdown")
+    return "\n".join(o["data"].get(k, "") for o in ip.display_pub.outputs for k in kinds)
+
+
+def test_the_sentinel_reaches_the_server_and_nothing_else(keyed, capsys) -> None:
+    ip, openai_server, mistral_server, home = keyed
+    texts: list[str] = []
+    # Success, then failures whose server text echoes the key back (a careless proxy does that).
+    df = ip.run_cell("%%llm openai:gpt-4o-mini mistral:mistral-small-latest\nHi").result
+    texts.append(df.to_string() + df.to_json(date_format="iso"))
+    assert openai_server.requests[-1].headers["authorization"] == f"Bearer {SENTINEL}"
+    for status in (401, 429, 500):
+        openai_server.status = mistral_server.status = status
+        openai_server.error_message = mistral_server.error_message = f"key {SENTINEL} refused"
+        df = ip.run_cell(
+            "%%llm openai:gpt-4o-mini mistral:mistral-small-latest --retries 0\nHi"
+        ).result
+        assert df["error"].notna().all()
+        texts.append(df.to_string() + df.to_json(date_format="iso"))
+    openai_server.status = mistral_server.status = None
+    openai_server.reply = f"your key is {SENTINEL}"  # a model that repeats the key
+    df = ip.run_cell("%%llm openai:gpt-4o-mini --cache\nHi").result
+    texts.append(repr(ip.user_ns["_llm"]) + ip.user_ns["_llm"].to_json(date_format="iso"))
+    for sub in ("history 50", "config", "providers", "status", "models"):
+        result = ip.run_line_magic("llm", sub)
+        texts.append(result.to_string() if hasattr(result, "to_string") else repr(result))
+    texts.append(repr(api.complete("Hi", "mistral:mistral-small-latest")))
+    texts.append(repr(providers.get_provider("openai")) + repr(providers.get_provider("groq")))
+    texts.append(everything_shown(ip))
+    captured = capsys.readouterr()
+    texts.append(captured.out + captured.err)
+    leaks = [t for t in texts if SENTINEL in t]
+    assert not leaks, leaks[0][:300]
+    # The log and cache on disk, every file of the database (main, -wal, -shm).
+    for path in Path(home / "home").rglob("*"):
+        if path.is_file():
+            assert SENTINEL.encode() not in path.read_bytes(), path
+
+
+def test_model_html_is_escaped_everywhere(keyed) -> None:
+    ip, openai_server, mistral_server, _ = keyed
+    openai_server.reply = mistral_server.reply = XSS
+    df = ip.run_cell("%%llm openai:gpt-4o-mini mistral:mistral-small-latest\nHi").result
+    live = rendered(ip)
+    assert "&lt;script&gt;" in live and "<script>" not in live
+    side = df.llm.side_by_side()._repr_html_()
+    assert "&lt;script&gt;" in side and "<script>" not in side
+    ip.display_pub.outputs.clear()
+    ip.run_cell("%%llm openai:gpt-4o-mini\nHi")  # one target: the Markdown view
+    assert "<script>" not in rendered(ip)
+    ip.display_pub.outputs.clear()
+    ip.run_cell("%%llm openai:gpt-4o-mini -f html\nHi")  # the one explicit opt-in
+    assert "<script>" in rendered(ip)
