@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from IPython.core.displaypub import CapturingDisplayPublisher
 from IPython.core.interactiveshell import InteractiveShell
 from servers.fixtures import *  # noqa: F403  (openai_server, ollama_server, mistral_server, refused_url)
 from servers.llamacpp import llamacpp_server  # noqa: F401
@@ -48,6 +49,15 @@ class ShellForTests(InteractiveShell):
         result = super().run_cell(raw_cell, *args, **kwargs)
         result.raise_error()
         return result
+
+
+@pytest.fixture
+def published(ip: InteractiveShell) -> Iterator[CapturingDisplayPublisher]:
+    """A display publisher that records, as a kernel's would send to the frontend."""
+    saved = ip.display_pub
+    ip.display_pub = CapturingDisplayPublisher(shell=ip)
+    yield ip.display_pub
+    ip.display_pub = saved
 
 
 @pytest.fixture

@@ -14,15 +14,10 @@ from llm_magic.errors import ProviderError, UnknownProvider
 from llm_magic.providers.base import Chunk, Health, Usage
 from llm_magic.records import COLUMNS
 
-KEY = "sk-test-not-real-000000"
-
 
 @pytest.fixture
-def wired(monkeypatch, openai_server, ollama_server):
-    monkeypatch.setenv("OPENAI_BASE_URL", openai_server.url)
-    monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    monkeypatch.setenv("OLLAMA_HOST", ollama_server.url)
-    return openai_server, ollama_server
+def wired(backends):
+    return backends.openai, backends.ollama
 
 
 def test_compare_gives_one_row_per_prompt_target_repeat(wired) -> None:

@@ -7,11 +7,8 @@ from IPython.core.error import UsageError
 
 
 @pytest.fixture
-def wired(ip, monkeypatch, openai_server, ollama_server):
-    monkeypatch.setenv("OPENAI_BASE_URL", openai_server.url)
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-real-000000")
-    monkeypatch.setenv("OLLAMA_HOST", ollama_server.url)
-    return ip, openai_server, ollama_server
+def wired(ip, backends):
+    return ip, backends.openai, backends.ollama
 
 
 def test_each_target_sees_its_own_history(wired) -> None:

@@ -10,8 +10,8 @@ import time
 
 import pandas as pd
 import pytest
+from servers.fixtures import TEST_KEY
 
-KEY = "sk-SENTINEL-faults-0123456789"
 TARGETS = {
     "openai": "openai:gpt-4o-mini",
     "ollama": "ollama:llama3.2",
@@ -20,13 +20,8 @@ TARGETS = {
 
 
 @pytest.fixture
-def servers(monkeypatch, openai_server, ollama_server, mistral_server):
-    monkeypatch.setenv("OPENAI_BASE_URL", openai_server.url)
-    monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    monkeypatch.setenv("OLLAMA_HOST", ollama_server.url)
-    monkeypatch.setenv("MISTRAL_BASE_URL", mistral_server.url)
-    monkeypatch.setenv("MISTRAL_API_KEY", KEY)
-    return {"openai": openai_server, "ollama": ollama_server, "mistral": mistral_server}
+def servers(backends):
+    return backends._asdict()
 
 
 def healthy_partner(name: str) -> str:
@@ -81,7 +76,7 @@ def test_401_shows_the_servers_message_and_is_not_retried(ip, servers, name) -> 
     server.status, server.error_message = 401, "Incorrect API key provided"
     row, _ = run_pair(ip, servers, name, "--retries 2")
     assert "401" in row["error"] and "Incorrect API key provided" in row["error"]
-    assert KEY not in row["error"] and server.request_count == 1
+    assert TEST_KEY not in row["error"] and server.request_count == 1
 
 
 @pytest.mark.parametrize("name", PROTOCOLS)
@@ -145,4 +140,4 @@ def test_all_three_fail_differently_and_nothing_is_lost(ip, servers) -> None:
     ).result
     assert len(df) == 4 and df["error"].notna().all()
     assert df.iloc[1]["output"] == "a b "
-    assert KEY not in df.to_string()
+    assert TEST_KEY not in df.to_string()

@@ -11,17 +11,6 @@ from llm_magic.records import COLUMNS
 KEY = "sk-SENTINEL-magic-0123456789"
 
 
-@pytest.fixture
-def backends(monkeypatch, openai_server, ollama_server, mistral_server):
-    """All three HTTP providers pointed at their loopback servers."""
-    monkeypatch.setenv("OPENAI_BASE_URL", openai_server.url)
-    monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    monkeypatch.setenv("OLLAMA_HOST", ollama_server.url)
-    monkeypatch.setenv("MISTRAL_BASE_URL", mistral_server.url)
-    monkeypatch.setenv("MISTRAL_API_KEY", KEY)
-    return openai_server, ollama_server, mistral_server
-
-
 def test_load_ext_registers_magics_and_imports_nothing_heavy() -> None:
     import subprocess
     import sys

@@ -9,28 +9,13 @@ import time
 
 import pandas as pd
 import pytest
-from IPython.core.displaypub import CapturingDisplayPublisher
 
 from llm_magic.magics import LIVE_COLUMNS_MAX
 
-KEY = "sk-test-not-real-000000"
-
 
 @pytest.fixture
-def wired(ip, monkeypatch, openai_server, ollama_server):
-    monkeypatch.setenv("OPENAI_BASE_URL", openai_server.url)
-    monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    monkeypatch.setenv("OLLAMA_HOST", ollama_server.url)
-    return ip, openai_server, ollama_server
-
-
-@pytest.fixture
-def published(ip):
-    """A display publisher that records, as a kernel's would send to the frontend."""
-    saved = ip.display_pub
-    ip.display_pub = CapturingDisplayPublisher(shell=ip)
-    yield ip.display_pub
-    ip.display_pub = saved
+def wired(ip, backends):
+    return ip, backends.openai, backends.ollama
 
 
 def test_repeat_gives_one_row_per_run_and_percentiles(wired) -> None:

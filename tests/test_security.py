@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from IPython.core.displaypub import CapturingDisplayPublisher
 
 from llm_magic import api, providers
 
@@ -17,16 +16,10 @@ XSS = "<script>alert('x')</script>"
 
 
 @pytest.fixture
-def keyed(ip, monkeypatch, openai_server, ollama_server, mistral_server, isolated_env):
+def keyed(ip, backends, published, monkeypatch, isolated_env):
     for var in ("OPENAI_API_KEY", "MISTRAL_API_KEY", "GROQ_API_KEY"):
         monkeypatch.setenv(var, SENTINEL)
-    monkeypatch.setenv("OPENAI_BASE_URL", openai_server.url)
-    monkeypatch.setenv("MISTRAL_BASE_URL", mistral_server.url)
-    monkeypatch.setenv("OLLAMA_HOST", ollama_server.url)
-    saved = ip.display_pub
-    ip.display_pub = CapturingDisplayPublisher(shell=ip)
-    yield ip, openai_server, mistral_server, isolated_env
-    ip.display_pub = saved
+    return ip, backends.openai, backends.mistral, isolated_env
 
 
 def everything_shown(ip) -> str:

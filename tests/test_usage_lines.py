@@ -61,14 +61,9 @@ BAD_CELLS = [
 
 
 @pytest.fixture
-def wired(ip, monkeypatch, openai_server, ollama_server, mistral_server):
-    monkeypatch.setenv("OPENAI_BASE_URL", openai_server.url)
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-real-000000")
-    monkeypatch.setenv("OLLAMA_HOST", ollama_server.url)
-    monkeypatch.setenv("MISTRAL_BASE_URL", mistral_server.url)
-    monkeypatch.setenv("MISTRAL_API_KEY", "mistral-test-not-real")
+def wired(ip, backends):
     ip.user_ns.update(an_int=3, a_string="abc", empty_list=[], rows=[{"q": "a"}, {"q": "b"}])
-    return ip, (openai_server, ollama_server, mistral_server)
+    return ip, backends
 
 
 def test_there_are_at_least_forty_cases() -> None:

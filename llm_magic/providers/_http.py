@@ -434,3 +434,34 @@ class HTTPService:
 
     def close(self) -> None:
         self.client.close()
+
+
+_Keyed = TypeVar("_Keyed", bound="KeyedProvider")
+
+
+class KeyedProvider:
+    """What the three HTTP providers share: the missing-key rule and closing their pool.
+
+    Subclasses set `name`, `_key_env` and `_missing_key` and implement `close()`.
+    """
+
+    name: str
+    _key_env: str | None
+    _missing_key: bool
+
+    def _key_problem(self) -> str | None:
+        return f"no API key: set {self._key_env}" if self._missing_key else None
+
+    def _require_key(self) -> None:
+        problem = self._key_problem()
+        if problem:
+            raise errors.ProviderError(problem, provider=self.name)
+
+    def close(self) -> None:  # pragma: no cover - every subclass overrides it
+        raise NotImplementedError
+
+    def __enter__(self: _Keyed) -> _Keyed:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

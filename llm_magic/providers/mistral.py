@@ -13,8 +13,7 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
-from .. import errors
-from ._http import ADMIN_TIMEOUT, HTTPService, timeout_for
+from ._http import ADMIN_TIMEOUT, HTTPService, KeyedProvider, timeout_for
 from ._sse_chat import chat_chunks, whole_chunk
 from .base import CancelToken, Chunk, Health, Message, ModelInfo, Options
 
@@ -45,7 +44,7 @@ def _chat_body(messages: list[Message], model: str, options: Options) -> dict[st
     return body
 
 
-class MistralProvider:
+class MistralProvider(KeyedProvider):
     """Mistral's La Plateforme API. Thread-safe: one pooled client serves every caller."""
 
     def __init__(
@@ -61,10 +60,6 @@ class MistralProvider:
 
     def __repr__(self) -> str:
         return f"MistralProvider(name={self.name!r}, base_url={self.base_url!r})"
-
-    def _require_key(self) -> None:
-        if self._missing_key:
-            raise errors.ProviderError(f"no API key: set {self._key_env}", provider=self.name)
 
     def stream(
         self,
@@ -116,8 +111,7 @@ class MistralProvider:
 
     def health(self) -> Health:
         reachable, rtt, _, error = self._http.ping("GET", _MODELS)
-        if self._missing_key:
-            error = f"no API key: set {self._key_env}"
+        error = self._key_problem() or error
         return Health(
             provider=self.name, base_url=self.base_url, reachable=reachable, rtt_s=rtt, error=error
         )
@@ -125,9 +119,3 @@ class MistralProvider:
     def close(self) -> None:
         """Close the pooled connections (the registry keeps providers for the whole session)."""
         self._http.close()
-
-    def __enter__(self) -> MistralProvider:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()

@@ -16,7 +16,7 @@ from typing import Any
 import httpx2
 
 from .. import errors
-from ._http import ADMIN_TIMEOUT, Exchange, HTTPService, timeout_for
+from ._http import ADMIN_TIMEOUT, Exchange, HTTPService, KeyedProvider, timeout_for
 from .base import CancelToken, Chunk, Health, Message, ModelInfo, Options, Usage
 
 __all__ = ["DEFAULT_HOST", "OllamaProvider", "parse_ollama_host"]
@@ -103,7 +103,7 @@ def _preview(line: str) -> str:
     return repr(line[:60] + ("…" if len(line) > 60 else ""))
 
 
-class OllamaProvider:
+class OllamaProvider(KeyedProvider):
     """Ollama's native API. Thread-safe: one pooled client serves every caller."""
 
     def __init__(
@@ -118,10 +118,6 @@ class OllamaProvider:
 
     def __repr__(self) -> str:
         return f"OllamaProvider(name={self.name!r}, base_url={self.base_url!r})"
-
-    def _require_key(self) -> None:
-        if self._missing_key:
-            raise errors.ProviderError(f"no API key: set {self._key_env}", provider=self.name)
 
     def _parse(self, exchange: Exchange, line: str) -> dict[str, Any]:
         try:
@@ -295,9 +291,3 @@ class OllamaProvider:
     def close(self) -> None:
         """Close the pooled connections (the registry keeps providers for the whole session)."""
         self._http.close()
-
-    def __enter__(self) -> OllamaProvider:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()

@@ -28,6 +28,7 @@ from ._http import (
     ADMIN_TIMEOUT,
     HEALTH_TIMEOUT,
     Exchange,
+    KeyedProvider,
     error_text,
     retry_after,
     scrub,
@@ -76,7 +77,7 @@ def _sdk_error(exchange: Exchange, exc: BaseException) -> ProviderError:
     return exchange.error(errors.BadResponse, f"unexpected failure: {type(exc).__name__}: {exc}")
 
 
-class OpenAIProvider:
+class OpenAIProvider(KeyedProvider):
     """An OpenAI-protocol endpoint. Thread-safe: the SDK client and its pool are shared."""
 
     def __init__(
@@ -98,10 +99,6 @@ class OpenAIProvider:
 
     def __repr__(self) -> str:
         return f"OpenAIProvider(name={self.name!r}, base_url={self.base_url!r})"
-
-    def _require_key(self) -> None:
-        if self._missing_key:
-            raise errors.ProviderError(f"no API key: set {self._key_env}", provider=self.name)
 
     def _exchange(self, timeouts: httpx2.Timeout, cancel: CancelToken | None = None) -> Exchange:
         return Exchange(self.name, self._secret, timeouts, cancel)
@@ -200,8 +197,7 @@ class OpenAIProvider:
             reachable, error = False, exc.message
         except ProviderError as exc:  # it answered, but not well (401 without a key, ...)
             rtt, error = time.perf_counter() - start, exc.message
-        if self._missing_key:
-            error = f"no API key: set {self._key_env}"
+        error = self._key_problem() or error
         return Health(
             provider=self.name, base_url=self.base_url, reachable=reachable, rtt_s=rtt, error=error
         )
@@ -209,12 +205,6 @@ class OpenAIProvider:
     def close(self) -> None:
         """Close the pooled connections (the registry keeps providers for the whole session)."""
         self._client.close()
-
-    def __enter__(self) -> OpenAIProvider:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
 
 def _openai_only_headers(name: str) -> dict[str, object]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import pytest
 
@@ -15,6 +16,9 @@ from .ollama_server import OllamaServer
 from .openai_server import OpenAIServer
 
 __all__ = [
+    "TEST_KEY",
+    "Backends",
+    "backends",
     "mistral_server",
     "mistral_server_session",
     "ollama_server",
@@ -70,3 +74,28 @@ def refused_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}"
+
+
+TEST_KEY = "sk-test-not-real-000000"
+
+
+class Backends(NamedTuple):
+    openai: OpenAIServer
+    ollama: OllamaServer
+    mistral: MistralServer
+
+
+@pytest.fixture
+def backends(
+    monkeypatch: pytest.MonkeyPatch,
+    openai_server: OpenAIServer,
+    ollama_server: OllamaServer,
+    mistral_server: MistralServer,
+) -> Backends:
+    """The openai, ollama and mistral providers pointed at their loopback servers (made-up keys)."""
+    monkeypatch.setenv("OPENAI_BASE_URL", openai_server.url)
+    monkeypatch.setenv("OPENAI_API_KEY", TEST_KEY)
+    monkeypatch.setenv("OLLAMA_HOST", ollama_server.url)
+    monkeypatch.setenv("MISTRAL_BASE_URL", mistral_server.url)
+    monkeypatch.setenv("MISTRAL_API_KEY", TEST_KEY)
+    return Backends(openai_server, ollama_server, mistral_server)
