@@ -1,13 +1,16 @@
-"""The panel in a real JupyterLab, driven by Debian's headless Chromium through Playwright.
+"""The panel in a real JupyterLab 4 and Notebook 7, driven by Debian's headless Chromium.
 
-JupyterLab serves a temporary copy of notebooks/ on 127.0.0.1 with a random token; the test
+Each frontend serves a temporary copy of notebooks/ on 127.0.0.1 with a random token; the test
 opens 04-panel.ipynb, runs every cell, presses the panel's Run button and waits until every
 column holds an answer from the embedded model and the metrics table is shown. The panel's
-screenshot goes to test-artifacts/panel.png (a full-page one to panel-failure.png on failure).
+screenshot goes to test-artifacts/<frontend>.png (a full-page one to <frontend>-failure.png on
+failure). Notebook 7 is built from JupyterLab's own widgets (same menus, same execution
+indicator), so one driver serves both; only the launch command and the notebook's URL differ.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -41,12 +44,47 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--no-first-run",
 ]
+# Lab shows this in its status bar, Notebook 7 in the notebook's toolbar.
+IDLE = '.jp-Notebook-ExecutionIndicator[data-status="idle"]'
 # Generous: a cold start imports llama.cpp and loads the model in the kernel.
 SLOW_MS = 90_000
 
 
 @dataclass(frozen=True)
-class Lab:
+class Frontend:
+    """What differs between JupyterLab and Notebook 7 for this test."""
+
+    id: str
+    module: str  # the package that must be importable to run this variant
+    subcommand: str  # `jupyter <subcommand>`
+    app_class: str  # the traitlets class that owns workspaces_dir
+    page: str  # URL prefix that opens a notebook
+    artifact: str  # screenshot name, without .png
+
+
+FRONTENDS = [
+    Frontend(
+        id="jupyterlab",
+        module="jupyterlab",
+        subcommand="lab",
+        app_class="LabApp",
+        page="lab/tree",
+        artifact="panel",
+    ),
+    Frontend(
+        id="notebook7",
+        module="notebook",
+        subcommand="notebook",
+        app_class="JupyterNotebookApp",
+        page="notebooks",
+        artifact="panel-notebook7",
+    ),
+]
+
+
+@dataclass(frozen=True)
+class Server:
+    frontend: Frontend
     url: str
     token: str
     log: Path
@@ -74,15 +112,26 @@ def _call(url: str, token: str, method: str = "GET") -> tuple[int, bytes]:
         return exc.code, b""
 
 
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Lab]:
+def _get_quietly(url: str, token: str, method: str = "GET") -> int | None:
+    try:
+        return _call(url, token, method)[0]
+    except OSError:
+        return None
+
+
+@pytest.fixture(params=FRONTENDS, ids=lambda f: f.id)
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
+    frontend: Frontend = request.param
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    if importlib.util.find_spec(frontend.module) is None:
+        pytest.skip(f"{frontend.module} is not installed (pip install llm_magic[test])")
     root = tmp_path / "notebooks"
     shutil.copytree(REPO / "notebooks", root)
     config = tmp_path / "jupyter-config"
     (config / "labconfig").mkdir(parents=True)
-    # No "get Jupyter news?" toast over the notebook, no network fetch for it.
+    # No "get Jupyter news?" toast over the notebook, no network fetch for it (both frontends
+    # read this file).
     disabled = {"@jupyterlab/apputils-extension:announcements": True}
     (config / "labconfig" / "page_config.json").write_text(
         json.dumps({"disabledExtensions": disabled})
@@ -99,7 +148,7 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
     log = tmp_path / "jupyter.log"
     command = [
         str(Path(sys.executable).with_name("jupyter")),
-        "lab",
+        frontend.subcommand,
         "--no-browser",
         f"--IdentityProvider.token={token}",
         f"--port={port}",
@@ -107,78 +156,71 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
         "--ServerApp.ip=127.0.0.1",
         f"--ServerApp.root_dir={root}",
         "--ServerApp.terminals_enabled=False",
-        f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}",
+        f"--{frontend.app_class}.workspaces_dir={tmp_path / 'workspaces'}",
     ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         command.append("--allow-root")  # CI containers run as root
     with log.open("wb") as sink:
-        server = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
-    lab = Lab(url, token, log)
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
+    server = Server(frontend, url, token, log)
     try:
         end = time.monotonic() + 60
         while _get_quietly(f"{url}/api/status", token) != 200:
-            if server.poll() is not None or time.monotonic() > end:
-                pytest.fail(f"JupyterLab did not start:\n{lab.log_tail()}")
+            if process.poll() is not None or time.monotonic() > end:
+                pytest.fail(f"jupyter {frontend.subcommand} did not start:\n{server.log_tail()}")
             time.sleep(0.2)
-        yield lab
+        yield server
     finally:
         # A clean shutdown also stops the kernel it started.
         _get_quietly(f"{url}/api/shutdown", token, method="POST")
         try:
-            server.wait(15)
+            process.wait(15)
         except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(5)
+            process.kill()
+            process.wait(5)
 
 
-def _get_quietly(url: str, token: str, method: str = "GET") -> int | None:
-    try:
-        return _call(url, token, method)[0]
-    except OSError:
-        return None
-
-
-def _wait_for_connected_kernel(lab: Lab, timeout: float = SLOW_MS / 1000) -> None:
+def _wait_for_connected_kernel(server: Server, timeout: float = SLOW_MS / 1000) -> None:
     """Until the server has an idle kernel with the page's websocket attached. The notebook's
     own indicator says "idle" before a kernel is attached, and Run All at that moment opens a
     kernel chooser instead of running."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        status, body = _call(f"{lab.url}/api/kernels", lab.token)
+        status, body = _call(f"{server.url}/api/kernels", server.token)
         kernels = json.loads(body) if status == 200 else []
         if any(
             k.get("connections", 0) >= 1 and k.get("execution_state") == "idle" for k in kernels
         ):
             return
         time.sleep(0.2)
-    pytest.fail(f"no kernel connected within {timeout:g} s:\n{lab.log_tail()}")
+    pytest.fail(f"no kernel connected within {timeout:g} s:\n{server.log_tail()}")
 
 
-def test_panel_runs_in_jupyterlab(lab: Lab) -> None:
+def test_panel_runs_in_browser(server: Server) -> None:
     expect = sync_api.expect
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            # tall: an element screenshot is clipped to what JupyterLab's scroller shows
+            # tall: an element screenshot is clipped to what the notebook's scroller shows
             page = browser.new_page(viewport={"width": 1400, "height": 1800})
             try:
-                _drive(page, lab, expect)
+                _drive(page, server, expect)
             except Exception:
-                page.screenshot(path=str(ARTIFACTS / "panel-failure.png"), full_page=True)
-                print(lab.log_tail())  # shown by pytest with the failure
+                failure = ARTIFACTS / f"{server.frontend.artifact}-failure.png"
+                page.screenshot(path=str(failure), full_page=True)
+                print(server.log_tail())  # shown by pytest with the failure
                 raise
         finally:
             browser.close()
 
 
-def _drive(page, lab: Lab, expect) -> None:
-    page.goto(f"{lab.url}/lab/tree/{NOTEBOOK}?token={lab.token}")
-    # Kernel started and idle, then Run > Run All Cells.
-    expect(page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]')).to_be_visible(
-        timeout=SLOW_MS
-    )
-    _wait_for_connected_kernel(lab)
+def _drive(page, server: Server, expect) -> None:
+    frontend = server.frontend
+    page.goto(f"{server.url}/{frontend.page}/{NOTEBOOK}?token={server.token}")
+    # Kernel started and idle, then Run > Run All Cells (the same Lumino menu in both).
+    expect(page.locator(IDLE).first).to_be_visible(timeout=SLOW_MS)
+    _wait_for_connected_kernel(server)
     page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
     page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
 
@@ -202,4 +244,4 @@ def _drive(page, lab: Lab, expect) -> None:
     expect(chart).to_be_visible()
     assert chart.evaluate("img => img.naturalWidth") > 0
     panel.scroll_into_view_if_needed()
-    panel.screenshot(path=str(ARTIFACTS / "panel.png"))
+    panel.screenshot(path=str(ARTIFACTS / f"{frontend.artifact}.png"))
