@@ -12,42 +12,33 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
-import secrets
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from jupyter_serving import (
+    ARTIFACTS,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    REPO,
+    SLOW_MS,
+    Jupyter,
+    call,
+    config_dir,
+    serve,
+)
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
 pytestmark = [pytest.mark.browser, pytest.mark.local_model]
 
-REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = "04-panel.ipynb"
-ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 # Lab shows this in its status bar, Notebook 7 in the notebook's toolbar.
 IDLE = '.jp-Notebook-ExecutionIndicator[data-status="idle"]'
-# Generous: a cold start imports llama.cpp and loads the model in the kernel.
-SLOW_MS = 90_000
 
 
 @dataclass(frozen=True)
@@ -83,40 +74,8 @@ FRONTENDS = [
 
 
 @dataclass(frozen=True)
-class Server:
+class Server(Jupyter):
     frontend: Frontend
-    url: str
-    token: str
-    log: Path
-
-    def log_tail(self, lines: int = 40) -> str:
-        text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _call(url: str, token: str, method: str = "GET") -> tuple[int, bytes]:
-    request = urllib.request.Request(
-        url, method=method, headers={"Authorization": f"token {token}"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        return exc.code, b""
-
-
-def _get_quietly(url: str, token: str, method: str = "GET") -> int | None:
-    try:
-        return _call(url, token, method)[0]
-    except OSError:
-        return None
 
 
 @pytest.fixture(params=FRONTENDS, ids=lambda f: f.id)
@@ -128,56 +87,15 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
         pytest.skip(f"{frontend.module} is not installed (pip install llm_magic[test])")
     root = tmp_path / "notebooks"
     shutil.copytree(REPO / "notebooks", root)
-    config = tmp_path / "jupyter-config"
-    (config / "labconfig").mkdir(parents=True)
+    labconfig = config_dir(tmp_path) / "labconfig"
+    labconfig.mkdir(parents=True)
     # No "get Jupyter news?" toast over the notebook, no network fetch for it (both frontends
     # read this file).
     disabled = {"@jupyterlab/apputils-extension:announcements": True}
-    (config / "labconfig" / "page_config.json").write_text(
-        json.dumps({"disabledExtensions": disabled})
-    )
-    env = {
-        **os.environ,  # includes the isolated LLM_MAGIC_* of conftest's autouse fixture
-        "JUPYTER_CONFIG_DIR": str(config),
-        "JUPYTER_RUNTIME_DIR": str(tmp_path / "jupyter-runtime"),
-        "JUPYTER_DATA_DIR": str(tmp_path / "jupyter-data"),  # kernels still come from the venv
-        "IPYTHONDIR": str(tmp_path / "ipython"),
-    }
-    token, port = secrets.token_hex(16), _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tmp_path / "jupyter.log"
-    command = [
-        str(Path(sys.executable).with_name("jupyter")),
-        frontend.subcommand,
-        "--no-browser",
-        f"--IdentityProvider.token={token}",
-        f"--port={port}",
-        "--ServerApp.port_retries=0",
-        "--ServerApp.ip=127.0.0.1",
-        f"--ServerApp.root_dir={root}",
-        "--ServerApp.terminals_enabled=False",
-        f"--{frontend.app_class}.workspaces_dir={tmp_path / 'workspaces'}",
-    ]
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        command.append("--allow-root")  # CI containers run as root
-    with log.open("wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
-    server = Server(frontend, url, token, log)
-    try:
-        end = time.monotonic() + 60
-        while _get_quietly(f"{url}/api/status", token) != 200:
-            if process.poll() is not None or time.monotonic() > end:
-                pytest.fail(f"jupyter {frontend.subcommand} did not start:\n{server.log_tail()}")
-            time.sleep(0.2)
-        yield server
-    finally:
-        # A clean shutdown also stops the kernel it started.
-        _get_quietly(f"{url}/api/shutdown", token, method="POST")
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+    (labconfig / "page_config.json").write_text(json.dumps({"disabledExtensions": disabled}))
+    workspaces = f"--{frontend.app_class}.workspaces_dir={tmp_path / 'workspaces'}"
+    with serve(frontend.subcommand, tmp_path, root, [workspaces]) as jupyter:
+        yield Server(url=jupyter.url, token=jupyter.token, log=jupyter.log, frontend=frontend)
 
 
 def _wait_for_connected_kernel(server: Server, timeout: float = SLOW_MS / 1000) -> None:
@@ -186,7 +104,7 @@ def _wait_for_connected_kernel(server: Server, timeout: float = SLOW_MS / 1000) 
     kernel chooser instead of running."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        status, body = _call(f"{server.url}/api/kernels", server.token)
+        status, body = call(f"{server.url}/api/kernels", server.token)
         kernels = json.loads(body) if status == 200 else []
         if any(
             k.get("connections", 0) >= 1 and k.get("execution_state") == "idle" for k in kernels
