@@ -10,7 +10,6 @@ import importlib
 import math
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict
 from typing import Any
 
 import pandas as pd
@@ -62,7 +61,9 @@ def _column(name: str, values: list[Any]) -> pd.Series:
 
 def to_dataframe(records: Iterable[RunRecord]) -> pd.DataFrame:
     """One row per record, columns exactly records.COLUMNS with the dtypes of DTYPES."""
-    rows = [asdict(r) if isinstance(r, RunRecord) else dict(r) for r in records]
+    # Plain attribute reads, not dataclasses.asdict: that deep-copies every record, which was
+    # most of the time a 1,000-row batch spent after its last answer. `params` is copied below.
+    rows = [vars(r) if isinstance(r, RunRecord) else dict(r) for r in records]
     return pd.DataFrame({c: _column(c, [row.get(c) for row in rows]) for c in COLUMNS})
 
 
@@ -79,7 +80,14 @@ class SideBySide:
     """Prompts as rows, targets as columns; renders as escaped HTML in a notebook."""
 
     def __init__(self, frame: pd.DataFrame, fmt: str = "text") -> None:
-        self._frame = frame
+        # Columns are the targets the cell asked for: a row answered through a fallback chain
+        # `a|b` stays under `a` (its caption says who answered), so it never merges into a
+        # column of `b` asked for on its own.
+        lane = frame["target"]
+        if "fallback_from" in frame.columns:
+            first_tried = frame["fallback_from"].astype("string").str.split("|").str[0]
+            lane = first_tried.where(first_tried.notna(), lane)
+        self._frame = frame.assign(__lane=lane)
         self.fmt = html.check_format(fmt)
 
     def _order(self, column: str) -> list[Any]:
@@ -95,7 +103,8 @@ class SideBySide:
             cached=bool(_value(get("cached"))),
         )
         if _value(get("fallback_from")) is not None:
-            caption = " · ".join(filter(None, [caption, f"fallback from {get('fallback_from')}"]))
+            answered = f"by {get('target')} after {get('fallback_from')} failed"
+            caption = " · ".join(filter(None, [caption, answered]))
         repeat = _value(get("repeat"))
         return html.Entry(
             text=_value(get("output")) or "",
@@ -106,10 +115,10 @@ class SideBySide:
 
     def _repr_html_(self) -> str:
         frame = self._frame
-        targets, prompts = self._order("target"), self._order("prompt")
+        targets, prompts = self._order("__lane"), self._order("prompt")
         cells: dict[tuple[Any, Any], list[pd.Series]] = {}
         for _, row in frame.iterrows():
-            cells.setdefault((row["prompt"], row["target"]), []).append(row)
+            cells.setdefault((row["prompt"], row["__lane"]), []).append(row)
         tagged = any(len(v) > 1 for v in cells.values())
         rows = [
             (
@@ -123,7 +132,7 @@ class SideBySide:
     def to_frame(self, values: str = "output") -> pd.DataFrame:
         """Plain pivot: one row per prompt (per prompt and repeat when there are several
         answers to a cell), one column per target, cells from the `values` column."""
-        frame = self._frame[["prompt", "target", values]].copy()
+        frame = self._frame[["prompt", "__lane", values]].rename(columns={"__lane": "target"})
         nth = frame.groupby(["prompt", "target"], sort=False, dropna=False).cumcount()
         index: list[str] = ["prompt"]
         if len(frame) and nth.max() > 0:
@@ -131,7 +140,7 @@ class SideBySide:
             index.append("__nth")
         wide = frame.pivot(index=index, columns="target", values=values)
         order = list(dict.fromkeys(frame.set_index(index).index.tolist()))
-        wide = wide.reindex(index=order, columns=self._order("target"))
+        wide = wide.reindex(index=order, columns=self._order("__lane"))
         wide.index.names = ["prompt", "repeat"][: len(index)]
         return wide
 

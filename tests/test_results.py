@@ -305,3 +305,27 @@ def test_plot_without_matplotlib_is_one_clear_line(monkeypatch: pytest.MonkeyPat
     with pytest.raises(UsageProblem) as info:
         to_dataframe([rec("a:b", latency_s=1.0)]).llm.plot()
     assert str(info.value) == "df.llm.plot() needs matplotlib: pip install matplotlib"
+
+
+def test_side_by_side_keeps_a_fallback_answer_under_the_target_asked_for() -> None:
+    # `%%llm a:x|b:y b:y`: a:x failed, b:y answered for it; b:y also answered on its own.
+    df = to_dataframe(
+        [
+            rec("b:y", "q", output="via fallback", fallback_from="a:x"),
+            rec("b:y", "q", output="asked directly"),
+        ]
+    )
+    view = df.llm.side_by_side()
+    wide = view.to_frame()
+    assert list(wide.columns) == ["a:x", "b:y"]
+    assert wide.loc["q", "a:x"] == "via fallback"
+    assert wide.loc["q", "b:y"] == "asked directly"
+    html = view._repr_html_()
+    assert "by b:y after a:x failed" in html
+    assert ">#" not in html  # two columns of one answer each, not one column of two
+
+
+def test_side_by_side_reads_frames_without_fallback_text() -> None:
+    df = to_dataframe([rec("a:x", "q", output="one")])
+    df["fallback_from"] = float("nan")  # as after a CSV round trip
+    assert df.llm.side_by_side().to_frame().loc["q", "a:x"] == "one"
