@@ -82,6 +82,7 @@ def run_jobs(
     widget's Stop button, when the run itself is on a background thread) does the same.
     """
     run_id = run_id or new_run_id()
+    get_provider = _resolved_once(get_provider)
     tokens = [CancelToken() for _ in jobs]
     records: list[RunRecord | None] = [None] * len(jobs)
     limits = {name: threading.BoundedSemaphore(n) for name, n in policy.limits.items() if n > 0}
@@ -123,6 +124,20 @@ def run_jobs(
     finally:
         pool.shutdown(wait=False)
     return [r for r in records if r is not None]
+
+
+def _resolved_once(get_provider: Callable[[str], Provider]) -> Callable[[str], Provider]:
+    """Each provider looked up once per run: the registry stats the config file and takes a
+    lock on every call, which 16 busy threads then queue on."""
+    found: dict[str, Provider] = {}
+
+    def lookup(name: str) -> Provider:
+        provider = found.get(name)
+        if provider is None:  # a race looks it up twice and gets the same shared instance
+            provider = found[name] = get_provider(name)
+        return provider
+
+    return lookup
 
 
 class _Countdown:
