@@ -45,6 +45,7 @@ __all__ = [
     "TransportError",
     "UnknownProvider",
     "UsageProblem",
+    "Redactor",
     "one_line",
     "redact",
     "status_error",
@@ -56,13 +57,28 @@ _SECRET_NAME = re.compile(r"(API_KEY|_TOKEN|_SECRET)$")
 _KEY_SHAPES = re.compile(r"(Bearer\s+)\S+|\b(sk|xai|gsk|pk)-[A-Za-z0-9_\-]{8,}")
 
 
+class Redactor:
+    """Removes every known secret from a text: the values of the environment's secret
+    variables as they are when it is made, `extra_secrets`, and anything shaped like a key.
+
+    A run makes one for all its answers: reading the environment is most of redact()'s cost,
+    and a run's requests were all sent with the keys of that moment.
+    """
+
+    def __init__(self, extra_secrets: tuple[str, ...] = ()) -> None:
+        secrets = {v for k, v in os.environ.items() if _SECRET_NAME.search(k) and len(v) >= 4}
+        secrets.update(s for s in extra_secrets if s and len(s) >= 4)
+        self._secrets = sorted(secrets, key=len, reverse=True)  # a key inside a longer one
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return _KEY_SHAPES.sub(lambda m: (m.group(1) or "") + "***", text)
+
+
 def redact(text: str, extra_secrets: tuple[str, ...] = ()) -> str:
-    """Remove every known secret from `text`."""
-    secrets = [v for k, v in os.environ.items() if _SECRET_NAME.search(k) and len(v) >= 4]
-    secrets.extend(s for s in extra_secrets if s and len(s) >= 4)
-    for secret in sorted(set(secrets), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return _KEY_SHAPES.sub(lambda m: (m.group(1) or "") + "***", text)
+    """Remove every known secret from `text` (the environment read now)."""
+    return Redactor(extra_secrets)(text)
 
 
 def one_line(text: str, limit: int = 300) -> str:

@@ -16,7 +16,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Protocol
 
-from .errors import Cancelled, LLMMagicError, ProviderError, StreamBroken, one_line, redact
+from .errors import (
+    Cancelled,
+    LLMMagicError,
+    ProviderError,
+    Redactor,
+    StreamBroken,
+    one_line,
+    redact,
+)
 from .pricing import cost_usd
 from .providers.base import CancelToken, Message, Options, Provider
 from .records import RunRecord
@@ -92,9 +100,12 @@ def run_jobs(
     # future each time it wakes, which costs real time on a run of thousands of jobs.
     finished = _Countdown(len(jobs))
 
+    clean = Redactor()
+
     def work(i: int) -> None:
         try:
             record = _run_one(jobs[i], run_id, get_provider, policy, tokens[i], events, limits)
+            record.output = clean(record.output)  # a model or proxy may echo the key it was sent
             records[i] = record
             if events is not None:
                 events.on_done(jobs[i], record)
@@ -343,7 +354,7 @@ def _attempt(
     except Exception as exc:  # a provider bug must still become a row, never lose the others
         error = StreamBroken(f"{type(exc).__name__}: {one_line(redact(str(exc)))}")
     record.latency_s = time.perf_counter() - start
-    record.output = redact("".join(parts))  # a model or proxy may echo the key it was sent
+    record.output = "".join(parts)
     if error is not None and token.cancelled:
         error = Cancelled("interrupted", provider=target.provider)
     return error

@@ -8,6 +8,7 @@ Code's widget renderer) import it.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -19,6 +20,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -128,3 +130,29 @@ def serve(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(5)
+
+
+def run_panel_and_check(page: Any, expect: Any, screenshot: Path) -> None:
+    """On a page showing the llm_magic panel: fill the prompt if empty, press Run, and check
+    that every column holds an answer, the metrics table and the chart appear and the status
+    says done; then keep a screenshot of the panel."""
+    panel = page.locator(".llm-panel").first
+    expect(panel).to_be_visible(timeout=SLOW_MS)
+    prompt = panel.locator("textarea").first
+    if not prompt.input_value().strip():  # the notebook may leave the prompt to the reader
+        prompt.fill("Explain in one sentence why the sky is blue.")
+    panel.locator("button", has_text=re.compile(r"^\s*Run\s*$")).click()
+
+    # Columns appear at once; the metrics table only when every target has answered.
+    expect(panel.locator(".llm-panel-metrics table")).to_be_visible(timeout=SLOW_MS)
+    columns = panel.locator(".llm-panel-column")
+    assert columns.count() >= 1
+    for i in range(columns.count()):
+        answer = columns.nth(i).locator("pre").first
+        assert answer.inner_text().strip(), f"column {i} is empty"
+    expect(panel.locator(".llm-panel-status")).to_contain_text("done")
+    chart = panel.locator("img").first
+    expect(chart).to_be_visible()
+    assert chart.evaluate("img => img.naturalWidth") > 0
+    panel.scroll_into_view_if_needed()
+    panel.screenshot(path=str(screenshot))

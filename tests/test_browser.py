@@ -29,6 +29,7 @@ from jupyter_serving import (
     Jupyter,
     call,
     config_dir,
+    run_panel_and_check,
     serve,
 )
 
@@ -142,24 +143,4 @@ def _drive(page, server: Server, expect) -> None:
     page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
     page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
 
-    panel = page.locator(".llm-panel").first
-    expect(panel).to_be_visible(timeout=SLOW_MS)
-    prompt = panel.locator("textarea").first
-    if not prompt.input_value().strip():  # the notebook may leave the prompt to the reader
-        prompt.fill("Explain in one sentence why the sky is blue.")
-    panel.locator("button", has_text=re.compile(r"^\s*Run\s*$")).click()
-
-    # Columns appear at once; the metrics table only when every target has answered.
-    expect(panel.locator(".llm-panel-metrics table")).to_be_visible(timeout=SLOW_MS)
-    columns = panel.locator(".llm-panel-column")
-    assert columns.count() >= 1
-    for i in range(columns.count()):
-        answer = columns.nth(i).locator("pre").first
-        assert answer.inner_text().strip(), f"column {i} is empty"
-    status = panel.locator(".llm-panel-status")
-    expect(status).to_contain_text("done")
-    chart = panel.locator("img").first
-    expect(chart).to_be_visible()
-    assert chart.evaluate("img => img.naturalWidth") > 0
-    panel.scroll_into_view_if_needed()
-    panel.screenshot(path=str(ARTIFACTS / f"{frontend.artifact}.png"))
+    run_panel_and_check(page, expect, ARTIFACTS / f"{frontend.artifact}.png")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import urllib.parse
@@ -25,7 +24,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from jupyter_serving import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, REPO, SLOW_MS, Jupyter, serve
+from jupyter_serving import (
+    ARTIFACTS,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    REPO,
+    SLOW_MS,
+    Jupyter,
+    run_panel_and_check,
+    serve,
+)
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
@@ -161,22 +169,4 @@ def _drive(page, url: str, expect) -> None:
         "#harness-error"
     )
 
-    panel = page.locator(".llm-panel").first
-    expect(panel).to_be_visible(timeout=SLOW_MS)
-    prompt = panel.locator("textarea").first
-    if not prompt.input_value().strip():  # the notebook may leave the prompt to the reader
-        prompt.fill("Explain in one sentence why the sky is blue.")
-    panel.locator("button", has_text=re.compile(r"^\s*Run\s*$")).click()
-
-    # Columns appear at once; the metrics table only when every target has answered.
-    expect(panel.locator(".llm-panel-metrics table")).to_be_visible(timeout=SLOW_MS)
-    answers = panel.locator(".llm-panel-column pre")
-    assert answers.count() >= 1
-    for i in range(answers.count()):
-        assert answers.nth(i).inner_text().strip(), f"answer {i} is empty"
-    expect(panel.locator(".llm-panel-status")).to_contain_text("done")
-    chart = panel.locator("img").first
-    expect(chart).to_be_visible()
-    assert chart.evaluate("img => img.naturalWidth") > 0
-    panel.scroll_into_view_if_needed()
-    panel.screenshot(path=str(ARTIFACTS / f"{ARTIFACT}.png"))
+    run_panel_and_check(page, expect, ARTIFACTS / f"{ARTIFACT}.png")

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import httpcore2
@@ -63,14 +61,25 @@ class IOSlot:
             self._released = True
             self._stream = None
 
-    @contextmanager
-    def active(self) -> Iterator[None]:
-        previous = getattr(_current, "slot", None)
-        _current.slot = self
-        try:
-            yield
-        finally:
-            _current.slot = previous
+    def active(self) -> _Active:
+        """Context manager: reads and writes of this thread belong to this slot meanwhile."""
+        return _Active(self)
+
+
+class _Active:
+    # A class rather than @contextmanager: it wraps every read of every stream.
+    __slots__ = ("_slot", "_previous")
+
+    def __init__(self, slot: IOSlot) -> None:
+        self._slot = slot
+        self._previous: IOSlot | None = None
+
+    def __enter__(self) -> None:
+        self._previous = getattr(_current, "slot", None)
+        _current.slot = self._slot
+
+    def __exit__(self, *exc_info: object) -> None:
+        _current.slot = self._previous
 
 
 def _shutdown(stream: httpcore2.NetworkStream) -> None:
