@@ -9,16 +9,13 @@ from collections.abc import Iterator
 
 import httpx2
 import pytest
+from provider_checks import KEY, MSGS, PLAIN_KEY, REPLY, drain, text_of
 
 from llm_magic import errors
 from llm_magic.providers._http import error_text
-from llm_magic.providers.base import CancelToken, Chunk, Message, Options, Usage
+from llm_magic.providers.base import CancelToken, Chunk, Options, Usage
 from llm_magic.providers.mistral import MistralProvider
 
-KEY = "sk-SENTINEL-abc123456789"
-PLAIN_KEY = "SENTINEL0plain0key0123"  # no well-known key shape: only our own scrubbing hides it
-MSGS = [Message("system", "be brief"), Message("user", "why is the sky blue")]
-REPLY = "Because of Rayleigh scattering."
 MODEL = "mistral-small-latest"
 
 
@@ -29,21 +26,6 @@ def mistral(mistral_server) -> Iterator[MistralProvider]:
         name="mistral", base_url=mistral_server.url, api_key=KEY, key_env="MISTRAL_API_KEY"
     ) as provider:
         yield provider
-
-
-def drain(it: Iterator[Chunk]) -> tuple[list[Chunk], errors.ProviderError | None]:
-    """Every chunk a stream yields, and the error that ended it (None when it ended well)."""
-    chunks: list[Chunk] = []
-    try:
-        for chunk in it:
-            chunks.append(chunk)
-    except errors.ProviderError as exc:
-        return chunks, exc
-    return chunks, None
-
-
-def text_of(chunks: list[Chunk]) -> str:
-    return "".join(c.text for c in chunks)
 
 
 # ----------------------------------------------------------------------------- streaming

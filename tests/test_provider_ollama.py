@@ -7,37 +7,18 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from provider_checks import KEY, MSGS, PLAIN_KEY, REPLY, drain, text_of
 
 from llm_magic import errors
 from llm_magic.providers import get_provider
 from llm_magic.providers.base import CancelToken, Chunk, Message, Options, Usage
 from llm_magic.providers.ollama import OllamaProvider, parse_ollama_host
 
-KEY = "sk-SENTINEL-abc123456789"
-PLAIN_KEY = "SENTINEL0plain0key0123"  # no well-known key shape: only our own scrubbing hides it
-MSGS = [Message("system", "be brief"), Message("user", "why is the sky blue")]
-REPLY = "Because of Rayleigh scattering."
-
 
 @pytest.fixture
 def ollama(ollama_server) -> Iterator[OllamaProvider]:
     with OllamaProvider(name="ollama", base_url=ollama_server.url, api_key=None) as provider:
         yield provider
-
-
-def drain(it: Iterator[Chunk]) -> tuple[list[Chunk], errors.ProviderError | None]:
-    """Every chunk a stream yields, and the error that ended it (None when it ended well)."""
-    chunks: list[Chunk] = []
-    try:
-        for chunk in it:
-            chunks.append(chunk)
-    except errors.ProviderError as exc:
-        return chunks, exc
-    return chunks, None
-
-
-def text_of(chunks: list[Chunk]) -> str:
-    return "".join(c.text for c in chunks)
 
 
 # ----------------------------------------------------------------------------- OLLAMA_HOST

@@ -10,16 +10,13 @@ from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 
 import pytest
+from provider_checks import KEY, MSGS, PLAIN_KEY, REPLY, drain, text_of
 
 from llm_magic import errors
 from llm_magic.providers._http import retry_after
 from llm_magic.providers.base import CancelToken, Chunk, Message, Options, Usage
 from llm_magic.providers.openai import OpenAIProvider
 
-KEY = "sk-SENTINEL-abc123456789"
-PLAIN_KEY = "SENTINEL0plain0key0123"  # no well-known key shape: only our own scrubbing hides it
-MSGS = [Message("system", "be brief"), Message("user", "why is the sky blue")]
-REPLY = "Because of Rayleigh scattering."
 MODEL = "gpt-4o-mini"
 
 
@@ -30,21 +27,6 @@ def openai_p(openai_server) -> Iterator[OpenAIProvider]:
         name="openai", base_url=openai_server.url, api_key=KEY, key_env="OPENAI_API_KEY"
     ) as provider:
         yield provider
-
-
-def drain(it: Iterator[Chunk]) -> tuple[list[Chunk], errors.ProviderError | None]:
-    """Every chunk a stream yields, and the error that ended it (None when it ended well)."""
-    chunks: list[Chunk] = []
-    try:
-        for chunk in it:
-            chunks.append(chunk)
-    except errors.ProviderError as exc:
-        return chunks, exc
-    return chunks, None
-
-
-def text_of(chunks: list[Chunk]) -> str:
-    return "".join(c.text for c in chunks)
 
 
 # ----------------------------------------------------------------------------- streaming
