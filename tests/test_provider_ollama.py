@@ -1,23 +1,23 @@
-"""OllamaProvider against a loopback server speaking Ollama's native API on a real socket."""
+"""OllamaProvider against a loopback server speaking Ollama's native API on a real socket.
+Errors, faults, keys and cancelling as every provider has them: test_provider_contract.py."""
 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 
 import pytest
-from provider_checks import KEY, MSGS, PLAIN_KEY, REPLY, drain, text_of
+from provider_checks import MSGS, REPLY, contract, drain, text_of
 
 from llm_magic import errors
 from llm_magic.providers import get_provider
-from llm_magic.providers.base import CancelToken, Chunk, Message, Options, Usage
+from llm_magic.providers.base import CancelToken, Chunk, Options, Usage
 from llm_magic.providers.ollama import OllamaProvider, parse_ollama_host
 
 
 @pytest.fixture
 def ollama(ollama_server) -> Iterator[OllamaProvider]:
-    with OllamaProvider(name="ollama", base_url=ollama_server.url, api_key=None) as provider:
+    with contract("ollama", ollama_server).configured() as provider:  # no key, like a local one
         yield provider
 
 
@@ -145,65 +145,10 @@ def test_reported_model_is_passed_on(ollama, ollama_server) -> None:
 # ----------------------------------------------------------------------------- errors
 
 
-@pytest.mark.parametrize(
-    ("status", "cls", "words"),
-    [
-        (400, errors.StatusError, "invalid request"),
-        (404, errors.NotFound, "model 'llama3.2' not found"),
-        (429, errors.RateLimited, "too many requests"),
-        (500, errors.ServerFailed, "an error was encountered while running the model"),
-        (503, errors.ServerFailed, "server busy"),
-    ],
-)
-def test_error_status_maps_to_class_with_server_message(
-    ollama, ollama_server, status, cls, words
-) -> None:
-    ollama_server.status = status
-    chunks, error = drain(ollama.stream(MSGS, "llama3.2", Options()))
-    assert chunks == []
-    assert type(error) is cls
-    assert error.status == status
-    assert words in error.message
-    assert error.message.startswith(f"ollama: HTTP {status}: ")
-    assert error.retryable == (status in (429, 500, 503))
-
-
 def test_unknown_model_is_not_found(ollama) -> None:
     _, error = drain(ollama.stream(MSGS, "no-such-model", Options()))
     assert isinstance(error, errors.NotFound)
     assert "model 'no-such-model' not found" in error.message
-
-
-def test_retry_after_is_read(ollama, ollama_server) -> None:
-    ollama_server.status = 429
-    ollama_server.retry_after = 7
-    _, error = drain(ollama.stream(MSGS, "llama3.2", Options()))
-    assert isinstance(error, errors.RateLimited)
-    assert error.retry_after == 7.0
-
-
-def test_connection_refused(refused_url) -> None:
-    with OllamaProvider(name="ollama", base_url=refused_url, api_key=None) as provider:
-        _, error = drain(provider.stream(MSGS, "llama3.2", Options()))
-    assert isinstance(error, errors.ConnectFailed)
-    assert error.retryable
-    assert error.message.startswith("ollama: ")
-
-
-def test_no_first_byte_within_read_timeout(ollama, ollama_server) -> None:
-    ollama_server.delay = 5
-    chunks, error = drain(ollama.stream(MSGS, "llama3.2", Options(read_timeout=0.5)))
-    assert chunks == []
-    assert isinstance(error, errors.TimedOut)
-    assert "0.5 s" in error.message
-
-
-def test_stall_mid_stream_is_broken_after_partial_text(ollama, ollama_server) -> None:
-    ollama_server.stall_after = 2
-    chunks, error = drain(ollama.stream(MSGS, "llama3.2", Options(read_timeout=0.5)))
-    assert text_of(chunks) == "Echo from "
-    assert isinstance(error, errors.StreamBroken)
-    assert "read timeout" in error.message
 
 
 def test_stall_before_any_text_is_a_timeout(ollama, ollama_server) -> None:
@@ -214,105 +159,7 @@ def test_stall_before_any_text_is_a_timeout(ollama, ollama_server) -> None:
     assert error.retryable
 
 
-def test_cut_mid_stream_keeps_partial_chunks(ollama, ollama_server) -> None:
-    ollama_server.cut_after = 3
-    chunks, error = drain(ollama.stream(MSGS, "llama3.2", Options()))
-    assert text_of(chunks) == "Echo from llama3.2: "
-    assert isinstance(error, errors.StreamBroken)
-    assert not error.retryable
-
-
-def test_cut_before_any_text_is_retryable(ollama, ollama_server) -> None:
-    ollama_server.cut_after = 0
-    chunks, error = drain(ollama.stream(MSGS, "llama3.2", Options()))
-    assert chunks == []
-    assert isinstance(error, errors.TransportError)
-    assert error.retryable
-
-
-def test_malformed_line_is_bad_response_quoting_it(ollama, ollama_server) -> None:
-    ollama_server.malformed_after = 0
-    chunks, error = drain(ollama.stream(MSGS, "llama3.2", Options()))
-    assert chunks == []
-    assert type(error) is errors.BadResponse
-    assert "Ollama" in error.message
-    assert "{not json" in error.message
-
-
-def test_malformed_line_after_text_is_a_broken_stream(ollama, ollama_server) -> None:
-    ollama_server.malformed_after = 2
-    chunks, error = drain(ollama.stream(MSGS, "llama3.2", Options()))
-    assert text_of(chunks) == "Echo from "
-    assert isinstance(error, errors.StreamBroken)
-    assert "{not json" in error.message
-
-
-def test_error_line_after_200_before_text(ollama, ollama_server) -> None:
-    ollama_server.error_after = 0
-    ollama_server.error_message = "CUDA error: out of memory"
-    chunks, error = drain(ollama.stream(MSGS, "llama3.2", Options()))
-    assert chunks == []
-    assert type(error) is errors.ProviderError
-    assert error.message == "ollama: CUDA error: out of memory"
-
-
-def test_error_line_mid_stream_is_broken_with_server_text(ollama, ollama_server) -> None:
-    ollama_server.error_after = 2
-    chunks, error = drain(ollama.stream(MSGS, "llama3.2", Options()))
-    assert text_of(chunks) == "Echo from "
-    assert isinstance(error, errors.StreamBroken)
-    assert "an error was encountered while running the model" in error.message
-
-
-def test_non_stream_errors(ollama, ollama_server) -> None:
-    ollama_server.malformed_after = 0  # a 200 whose body is not JSON
-    _, error = drain(ollama.stream(MSGS, "llama3.2", Options(stream=False)))
-    assert isinstance(error, errors.BadResponse)
-    ollama_server.reset()
-    ollama_server.error_after = 0  # the server fails while collecting: an error status
-    _, error = drain(ollama.stream(MSGS, "llama3.2", Options(stream=False)))
-    assert isinstance(error, errors.ServerFailed)
-
-
 # ----------------------------------------------------------------------------- cancellation
-
-
-def test_cancel_closes_a_stalled_stream(ollama, ollama_server) -> None:
-    ollama_server.stall_after = 1
-    token = CancelToken()
-    stream = ollama.stream(MSGS, "llama3.2", Options(read_timeout=60), token)
-    first = next(stream)
-    assert first.text == "Echo "
-    timer = threading.Timer(0.2, token.cancel)
-    start = time.monotonic()
-    timer.start()
-    chunks, error = drain(stream)
-    elapsed = time.monotonic() - start
-    timer.join()
-    assert chunks == []
-    assert isinstance(error, errors.Cancelled)
-    assert elapsed < 10  # far below the 60 s read timeout: the blocked read was broken
-
-
-def test_cancel_while_waiting_for_the_first_byte(ollama, ollama_server) -> None:
-    ollama_server.delay = 60
-    token = CancelToken()
-    timer = threading.Timer(0.2, token.cancel)
-    start = time.monotonic()
-    timer.start()
-    chunks, error = drain(ollama.stream(MSGS, "llama3.2", Options(read_timeout=60), token))
-    timer.join()
-    assert chunks == []
-    assert isinstance(error, errors.Cancelled)
-    assert time.monotonic() - start < 10
-
-
-def test_cancelled_token_sends_nothing(ollama, ollama_server) -> None:
-    token = CancelToken()
-    token.cancel()
-    _, error = drain(ollama.stream(MSGS, "llama3.2", Options(), token))
-    assert isinstance(error, errors.Cancelled)
-    assert ollama_server.requests == []
 
 
 def test_provider_works_again_after_a_cancel(ollama, ollama_server) -> None:
@@ -324,76 +171,6 @@ def test_provider_works_again_after_a_cancel(ollama, ollama_server) -> None:
     ollama_server.delay = 0
     chunks, error = drain(ollama.stream(MSGS, "llama3.2", Options(), CancelToken()))
     assert error is None and chunks[-1].finish_reason == "stop"
-
-
-# ----------------------------------------------------------------------------- keys
-
-
-def test_key_is_sent_as_bearer_and_never_shown(ollama_server) -> None:
-    ollama_server.api_key = PLAIN_KEY  # an authenticating proxy in front of Ollama
-    with OllamaProvider(name="ollama", base_url=ollama_server.url, api_key=PLAIN_KEY) as p:
-        assert PLAIN_KEY not in repr(p)
-        chunks, error = drain(p.stream(MSGS, "llama3.2", Options()))
-        assert error is None and chunks
-        assert ollama_server.requests[0].headers["authorization"] == f"Bearer {PLAIN_KEY}"
-        # a server that echoes the key in its error must not get it into our message
-        ollama_server.status = 500
-        ollama_server.error_message = f"upstream rejected token {PLAIN_KEY}"
-        _, error = drain(p.stream(MSGS, "llama3.2", Options()))
-        assert isinstance(error, errors.ServerFailed)
-        assert "upstream rejected token" in error.message
-        assert PLAIN_KEY not in error.message and PLAIN_KEY not in repr(error)
-
-
-def test_wrong_key_is_auth_failed_without_the_key(ollama_server) -> None:
-    ollama_server.api_key = "the-right-one"
-    with OllamaProvider(name="ollama", base_url=ollama_server.url, api_key=KEY) as p:
-        _, error = drain(p.stream(MSGS, "llama3.2", Options()))
-    assert isinstance(error, errors.AuthFailed)
-    assert "unauthorized" in error.message
-    assert KEY not in error.message
-
-
-def test_missing_required_key_sends_nothing(ollama_server) -> None:
-    with OllamaProvider(
-        name="ollama", base_url=ollama_server.url, api_key=None, key_env="OLLAMA_API_KEY"
-    ) as p:
-        _, error = drain(p.stream(MSGS, "llama3.2", Options()))
-    assert type(error) is errors.ProviderError
-    assert error.message == "ollama: no API key: set OLLAMA_API_KEY"
-    assert ollama_server.requests == []
-
-
-# ----------------------------------------------------------------------------- sharing
-
-
-def test_one_provider_serves_many_threads(ollama, ollama_server) -> None:
-    ollama_server.token_delay = 0.01
-    results: dict[int, str] = {}
-    failures: list[BaseException] = []
-
-    def ask(i: int) -> None:
-        try:
-            chunks, error = drain(ollama.stream([Message("user", f"q{i}")], "llama3.2", Options()))
-            assert error is None
-            results[i] = text_of(chunks)
-        except BaseException as exc:  # reported below, in the test's thread
-            failures.append(exc)
-
-    threads = [threading.Thread(target=ask, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert failures == []
-    assert results == {i: f"Echo from llama3.2: q{i}" for i in range(8)}
-    assert ollama_server.max_in_flight > 1  # they really ran at the same time
-
-
-def test_connections_are_reused(ollama, ollama_server) -> None:
-    for _ in range(3):
-        assert drain(ollama.stream(MSGS, "llama3.2", Options()))[1] is None
-    assert ollama_server.connection_count == 1
 
 
 # ----------------------------------------------------------------------------- listing, health
@@ -408,23 +185,6 @@ def test_list_models(ollama) -> None:
     assert llama.modified == "2025-05-04T17:37:44.706015396-07:00"
     assert llama.details["parameter_size"] == "3.2B"
     assert llama.details["family"] == "llama"
-
-
-def test_health(ollama, ollama_server) -> None:
-    health = ollama.health()
-    assert health.reachable and health.error is None
-    assert health.version == "0.12.6"
-    assert health.rtt_s is not None and health.rtt_s > 0
-    assert health.base_url == ollama_server.root_url
-    assert ollama_server.requests[-1].path == "/api/version"
-
-
-def test_health_of_nothing_listening(refused_url) -> None:
-    with OllamaProvider(name="ollama", base_url=refused_url, api_key=None) as provider:
-        health = provider.health()
-    assert not health.reachable
-    assert health.rtt_s is None
-    assert "cannot connect" in health.error
 
 
 # ----------------------------------------------------------------------------- model management

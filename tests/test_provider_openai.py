@@ -1,20 +1,19 @@
 """OpenAIProvider (the official SDK underneath) against loopback servers on real sockets:
-an OpenAI-shaped server, and Ollama's OpenAI-compatible /v1 with its small differences."""
+an OpenAI-shaped server, and Ollama's OpenAI-compatible /v1 with its small differences.
+Faults, keys, cancelling and health, shared by all providers: test_provider_contract.py."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 
 import pytest
-from provider_checks import KEY, MSGS, PLAIN_KEY, REPLY, drain, text_of
+from provider_checks import KEY, MSGS, REPLY, contract, drain, text_of
 
 from llm_magic import errors
 from llm_magic.providers._http import retry_after
-from llm_magic.providers.base import CancelToken, Chunk, Message, Options, Usage
+from llm_magic.providers.base import Chunk, Message, Options, Usage
 from llm_magic.providers.openai import OpenAIProvider
 
 MODEL = "gpt-4o-mini"
@@ -22,10 +21,7 @@ MODEL = "gpt-4o-mini"
 
 @pytest.fixture
 def openai_p(openai_server) -> Iterator[OpenAIProvider]:
-    openai_server.api_key = KEY
-    with OpenAIProvider(
-        name="openai", base_url=openai_server.url, api_key=KEY, key_env="OPENAI_API_KEY"
-    ) as provider:
+    with contract("openai", openai_server).configured() as provider:  # with KEY
         yield provider
 
 
@@ -101,55 +97,7 @@ def test_no_key_needed_for_local_servers(openai_server) -> None:
     assert text_of(chunks) == f"Echo from {MODEL}: why is the sky blue"
 
 
-def test_missing_required_key_sends_nothing(openai_server) -> None:
-    with OpenAIProvider(
-        name="groq", base_url=openai_server.url, api_key=None, key_env="GROQ_API_KEY"
-    ) as provider:
-        _, error = drain(provider.stream(MSGS, MODEL, Options()))
-        assert type(error) is errors.ProviderError
-        assert error.message == "groq: no API key: set GROQ_API_KEY"
-        assert openai_server.requests == []
-        with pytest.raises(errors.ProviderError, match="no API key: set GROQ_API_KEY"):
-            provider.list_models()
-        assert openai_server.requests == []
-
-
 # ----------------------------------------------------------------------------- errors
-
-
-@pytest.mark.parametrize(
-    ("status", "cls", "words"),
-    [
-        (400, errors.StatusError, "Invalid request."),
-        (401, errors.AuthFailed, "Incorrect API key provided."),
-        (403, errors.AuthFailed, "You are not allowed to sample from this model."),
-        (404, errors.NotFound, "The model `gpt-4o-mini` does not exist"),
-        (408, errors.StatusError, "Request timed out."),
-        (409, errors.StatusError, "Conflict."),
-        (429, errors.RateLimited, "Rate limit reached for requests."),
-        (500, errors.ServerFailed, "The server had an error"),
-        (503, errors.ServerFailed, "The engine is currently overloaded"),
-    ],
-)
-def test_error_status_maps_to_class_with_server_message(
-    openai_p, openai_server, status, cls, words
-) -> None:
-    openai_server.status = status
-    chunks, error = drain(openai_p.stream(MSGS, MODEL, Options()))
-    assert chunks == []
-    assert type(error) is cls
-    assert error.status == status
-    assert error.message.startswith(f"openai: HTTP {status}: {words}")
-    assert error.retryable == (status in (408, 409, 429, 500, 503))
-    assert len(openai_server.requests) == 1  # the SDK's own retries are off
-
-
-def test_retry_after_is_read(openai_p, openai_server) -> None:
-    openai_server.status = 429
-    openai_server.retry_after = 2.5
-    _, error = drain(openai_p.stream(MSGS, MODEL, Options()))
-    assert isinstance(error, errors.RateLimited)
-    assert error.retry_after == 2.5
 
 
 def test_retry_after_header_forms() -> None:
@@ -162,194 +110,6 @@ def test_retry_after_header_forms() -> None:
     assert retry_after({"retry-after": past}) == 0.0
     assert retry_after({"retry-after": "soon"}) is None
     assert retry_after({}) is None
-
-
-def test_connection_refused(refused_url) -> None:
-    with OpenAIProvider(name="vllm", base_url=refused_url + "/v1", api_key=None) as provider:
-        _, error = drain(provider.stream(MSGS, MODEL, Options()))
-    assert isinstance(error, errors.ConnectFailed)
-    assert error.retryable
-    assert error.message.startswith("vllm: ")
-
-
-def test_no_first_byte_within_read_timeout(openai_p, openai_server) -> None:
-    openai_server.delay = 5
-    chunks, error = drain(openai_p.stream(MSGS, MODEL, Options(read_timeout=0.5)))
-    assert chunks == []
-    assert isinstance(error, errors.TimedOut)
-    assert "0.5 s" in error.message
-    assert len(openai_server.requests) == 1
-
-
-def test_stall_mid_stream_is_broken_after_partial_text(openai_p, openai_server) -> None:
-    openai_server.stall_after = 2
-    chunks, error = drain(openai_p.stream(MSGS, MODEL, Options(read_timeout=0.5)))
-    assert text_of(chunks) == "Echo from "
-    assert isinstance(error, errors.StreamBroken)
-    assert "read timeout" in error.message
-
-
-def test_cut_mid_stream_keeps_partial_chunks(openai_p, openai_server) -> None:
-    openai_server.cut_after = 3
-    chunks, error = drain(openai_p.stream(MSGS, MODEL, Options()))
-    assert text_of(chunks) == f"Echo from {MODEL}: "
-    assert isinstance(error, errors.StreamBroken)
-    assert not error.retryable
-
-
-def test_cut_before_any_text_is_retryable(openai_p, openai_server) -> None:
-    openai_server.cut_after = 0
-    chunks, error = drain(openai_p.stream(MSGS, MODEL, Options()))
-    assert text_of(chunks) == ""
-    assert isinstance(error, errors.TransportError)
-    assert error.retryable
-
-
-def test_malformed_event_is_bad_response(openai_p, openai_server) -> None:
-    openai_server.malformed_after = 0
-    chunks, error = drain(openai_p.stream(MSGS, MODEL, Options()))
-    assert text_of(chunks) == ""
-    assert type(error) is errors.BadResponse
-    assert error.message.startswith("openai: ")
-    assert "{not json" in error.message
-
-
-def test_malformed_event_after_text_is_a_broken_stream(openai_p, openai_server) -> None:
-    openai_server.malformed_after = 2
-    chunks, error = drain(openai_p.stream(MSGS, MODEL, Options()))
-    assert text_of(chunks) == "Echo from "
-    assert isinstance(error, errors.StreamBroken)
-    assert "{not json" in error.message
-
-
-def test_error_event_before_text(openai_p, openai_server) -> None:
-    openai_server.error_after = 0
-    openai_server.error_message = "The model produced invalid content."
-    chunks, error = drain(openai_p.stream(MSGS, MODEL, Options()))
-    assert text_of(chunks) == ""
-    assert type(error) is errors.ProviderError
-    assert error.message == "openai: The model produced invalid content."
-
-
-def test_error_event_mid_stream_is_broken_with_server_text(openai_p, openai_server) -> None:
-    openai_server.error_after = 2
-    chunks, error = drain(openai_p.stream(MSGS, MODEL, Options()))
-    assert text_of(chunks) == "Echo from "
-    assert isinstance(error, errors.StreamBroken)
-    assert "The server had an error while processing your request" in error.message
-
-
-def test_non_stream_errors(openai_p, openai_server) -> None:
-    openai_server.malformed_after = 0  # a 200 whose body is not JSON
-    _, error = drain(openai_p.stream(MSGS, MODEL, Options(stream=False)))
-    assert isinstance(error, errors.BadResponse)
-    openai_server.reset()
-    openai_server.api_key = KEY
-    openai_server.delay = 5
-    _, error = drain(openai_p.stream(MSGS, MODEL, Options(stream=False, read_timeout=0.5)))
-    assert isinstance(error, errors.TimedOut)
-
-
-# ----------------------------------------------------------------------------- cancellation
-
-
-def test_cancel_closes_a_stalled_stream(openai_p, openai_server) -> None:
-    openai_server.stall_after = 1
-    token = CancelToken()
-    stream = openai_p.stream(MSGS, MODEL, Options(read_timeout=60), token)
-    assert next(stream).model == MODEL
-    assert next(stream).text == "Echo "
-    timer = threading.Timer(0.2, token.cancel)
-    start = time.monotonic()
-    timer.start()
-    chunks, error = drain(stream)
-    timer.join()
-    assert chunks == []
-    assert isinstance(error, errors.Cancelled)
-    assert time.monotonic() - start < 10  # far below the 60 s read timeout
-
-
-def test_cancel_while_waiting_for_the_first_byte(openai_p, openai_server) -> None:
-    openai_server.delay = 60
-    token = CancelToken()
-    timer = threading.Timer(0.2, token.cancel)
-    start = time.monotonic()
-    timer.start()
-    chunks, error = drain(openai_p.stream(MSGS, MODEL, Options(read_timeout=60), token))
-    timer.join()
-    assert chunks == []
-    assert isinstance(error, errors.Cancelled)
-    assert time.monotonic() - start < 10
-
-
-def test_cancelled_token_sends_nothing(openai_p, openai_server) -> None:
-    token = CancelToken()
-    token.cancel()
-    _, error = drain(openai_p.stream(MSGS, MODEL, Options(), token))
-    assert isinstance(error, errors.Cancelled)
-    assert openai_server.requests == []
-
-
-# ----------------------------------------------------------------------------- keys
-
-
-def test_key_never_in_repr_or_errors(openai_server) -> None:
-    openai_server.api_key = PLAIN_KEY
-    with OpenAIProvider(
-        name="work", base_url=openai_server.url, api_key=PLAIN_KEY, key_env="WORK_LLM_KEY"
-    ) as provider:
-        assert PLAIN_KEY not in repr(provider)
-        assert drain(provider.stream(MSGS, MODEL, Options()))[1] is None
-        assert openai_server.requests[0].headers["authorization"] == f"Bearer {PLAIN_KEY}"
-        # a server that echoes the key in its error must not get it into our message
-        openai_server.status = 401
-        openai_server.error_message = f"Incorrect API key provided: {PLAIN_KEY}."
-        _, error = drain(provider.stream(MSGS, MODEL, Options()))
-        assert isinstance(error, errors.AuthFailed)
-        assert "Incorrect API key provided" in error.message
-        assert PLAIN_KEY not in error.message and PLAIN_KEY not in repr(error)
-        health = provider.health()
-        assert PLAIN_KEY not in repr(health)
-
-
-def test_wrong_key(openai_server) -> None:
-    openai_server.api_key = "the-right-one"
-    with OpenAIProvider(name="openai", base_url=openai_server.url, api_key=KEY) as provider:
-        _, error = drain(provider.stream(MSGS, MODEL, Options()))
-    assert isinstance(error, errors.AuthFailed)
-    assert KEY not in error.message and KEY not in repr(error)
-
-
-# ----------------------------------------------------------------------------- sharing
-
-
-def test_one_provider_serves_many_threads(openai_p, openai_server) -> None:
-    openai_server.token_delay = 0.01
-    results: dict[int, str] = {}
-    failures: list[BaseException] = []
-
-    def ask(i: int) -> None:
-        try:
-            chunks, error = drain(openai_p.stream([Message("user", f"q{i}")], MODEL, Options()))
-            assert error is None
-            results[i] = text_of(chunks)
-        except BaseException as exc:  # reported below, in the test's thread
-            failures.append(exc)
-
-    threads = [threading.Thread(target=ask, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert failures == []
-    assert results == {i: f"Echo from {MODEL}: q{i}" for i in range(8)}
-    assert openai_server.max_in_flight > 1
-
-
-def test_connections_are_reused(openai_p, openai_server) -> None:
-    for _ in range(3):
-        assert drain(openai_p.stream(MSGS, MODEL, Options()))[1] is None
-    assert openai_server.connection_count == 1
 
 
 # ----------------------------------------------------------------------------- listing, health
@@ -365,27 +125,12 @@ def test_list_models(openai_p, openai_server) -> None:
     assert openai_server.requests[-1].path == "/v1/models"
 
 
-def test_health(openai_p, openai_server) -> None:
-    health = openai_p.health()
-    assert health.reachable and health.error is None
-    assert health.rtt_s is not None and health.rtt_s > 0
-    assert health.base_url == openai_server.url
-
-
 def test_health_with_a_rejected_key(openai_server) -> None:
     openai_server.api_key = "the-right-one"
     with OpenAIProvider(name="openai", base_url=openai_server.url, api_key=KEY) as provider:
         health = provider.health()
     assert health.reachable  # it answered
     assert "HTTP 401" in health.error
-
-
-def test_health_of_nothing_listening(refused_url) -> None:
-    with OpenAIProvider(name="vllm", base_url=refused_url + "/v1", api_key=None) as provider:
-        health = provider.health()
-    assert not health.reachable
-    assert health.rtt_s is None
-    assert "cannot connect" in health.error
 
 
 # ----------------------------------------------------------------------------- Ollama's /v1
@@ -488,7 +233,7 @@ def test_error_event_with_a_status_code_keeps_the_status(
 
 
 def test_openai_org_and_project_never_reach_another_vendor(monkeypatch, openai_server) -> None:
-    from llm_magic.providers.base import Message, Options
+    from llm_magic.providers.base import Options
     from llm_magic.providers.openai import OpenAIProvider
 
     monkeypatch.setenv("OPENAI_ORG_ID", "org-private")

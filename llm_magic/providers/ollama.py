@@ -237,6 +237,8 @@ class OllamaProvider(KeyedProvider):
     def health(self) -> Health:
         reachable, rtt, body, error = self._http.ping("GET", "/api/version")
         version = body.get("version") if isinstance(body, dict) else None
+        # /api/version needs no key, but chat does when a key variable was configured.
+        error = self._key_problem() or error
         return Health(
             provider=self.name,
             base_url=self.base_url,

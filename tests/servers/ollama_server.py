@@ -217,23 +217,35 @@ class OllamaServer(TestServer):
             "details": info["details"],
         }
 
-    def _show(self, ex: Exchange) -> None:
+    def _required_name(self, ex: Exchange) -> str | None:
+        """The model a management request names; None when it was refused (answer sent)."""
         if not self._auth_ok(ex):
-            return
+            return None
         name = self._model_arg(ex)
         if not name:
-            return self._error(ex, 400, "model is required")
+            self._error(ex, 400, "model is required")
+            return None
+        return name
+
+    def _installed(self, ex: Exchange) -> tuple[str, dict[str, Any]] | None:
+        """The installed model a request names; None when there is none (answer sent)."""
+        name = self._required_name(ex)
+        if name is None:
+            return None
         found = self.find_model(name)
         if found is None:
-            return self._error(ex, 404, f"model '{name}' not found")
-        ex.send_json(200, show_reply(*found))
+            self._error(ex, 404, f"model '{name}' not found")
+        return found
+
+    def _show(self, ex: Exchange) -> None:
+        found = self._installed(ex)
+        if found is not None:
+            ex.send_json(200, show_reply(*found))
 
     def _pull(self, ex: Exchange) -> None:
-        if not self._auth_ok(ex):
+        name = self._required_name(ex)
+        if name is None:
             return
-        name = self._model_arg(ex)
-        if not name:
-            return self._error(ex, 400, "model is required")
         key = normalize_name(name)
         info = self.pullable.get(key) or self.models.get(key)
         missing = "pull model manifest: file does not exist"
@@ -259,14 +271,9 @@ class OllamaServer(TestServer):
         ex.end_stream()
 
     def _delete(self, ex: Exchange) -> None:
-        if not self._auth_ok(ex):
-            return
-        name = self._model_arg(ex)
-        if not name:
-            return self._error(ex, 400, "model is required")
-        found = self.find_model(name)
+        found = self._installed(ex)
         if found is None:
-            return self._error(ex, 404, f"model '{name}' not found")
+            return
         self.models.pop(found[0], None)
         self.loaded.pop(found[0], None)
         ex.send(200, b"", content_type=None)  # success is an empty 200

@@ -63,6 +63,14 @@ def openai_error(
     }
 
 
+def _token_counts(c: Completion) -> dict[str, Any]:
+    return {
+        "prompt_tokens": c.prompt_tokens,
+        "completion_tokens": c.completion_tokens,
+        "total_tokens": c.total_tokens,
+    }
+
+
 class OpenAIChat:
     """The chat completions endpoint of api.openai.com."""
 
@@ -74,15 +82,7 @@ class OpenAIChat:
         self.send_usage = send_usage  # False: behave like servers that never report usage
 
     # -- flavour details ------------------------------------------------------------------
-    def error_body(
-        self,
-        status: int,
-        message: str | None = None,
-        model: str = "",
-        param: str | None = None,
-        code: str | None = None,
-    ) -> dict[str, Any]:
-        return openai_error(status, message, model, param, code)
+    error_body = staticmethod(openai_error)
 
     def completion_id(self, c: Completion) -> str:
         return f"chatcmpl-{c.id_hex[:29]}"
@@ -101,11 +101,13 @@ class OpenAIChat:
             return body
         return self.error_body(401)
 
+    def knows_model(self, model: str) -> bool:
+        if not getattr(self.server, "check_models", False):
+            return True  # like most compatible servers: any model answers
+        return model in self.server.model_ids()  # type: ignore[attr-defined]
+
     def model_error(self, model: str) -> tuple[int, dict[str, Any]] | None:
-        known = getattr(self.server, "check_models", False)
-        if known and model not in self.server.model_ids():  # type: ignore[attr-defined]
-            return 404, self.error_body(404, model=model)
-        return None
+        return None if self.knows_model(model) else (404, self.error_body(404, model=model))
 
     def messages_error(self, messages: Any) -> dict[str, Any] | None:
         if messages is None:
@@ -139,9 +141,7 @@ class OpenAIChat:
 
     def usage(self, c: Completion) -> dict[str, Any]:
         return {
-            "prompt_tokens": c.prompt_tokens,
-            "completion_tokens": c.completion_tokens,
-            "total_tokens": c.total_tokens,
+            **_token_counts(c),
             "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
             "completion_tokens_details": {
                 "reasoning_tokens": 0,
@@ -286,13 +286,9 @@ class OllamaCompatChat(OpenAIChat):
     honours_max_completion_tokens = False  # not a field of Ollama's request struct: ignored
 
     def error_body(
-        self,
-        status: int,
-        message: str | None = None,
-        model: str = "",
-        param: str | None = None,
-        code: str | None = None,
+        self, status: int, message: str | None = None, model: str = "", **_: Any
     ) -> dict[str, Any]:
+        # Ollama names no param and no code, whatever OpenAI would say
         etype = {400: "invalid_request_error", 404: "not_found_error"}.get(status, "api_error")
         text = message or (
             f"model '{model}' not found"
@@ -308,10 +304,8 @@ class OllamaCompatChat(OpenAIChat):
         ok = self.server.bearer_ok(ex)  # only when the test configured a key (a proxy)
         return None if ok else self.error_body(401, "unauthorized")
 
-    def model_error(self, model: str) -> tuple[int, dict[str, Any]] | None:
-        if self.server.find_model(model) is None:  # type: ignore[attr-defined]
-            return 404, self.error_body(404, model=model)
-        return None
+    def knows_model(self, model: str) -> bool:
+        return self.server.find_model(model) is not None  # type: ignore[attr-defined]
 
     def messages_error(self, messages: Any) -> dict[str, Any] | None:
         if not isinstance(messages, list) or not messages:
@@ -331,11 +325,7 @@ class OllamaCompatChat(OpenAIChat):
         return {"role": "assistant", "content": text}
 
     def usage(self, c: Completion) -> dict[str, Any]:
-        return {
-            "prompt_tokens": c.prompt_tokens,
-            "completion_tokens": c.completion_tokens,
-            "total_tokens": c.total_tokens,
-        }
+        return _token_counts(c)  # no details
 
     def stream_error(self, shape: _ChatShape) -> bytes:
         # The native {"error": ...} line goes through Ollama's ChatWriter, which decodes it as
