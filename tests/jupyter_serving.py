@@ -16,7 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,3 +156,25 @@ def run_panel_and_check(page: Any, expect: Any, screenshot: Path) -> None:
     assert chart.evaluate("img => img.naturalWidth") > 0
     panel.scroll_into_view_if_needed()
     panel.screenshot(path=str(screenshot))
+
+
+@contextmanager
+def chromium_page(artifact: str, on_failure: Callable[[], None]) -> Iterator[Any]:
+    """A tall page in Debian's headless Chromium. When the body fails, a full-page screenshot
+    goes to test-artifacts/<artifact>-failure.png and `on_failure` prints what helps."""
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            # tall: an element screenshot is clipped to what the notebook's scroller shows
+            page = browser.new_page(viewport={"width": 1400, "height": 1800})
+            try:
+                yield page
+            except Exception:
+                page.screenshot(path=str(ARTIFACTS / f"{artifact}-failure.png"), full_page=True)
+                on_failure()  # pytest shows what it prints with the failure
+                raise
+        finally:
+            browser.close()

@@ -23,11 +23,11 @@ import pytest
 from jupyter_serving import (
     ARTIFACTS,
     CHROMIUM,
-    CHROMIUM_ARGS,
     REPO,
     SLOW_MS,
     Jupyter,
     call,
+    chromium_page,
     config_dir,
     run_panel_and_check,
     serve,
@@ -116,22 +116,8 @@ def _wait_for_connected_kernel(server: Server, timeout: float = SLOW_MS / 1000) 
 
 
 def test_panel_runs_in_browser(server: Server) -> None:
-    expect = sync_api.expect
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            # tall: an element screenshot is clipped to what the notebook's scroller shows
-            page = browser.new_page(viewport={"width": 1400, "height": 1800})
-            try:
-                _drive(page, server, expect)
-            except Exception:
-                failure = ARTIFACTS / f"{server.frontend.artifact}-failure.png"
-                page.screenshot(path=str(failure), full_page=True)
-                print(server.log_tail())  # shown by pytest with the failure
-                raise
-        finally:
-            browser.close()
+    with chromium_page(server.frontend.artifact, lambda: print(server.log_tail())) as page:
+        _drive(page, server, sync_api.expect)
 
 
 def _drive(page, server: Server, expect) -> None:

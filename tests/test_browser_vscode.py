@@ -27,10 +27,10 @@ import pytest
 from jupyter_serving import (
     ARTIFACTS,
     CHROMIUM,
-    CHROMIUM_ARGS,
     REPO,
     SLOW_MS,
     Jupyter,
+    chromium_page,
     run_panel_and_check,
     serve,
 )
@@ -141,23 +141,16 @@ def test_panel_runs_in_vscode_renderer(jupyter: Jupyter) -> None:
         [("token", jupyter.token), *(("cell", c) for c in _panel_cells())]
     )
     url = f"{jupyter.url}/static/{PAGE_DIR}/index.html?{query}"
-    ARTIFACTS.mkdir(exist_ok=True)
     console: list[str] = []
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1800})
-            page.on("console", lambda m: console.append(f"[{m.type}] {m.text}"))
-            page.on("pageerror", lambda e: console.append(f"[pageerror] {e}"))
-            try:
-                _drive(page, url, sync_api.expect)
-            except Exception:
-                page.screenshot(path=str(ARTIFACTS / f"{ARTIFACT}-failure.png"), full_page=True)
-                print("browser console:", *console, sep="\n")  # shown by pytest with the failure
-                print("jupyter server:", jupyter.log_tail(), sep="\n")
-                raise
-        finally:
-            browser.close()
+
+    def explain() -> None:
+        print("browser console:", *console, sep="\n")
+        print("jupyter server:", jupyter.log_tail(), sep="\n")
+
+    with chromium_page(ARTIFACT, explain) as page:
+        page.on("console", lambda m: console.append(f"[{m.type}] {m.text}"))
+        page.on("pageerror", lambda e: console.append(f"[pageerror] {e}"))
+        _drive(page, url, sync_api.expect)
 
 
 def _drive(page, url: str, expect) -> None:
