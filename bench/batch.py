@@ -7,6 +7,7 @@ Three clients against the same loopback OpenAI-compatible server, one after anot
   raw SDK    the official openai SDK, one client shared by a 16-thread pool
   litellm    `litellm.batch_completion(max_workers=16)`, run in a scratch venv so it never
              enters the project's environment (created on first use)
+Each is warmed up alike before it is timed: one request per worker (imports, client, pool).
 The ceiling is workers / delay = 320 req/s; each line prints its fraction of it. No client can
 reach it: a worker's slot is busy for the delay plus a whole round trip (building the request,
 the server's own work, reading the stream). So the script also times llm_magic one request at a
@@ -36,10 +37,15 @@ LITELLM_PROBE = """
 import json, sys, time
 import litellm
 url, n, workers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+
+def batch(messages):
+    return litellm.batch_completion(model="openai/bench-model", messages=messages, api_base=url,
+                                    api_key="sk-bench", max_workers=workers)
+
+batch([[{"role": "user", "content": "warm-up"}]] * workers)  # lazy imports, client, pool
 messages = [[{"role": "user", "content": f"prompt {i}"}] for i in range(n)]
 start = time.perf_counter()
-out = litellm.batch_completion(model="openai/bench-model", messages=messages, api_base=url,
-                               api_key="sk-bench", max_workers=workers)
+out = batch(messages)
 wall = time.perf_counter() - start
 ok = sum(1 for r in out if not isinstance(r, Exception))
 print(json.dumps({"wall": wall, "ok": ok}))
@@ -49,6 +55,7 @@ print(json.dumps({"wall": wall, "ok": ok}))
 def ours(n: int, workers: int) -> tuple[float, int]:
     import llm_magic
 
+    llm_magic.compare(["warm-up"] * workers, "openai:bench-model", concurrency=workers)
     prompts = [f"prompt {i}" for i in range(n)]
     start = time.perf_counter()
     df = llm_magic.compare(prompts, "openai:bench-model", concurrency=workers, retries=0)
@@ -79,8 +86,9 @@ def raw_sdk(url: str, n: int, workers: int) -> tuple[float, int]:
         )
         return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
 
-    start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(call, range(workers)))  # warm-up, as every client gets
+        start = time.perf_counter()
         answers = list(pool.map(call, range(n)))
     return time.perf_counter() - start, sum(1 for a in answers if a)
 
@@ -124,7 +132,6 @@ def main() -> None:
         os.environ["OPENAI_BASE_URL"] = url
         os.environ["OPENAI_API_KEY"] = KEY
         os.environ["LLM_MAGIC_HOME"] = os.environ.get("LLM_MAGIC_HOME", "/tmp/llm_magic-bench-home")
-        ours(workers, workers)  # warm-up: imports and connection pool
         alone = one_at_a_time()
         clients = {
             CLIENTS[0]: lambda: ours(n, workers),
