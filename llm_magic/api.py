@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 __all__ = ["Completion", "Session", "compare", "complete", "plan_jobs", "run", "session"]
 
 
+def _no_settings() -> Mapping[str, Any]:
+    return {}
+
+
 @dataclass
 class Session:
     """What lives for the whole kernel: aliases made with `%llm alias` and the last result."""
@@ -36,6 +40,9 @@ class Session:
     last: list[RunRecord] = field(default_factory=list)
     # --chat: the messages exchanged so far with each target, keyed by the target as written.
     conversations: dict[str, list[Message]] = field(default_factory=dict)
+    # The `%config LLMMagics` settings, wired in by the loaded extension, so that compare(),
+    # complete() and the panel follow them as %%llm does. Without IPython: none.
+    settings: Callable[[], Mapping[str, Any]] = field(default=_no_settings, repr=False)
 
     def remember(self, jobs: Sequence[Job], records: Sequence[RunRecord]) -> None:
         """Extend each target's conversation with the turn that just succeeded."""
@@ -47,9 +54,10 @@ class Session:
     def all_aliases(self) -> dict[str, str]:
         return {**load_file_config().aliases, **self.aliases}
 
-    def specs(self, targets: Sequence[str], default: str | None = None) -> list[TargetSpec]:
+    def specs(self, targets: Sequence[str]) -> list[TargetSpec]:
         """Parse target words; raises UsageProblem before anything is sent."""
-        default = default or resolve_setting("default_target").value
+        configured = self.settings().get("default_target")
+        default = resolve_setting("default_target", None, configured).value
         known = providers.known_providers()
         return resolve_targets(list(targets), self.all_aliases(), known, default)
 
@@ -206,6 +214,7 @@ def compare(
     prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
     target_list = [targets] if isinstance(targets, str) else list(targets or [])
     specs = session.specs(target_list)
+    configured = session.settings()
     options = make_options(
         temperature=temperature,
         max_tokens=max_tokens,
@@ -214,19 +223,26 @@ def compare(
         stop=stop,
         stream=stream,
         timeout=timeout,
+        configured=configured,
     )
     jobs = plan_jobs(prompt_list, specs, options, system=system, repeat=repeat)
-    records = run(jobs, make_policy(retries=retries, concurrency=concurrency))
-    return to_dataframe(records)
+    policy = make_policy(retries=retries, concurrency=concurrency, configured=configured)
+    return to_dataframe(run(jobs, policy))
 
 
 def complete(prompt: str, target: str | None = None, **options: Any) -> Completion:
-    """One prompt to one target. Raises the provider's error if it failed."""
+    """One prompt to one target.
+
+    Raises the provider's error (`llm_magic.errors.AuthFailed`, `RateLimited`, `TimedOut`, ...)
+    when no text came back. A stream that broke after some text returns that partial answer,
+    with the error in `answer.record.error`.
+    """
     specs = session.specs([target] if target else [])
-    policy = make_policy(retries=options.pop("retries", None))
+    configured = session.settings()
+    policy = make_policy(retries=options.pop("retries", None), configured=configured)
     system = options.pop("system", None)
-    jobs = plan_jobs([prompt], specs, make_options(**options), system=system)
+    jobs = plan_jobs([prompt], specs, make_options(**options, configured=configured), system=system)
     (record,) = run(jobs, policy)
     if record.error is not None and not record.output:
-        raise ProviderError(record.error)
+        raise record.failure or ProviderError(record.error)
     return Completion(record.output, record)

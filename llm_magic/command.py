@@ -27,21 +27,21 @@ __all__ = [
 
 FORMATS: tuple[str, ...] = ("markdown", "text", "code", "json", "html")
 
-# Subcommand -> (arguments as shown in help, fewest arguments, most arguments or None).
-SUBCOMMANDS: dict[str, tuple[str, int, int | None]] = {
-    "models": ("[PROVIDER]", 0, 1),
-    "status": ("", 0, 0),
-    "providers": ("", 0, 0),
-    "pull": ("ollama:MODEL", 1, 1),
-    "rm": ("ollama:MODEL | local:MODEL", 1, 1),
-    "show": ("TARGET", 1, 1),
-    "ps": ("", 0, 0),
-    "alias": ("[NAME [TARGET]]", 0, 2),
-    "config": ("", 0, None),
-    "history": ("[N]", 0, 1),
-    "reset": ("", 0, None),
-    "panel": ("[TARGET ...]", 0, None),
-    "help": ("", 0, 1),
+# Subcommand -> (arguments as shown in help, the numbers of arguments it takes; None: any).
+SUBCOMMANDS: dict[str, tuple[str, tuple[int, ...] | None]] = {
+    "models": ("[PROVIDER]", (0, 1)),
+    "status": ("", (0,)),
+    "providers": ("", (0,)),
+    "pull": ("ollama:MODEL", (1,)),
+    "rm": ("ollama:MODEL | local:MODEL", (1,)),
+    "show": ("TARGET", (1,)),
+    "ps": ("", (0,)),
+    "alias": ("[NAME TARGET]", (0, 2)),
+    "config": ("", (0,)),
+    "history": ("[N]", (0, 1)),
+    "reset": ("[TARGET ...]", None),
+    "panel": ("[TARGET ...]", None),
+    "help": ("", (0,)),
 }
 
 
@@ -285,8 +285,8 @@ def parse_subcommand(line: str) -> tuple[str, list[str]]:
         known = ", ".join(SUBCOMMANDS)
         hint = " (a prompt goes in a %%llm cell)" if ":" in name else ""
         raise UsageProblem(f"unknown subcommand {name!r}{hint}; known subcommands: {known}")
-    shape, fewest, most = SUBCOMMANDS[name]
-    if len(args) < fewest or (most is not None and len(args) > most):
+    shape, counts = SUBCOMMANDS[name]
+    if counts is not None and len(args) not in counts:
         raise UsageProblem(f"usage: %llm {name} {shape}".rstrip())
     if name == "history" and args:
         _history_count(args[0])
@@ -303,7 +303,7 @@ def _history_count(text: str) -> int:
 def usage_text() -> str:
     """Help shown by `%llm help` and `%%llm --help`."""
     subs = "\n".join(
-        f"  %llm {name} {shape}".rstrip() for name, (shape, _, _) in SUBCOMMANDS.items()
+        f"  %llm {name} {shape}".rstrip() for name, (shape, _) in SUBCOMMANDS.items()
     )
     return f"""\
 %%llm [TARGET ...] [options]

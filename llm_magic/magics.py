@@ -49,6 +49,16 @@ class LLMMagics(Magics):
         super().__init__(shell, **kwargs)
         self.session = session or api.session
 
+    @property
+    def session(self) -> api.Session:
+        return self._session
+
+    @session.setter
+    def session(self, session: api.Session) -> None:
+        # compare(), complete() and the panel on this session follow %config as cells do.
+        session.settings = self.configured
+        self._session = session
+
     def configured(self) -> dict[str, Any]:
         """Settings set with %config (None means: not set, fall through to env/file/default)."""
         names = ("default_target", "timeout", "connect_timeout", "retries", "concurrency", "cache")
@@ -75,7 +85,7 @@ class LLMMagics(Magics):
             print(usage_text())
             return None
         ns = self.shell.user_ns
-        specs = self.session.specs(cmd.targets, default=self.default_target)
+        specs = self.session.specs(cmd.targets)
         rows: list[dict[str, Any]] = [{}]
         if cmd.over:
             if cmd.over not in ns:

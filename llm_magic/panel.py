@@ -13,7 +13,7 @@ short waits, and cancels every request in flight the way a kernel interrupt does
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 try:
@@ -54,13 +54,11 @@ class Panel(w.VBox):
         repeat: int = 1,
         discover: bool = True,
         session: api.Session | None = None,
-        configured: Mapping[str, Any] | None = None,
     ) -> None:
         self._session = session or api.session
-        self._configured = dict(configured or {})
         if targets is None:
-            default = self._configured.get("default_target")
-            targets = [str(resolve_setting("default_target", default).value)]
+            configured = self._session.settings().get("default_target")
+            targets = [str(resolve_setting("default_target", None, configured).value)]
         elif isinstance(targets, str):
             targets = targets.split()
         self.result: Any = None  # pandas.DataFrame after the first run
@@ -236,12 +234,13 @@ class Panel(w.VBox):
             return None
         try:
             specs = self._session.specs(list(self.targets.value))
+            configured = self._session.settings()  # read at each run: %config may have changed
             options = api.make_options(
                 temperature=float(self.temperature.value),
                 max_tokens=int(self.max_tokens.value),
-                configured=self._configured,
+                configured=configured,
             )
-            policy = api.make_policy(configured=self._configured)
+            policy = api.make_policy(configured=configured)
         except LLMMagicError as exc:
             self._problem(exc.message)
             return None

@@ -35,10 +35,17 @@ class RunRecord:
     fallback_from: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     started_at: datetime | None = None
+    # The exception behind `error`, so complete() can raise its own class. Not a column: it is
+    # never shown, logged or cached, and it holds only the one-line, key-free message.
+    failure: Exception | None = field(
+        default=None, repr=False, compare=False, metadata={"column": False}
+    )
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
 
-COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(RunRecord))
+COLUMNS: tuple[str, ...] = tuple(
+    f.name for f in fields(RunRecord) if f.metadata.get("column", True)
+)

@@ -271,7 +271,7 @@ def _try_target(
             break
         may_retry = error.retryable and not record.output and attempt < policy.retries
         if not may_retry:
-            record.error = error.message
+            record.error, record.failure = error.message, error
             record.finish_reason = "error"
             break
         # The wait is itself interruptible: cancel() sets the event.

@@ -63,9 +63,7 @@ def _alias(magics: LLMMagics, args: list[str]) -> Any:
     session = magics.session
     if not args:
         return dict(sorted(session.all_aliases().items()))
-    if len(args) != 2:
-        raise UsageProblem("usage: %llm alias NAME TARGET   (e.g. %llm alias fast groq:llama3)")
-    name, target = args
+    name, target = args  # parse_subcommand let through none or two
     # A bad name, target or alias cycle fails now, not at the next run.
     check_alias(name, target, session.all_aliases(), providers.known_providers())
     session.aliases[name] = target
@@ -185,8 +183,6 @@ def _config(magics: LLMMagics, args: list[str]) -> Any:
     """Every resolved setting with its source; keys masked."""
     from .manage import config_table
 
-    if args:
-        raise UsageProblem("usage: %llm config   (change settings with %config LLMMagics.NAME)")
     return config_table(magics.configured())
 
 
@@ -194,9 +190,9 @@ def _config(magics: LLMMagics, args: list[str]) -> Any:
 def _panel(magics: LLMMagics, args: list[str]) -> Any:
     """`%llm panel [TARGET ...]`: the comparison panel, with these targets chosen."""
     # A bad target is one UsageError line now, before any widget is built.
-    magics.session.specs(args, default=magics.default_target)
+    magics.session.specs(args)
     try:
         from .panel import Panel
     except ImportError as exc:
         raise UsageProblem(str(exc)) from None
-    return Panel(args or None, session=magics.session, configured=magics.configured())
+    return Panel(args or None, session=magics.session)

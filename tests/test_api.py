@@ -10,7 +10,7 @@ import pytest
 
 import llm_magic
 from llm_magic import providers
-from llm_magic.errors import ProviderError, UnknownProvider
+from llm_magic.errors import AuthFailed, RateLimited, UnknownProvider
 from llm_magic.providers.base import Chunk, Health, Usage
 from llm_magic.records import COLUMNS
 
@@ -47,8 +47,21 @@ def test_complete_returns_the_text_and_the_record(wired) -> None:
 
 def test_complete_raises_the_providers_error(wired) -> None:
     wired[0].status, wired[0].error_message = 401, "bad key"
-    with pytest.raises(ProviderError, match="bad key"):
+    with pytest.raises(AuthFailed, match="bad key") as info:
         llm_magic.complete("Hi", "openai:gpt-4o-mini")
+    assert info.value.status == 401 and info.value.provider == "openai"
+    wired[0].status, wired[0].retry_after = 429, 7
+    with pytest.raises(RateLimited) as limited:
+        llm_magic.complete("Hi", "openai:gpt-4o-mini", retries=0)
+    assert limited.value.retry_after == 7.0
+
+
+def test_complete_keeps_a_partial_answer_when_the_stream_breaks(wired) -> None:
+    wired[0].cut_after = 2  # chunks, then the connection drops
+    answer = llm_magic.complete("Hi there", "openai:gpt-4o-mini")
+    assert answer.text and answer.text != "Echo from gpt-4o-mini: Hi there"
+    assert "Echo from gpt-4o-mini: Hi there".startswith(answer.text)
+    assert answer.record.error and answer.record.finish_reason == "error"
 
 
 def test_bad_targets_raise_before_sending(wired) -> None:

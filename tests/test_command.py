@@ -242,7 +242,10 @@ SUBCOMMAND_BAD = [
     ("pull a b", "usage: %llm pull"),
     ("show", "usage: %llm show TARGET"),
     ("status now", "usage: %llm status"),
-    ("alias a b c", "usage: %llm alias"),
+    ("alias a b c", "usage: %llm alias [NAME TARGET]"),
+    ("alias fast", "usage: %llm alias [NAME TARGET]"),  # a name alone: half an alias
+    ("config timeout", "usage: %llm config"),
+    ("help over", "usage: %llm help"),
     ("history ten", "%llm history N", "'ten' is not a whole number"),
     ("history 0", "%llm history N", "out of range"),
     ("alias 'x", "unbalanced quote"),
@@ -254,6 +257,14 @@ def test_bad_subcommands(line: str, fragments: tuple[str, ...]) -> None:
     with pytest.raises(UsageProblem) as info:
         parse_subcommand(line)
     assert_one_line(info.value, *fragments)
+
+
+def test_help_shows_the_arguments_each_subcommand_takes() -> None:
+    text = usage_text()
+    assert "%llm alias [NAME TARGET]" in text
+    assert "%llm reset [TARGET ...]" in text
+    assert parse_subcommand("reset fast ollama:llama3.2") == ("reset", ["fast", "ollama:llama3.2"])
+    assert parse_subcommand("alias fast ollama:llama3.2") == ("alias", ["fast", "ollama:llama3.2"])
 
 
 def test_known_subcommands_are_listed_in_full() -> None:

@@ -115,6 +115,25 @@ def test_config_sets_the_default_target(ip, backends) -> None:
     assert ip.user_ns["_llm"]["target"].iloc[0] == "ollama:llama3.2"
 
 
+def test_the_python_api_follows_config_as_cells_do(ip, backends) -> None:
+    openai_server = backends[0]
+    ip.run_line_magic("config", "LLMMagics.default_target = 'ollama:llama3.2'")
+    ip.run_line_magic("config", "LLMMagics.retries = 0")
+    ip.run_cell("import llm_magic")
+    df = ip.run_cell("llm_magic.compare('Hi')").result
+    assert list(df["target"]) == ["ollama:llama3.2"]
+    assert str(ip.run_cell("llm_magic.complete('Hi')").result).startswith("Echo from llama3.2")
+    openai_server.status = 503  # retried twice by default; %config says not at all
+    ip.run_cell("df = llm_magic.compare('Hi', 'openai:gpt-4o-mini')")
+    assert openai_server.request_count == 1 and "503" in ip.user_ns["df"]["error"].iloc[0]
+    ip.run_line_magic("config", "LLMMagics.retries = 1")  # read at each call, not at load
+    ip.run_cell("df = llm_magic.compare('Hi', 'openai:gpt-4o-mini')")
+    assert openai_server.request_count == 3
+    # a keyword passed to compare() still wins over %config, as a cell's option does
+    ip.run_cell("df = llm_magic.compare('Hi', 'openai:gpt-4o-mini', retries=0)")
+    assert openai_server.request_count == 4
+
+
 def test_aliases_and_endpoints_from_the_config_file(ip, backends, isolated_env, monkeypatch):
     openai_server = backends[0]
     (isolated_env / "config.toml").write_text(

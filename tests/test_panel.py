@@ -144,8 +144,8 @@ def test_picker_adds_checked_targets_and_rejects_bad_ones() -> None:
 
 def test_no_targets_means_the_default_target() -> None:
     assert make_panel(None).targets.value == ["local:smollm2"]
-    configured = {"default_target": "ollama:llama3.2"}
-    assert Panel(discover=False, configured=configured).targets.value == ["ollama:llama3.2"]
+    session = api.Session(settings=lambda: {"default_target": "ollama:llama3.2"})  # as %config
+    assert Panel(discover=False, session=session).targets.value == ["ollama:llama3.2"]
 
 
 def test_discovery_lists_models_of_configured_providers(
