@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from . import providers
+from . import providers, ranges
 from .config import load_file_config, resolve_setting
-from .errors import ProviderError
+from .errors import ProviderError, UsageProblem
 from .providers.base import Message, Options
 from .records import RunRecord
 from .runner import Events, Job, Policy, run_jobs
@@ -97,7 +97,13 @@ def plan_jobs(
     """One job per prompt x target x repeat, in that order.
 
     With `conversations` (--chat), each target's earlier turns go before the new prompt.
+    An empty prompt (an empty field, a blank `--over` item) is a UsageProblem: never sent.
     """
+    ranges.check("repeat", repeat, "")
+    for i, prompt in enumerate(prompts):
+        if not prompt.strip():
+            which = f"prompt {i + 1} of {len(prompts)}" if len(prompts) > 1 else "the prompt"
+            raise UsageProblem(f"{which} is empty once its fields are filled: nothing to send")
     head = (Message("system", system),) if system else ()
     jobs: list[Job] = []
     for prompt in prompts:
@@ -121,6 +127,9 @@ def make_options(
     configured: Mapping[str, Any] | None = None,
 ) -> Options:
     configured = configured or {}
+    sampling = {"temperature": temperature, "max_tokens": max_tokens, "top_p": top_p, "seed": seed}
+    for name, value in sampling.items():
+        ranges.check(name, value, "")  # the magic's parser has checked its own; the API's too
     return Options(
         temperature=temperature,
         max_tokens=max_tokens,
@@ -212,6 +221,8 @@ def compare(
     from .results import to_dataframe
 
     prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
+    if targets is not None and not isinstance(targets, str) and not list(targets):
+        raise UsageProblem("compare() got no targets; leave targets out for the default one")
     target_list = [targets] if isinstance(targets, str) else list(targets or [])
     specs = session.specs(target_list)
     configured = session.settings()
@@ -237,6 +248,8 @@ def complete(prompt: str, target: str | None = None, **options: Any) -> Completi
     when no text came back. A stream that broke after some text returns that partial answer,
     with the error in `answer.record.error`.
     """
+    if target is not None and not isinstance(target, str):
+        raise UsageProblem("complete() takes one target (a string); compare() takes several")
     specs = session.specs([target] if target else [])
     configured = session.settings()
     policy = make_policy(retries=options.pop("retries", None), configured=configured)

@@ -10,6 +10,9 @@ The checks are cheap and stay on this machine unless a key says otherwise:
 - a keyless server (Ollama, llama.cpp, vLLM, LM Studio, LocalAI, a keyless endpoint of the config
   file) is probed with one short GET, and only when its address is on this machine (loopback).
   For Ollama the model must also be pulled. A keyless server elsewhere is taken as configured.
+- a server on this machine is probed with the provider's key when one is set (as a Bearer
+  token, like the provider sends it), so a local server that wants a key is not reported as
+  refusing us for want of one.
 
 Notebooks use it to run the cells that need a key or a server only when it is there.
 """
@@ -26,6 +29,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from .errors import mask_url
 from .targets import Target, parse_target
 
 __all__ = ["Availability", "available", "check_targets"]
@@ -108,16 +112,24 @@ def _check(target: Target, probes: _Probes) -> tuple[bool, str]:
     if not _is_loopback(base):
         if spec.key_required:
             return True, f"{spec.key_env} is set (not contacted)"
-        return True, f"configured at {base} (not on this machine, not probed)"
+        return True, f"configured at {mask_url(base)} (not on this machine, not probed)"
     if spec.kind == "ollama":
-        return _check_ollama(base, target.model, probes)
-    answered, _ = probes.get(base, "/models")
+        return _check_ollama(base, target.model, probes, endpoint.api_key, spec.key_env)
+    answered, _ = probes.get(base, "/models", endpoint.api_key)
     if answered is None:
-        return False, f"nothing answers at {base}"
+        return False, f"nothing answers at {mask_url(base)}"
     if answered == 401 or answered == 403:
-        hint = f": set {spec.key_env}" if spec.key_env else ""
-        return False, f"the server at {base} refuses us (HTTP {answered}){hint}"
-    return True, f"server answers at {base}"
+        return False, _refusal(base, answered, endpoint.api_key, spec.key_env)
+    return True, f"server answers at {mask_url(base)}"
+
+
+def _refusal(base: str, status: int, key: str | None, key_env: str | None) -> str:
+    """Why a 401/403 came back, in one line that names the key's variable, never the key."""
+    where = f"the server at {mask_url(base)}"
+    if key:
+        return f"{where} refused the key in {key_env} (HTTP {status})"
+    hint = f": set {key_env}" if key_env else ""
+    return f"{where} refuses us (HTTP {status}){hint}"
 
 
 def _check_local(target: Target) -> tuple[bool, str]:
@@ -132,16 +144,20 @@ def _check_local(target: Target) -> tuple[bool, str]:
     return True, f"embedded model, {path.name}"
 
 
-def _check_ollama(base: str, model: str, probes: _Probes) -> tuple[bool, str]:
-    status, body = probes.get(base, "/api/tags")
+def _check_ollama(
+    base: str, model: str, probes: _Probes, key: str | None, key_env: str | None
+) -> tuple[bool, str]:
+    status, body = probes.get(base, "/api/tags", key)
     if status is None:
-        return False, f"no Ollama at {base} (start it with `ollama serve`)"
+        return False, f"no Ollama at {mask_url(base)} (start it with `ollama serve`)"
+    if status == 401 or status == 403:  # an Ollama behind a proxy that wants a key
+        return False, _refusal(base, status, key, key_env)
     if status != 200:
-        return False, f"Ollama at {base} answered HTTP {status}"
+        return False, f"Ollama at {mask_url(base)} answered HTTP {status}"
     names = _ollama_names(body)
     if _tagged(model) not in names:
         return False, f"Ollama runs, but {model} is not pulled: %llm pull ollama:{model}"
-    return True, f"Ollama at {base} has {model}"
+    return True, f"Ollama at {mask_url(base)} has {model}"
 
 
 def _tagged(name: str) -> str:
@@ -164,21 +180,21 @@ def _ollama_names(body: bytes) -> set[str]:
 
 
 class _Probes:
-    """Each (server, path) is asked once per check, however many targets it serves."""
+    """Each (server, path, key) is asked once per check, however many targets it serves."""
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
         self._lock = threading.Lock()
-        self._asked: dict[tuple[str, str], Future[tuple[int | None, bytes]]] = {}
+        self._asked: dict[tuple[str, str, str | None], Future[tuple[int | None, bytes]]] = {}
 
-    def get(self, base: str, path: str) -> tuple[int | None, bytes]:
+    def get(self, base: str, path: str, key: str | None = None) -> tuple[int | None, bytes]:
         with self._lock:
-            future = self._asked.get((base, path))
+            future = self._asked.get((base, path, key))
             mine = future is None
             if future is None:
-                future = self._asked[(base, path)] = Future()
+                future = self._asked[(base, path, key)] = Future()
         if mine:
-            future.set_result(_get(base, path, self.timeout))
+            future.set_result(_get(base, path, self.timeout, key))
         return future.result()
 
 
@@ -192,19 +208,25 @@ def _is_loopback(url: str) -> bool:
         return False
 
 
-def _get(base: str, path: str, timeout: float) -> tuple[int | None, bytes]:
+def _get(base: str, path: str, timeout: float, key: str | None = None) -> tuple[int | None, bytes]:
     """GET base+path on a loopback server: (status, body), or (None, b"") when nothing answers.
+    `key`, when given, goes as a Bearer token, as the providers send it.
 
     http.client rather than an HTTP library: it reads no proxy variables, so a probe of
     127.0.0.1 cannot be sent anywhere else, and it is in the standard library.
     """
+    if not _is_loopback(base):  # the caller checks too; a key must never leave this machine
+        return None, b""
     parts = urlsplit(base)
     host = "127.0.0.1" if parts.hostname == "localhost" else parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
     cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     conn = cls(host, port, timeout=timeout)
+    headers = {"Accept": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
     try:
-        conn.request("GET", parts.path.rstrip("/") + path, headers={"Accept": "application/json"})
+        conn.request("GET", parts.path.rstrip("/") + path, headers=headers)
         response = conn.getresponse()
         # A model list is small; the cap keeps a confused server from holding us.
         return response.status, response.read(1 << 20)

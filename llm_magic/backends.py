@@ -27,7 +27,7 @@ from .discovery import (
     loopback_port,
     unprefixed,
 )
-from .errors import TransportError, UnknownProvider
+from .errors import TransportError, UnknownProvider, mask_url
 from .providers.base import Health, ModelInfo, Provider
 
 if TYPE_CHECKING:
@@ -192,11 +192,12 @@ def status_table(
             health = Health(b.name, b.base_url, False, error=error_text(health))
         # What the probe recognised beats what the provider kind assumes.
         known = b.found is not None and (b.found.preset is not None or b.adhoc)
+        url = health.base_url or b.base_url
         rows.append(
             {
                 "provider": b.name,
                 "server": b.found.server if known else _KIND_SERVER.get(b.kind, b.kind),
-                "base_url": health.base_url or b.base_url,
+                "base_url": mask_url(url) if url else url,
                 "reachable": health.reachable,
                 "rtt_ms": None if health.rtt_s is None else round(health.rtt_s * 1000, 1),
                 "version": health.version or (b.found.version if b.found else None),
@@ -274,7 +275,7 @@ def notes_for(failures: list[tuple[Backend, BaseException]], quiet_defaults: boo
         if quiet_defaults and b.default_local and isinstance(exc, TransportError):
             down.append(b.name)
         else:
-            where = f" ({b.base_url})" if b.base_url else ""
+            where = f" ({mask_url(b.base_url)})" if b.base_url else ""
             notes.append(f"skipped {b.name}{where}: {unprefixed(error_text(exc), b.name)}")
     if down:
         notes.append(f"not running (default ports on {LOOPBACK}): {', '.join(down)}")

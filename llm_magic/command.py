@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import keyword
-import math
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import UsageProblem
+from .ranges import RANGES, Range
 
 __all__ = [
     "FORMATS",
@@ -93,39 +94,19 @@ def split_line(line: str) -> list[str]:
 # --- value checkers: each raises ArgumentTypeError, which argparse prefixes with the option ---
 
 
-def _number(lo: float, hi: float, *, lo_open: bool = False) -> Callable[[str], float]:
-    if hi == math.inf:
-        allowed = f"greater than {lo:g}" if lo_open else f"{lo:g} or more"
-    else:
-        allowed = f"greater than {lo:g} and at most {hi:g}" if lo_open else f"{lo:g} to {hi:g}"
+def _ranged(limits: Range) -> Callable[[str], Any]:
+    kind = "a whole number" if limits.whole else "a number"
 
-    def check(text: str) -> float:
+    def check(text: str) -> int | float:
         try:
-            value = float(text)
+            value = int(text) if limits.whole else float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"{text!r} is not a number; allowed: {allowed}"
+                f"{text!r} is not {kind}; allowed: {limits.allowed}"
             ) from None
-        too_low = value <= lo if lo_open else value < lo
-        if not math.isfinite(value) or too_low or value > hi:
-            raise argparse.ArgumentTypeError(f"{text} is out of range; allowed: {allowed}")
-        return value
-
-    return check
-
-
-def _whole(lo: int, hi: int | None) -> Callable[[str], int]:
-    allowed = f"{lo} or more" if hi is None else f"{lo} to {hi}"
-
-    def check(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{text!r} is not a whole number; allowed: {allowed}"
-            ) from None
-        if value < lo or (hi is not None and value > hi):
-            raise argparse.ArgumentTypeError(f"{text} is out of range; allowed: {allowed}")
+        why = limits.problem(value)
+        if why is not None:
+            raise argparse.ArgumentTypeError(why)
         return value
 
     return check
@@ -200,20 +181,20 @@ def _build_parser() -> _Parser:
     p = _Parser(prog="%%llm", add_help=False, allow_abbrev=False, exit_on_error=False)
     p.add_argument("targets", nargs="*")
     p.add_argument("-h", "--help", action="store_true")
-    p.add_argument("-t", "--temperature", type=_number(0, 2))
-    p.add_argument("-n", "--max-tokens", type=_whole(1, None))
-    p.add_argument("--top-p", type=_number(0, 1, lo_open=True))
-    p.add_argument("--seed", type=_whole(0, 2**32 - 1))
+    p.add_argument("-t", "--temperature", type=_ranged(RANGES["temperature"]))
+    p.add_argument("-n", "--max-tokens", type=_ranged(RANGES["max_tokens"]))
+    p.add_argument("--top-p", type=_ranged(RANGES["top_p"]))
+    p.add_argument("--seed", type=_ranged(RANGES["seed"]))
     p.add_argument("-s", "--system", type=_text)
     p.add_argument("--stop", type=_stop, action="append")
-    p.add_argument("-r", "--repeat", type=_whole(1, 1000), default=1)
+    p.add_argument("-r", "--repeat", type=_ranged(RANGES["repeat"]), default=1)
     p.add_argument("--over", type=_identifier)
     p.add_argument("-o", "--out", type=_identifier)
     p.add_argument("-f", "--format", type=_format_name, default="markdown")
     p.add_argument("--no-stream", dest="stream", action="store_false")
-    p.add_argument("--timeout", type=_number(0, math.inf, lo_open=True))
-    p.add_argument("--retries", type=_whole(0, 10))
-    p.add_argument("-c", "--concurrency", type=_whole(1, 256))
+    p.add_argument("--timeout", type=_ranged(RANGES["timeout"]))
+    p.add_argument("--retries", type=_ranged(RANGES["retries"]))
+    p.add_argument("-c", "--concurrency", type=_ranged(RANGES["concurrency"]))
     cache = p.add_mutually_exclusive_group()
     cache.add_argument("--cache", dest="cache", action="store_const", const=True)
     cache.add_argument("--no-cache", dest="cache", action="store_const", const=False)
@@ -244,6 +225,8 @@ def parse_command(line: str, cell: str | None) -> Command:
     template = "" if cell is None else _prompt_text(cell)
     if cell is not None and not template and not ns.help:
         raise UsageProblem("the cell is empty: write the prompt below %%llm")
+    if ns.over and not ns.interpolate:
+        raise UsageProblem("--over fills {fields} of the cell; it cannot go with --no-interpolate")
     if ns.chat and ns.over:
         raise UsageProblem("--chat cannot be combined with --over: a chat continues one prompt")
     if ns.chat and ns.repeat > 1:
@@ -295,16 +278,14 @@ def parse_subcommand(line: str) -> tuple[str, list[str]]:
 
 def _history_count(text: str) -> int:
     try:
-        return _whole(1, None)(text)
+        return _ranged(Range(1, whole=True))(text)
     except argparse.ArgumentTypeError as exc:
         raise UsageProblem(f"%llm history N: {exc}") from None
 
 
 def usage_text() -> str:
     """Help shown by `%llm help` and `%%llm --help`."""
-    subs = "\n".join(
-        f"  %llm {name} {shape}".rstrip() for name, (shape, _) in SUBCOMMANDS.items()
-    )
+    subs = "\n".join(f"  %llm {name} {shape}".rstrip() for name, (shape, _) in SUBCOMMANDS.items())
     return f"""\
 %%llm [TARGET ...] [options]
 prompt template, may use {{name}} from the notebook ({{{{ and }}}} for literal braces)

@@ -26,12 +26,14 @@ Keys are read only from environment variables, never from this file.
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import ranges
 from .errors import ConfigProblem
 
 if sys.version_info >= (3, 11):
@@ -127,7 +129,15 @@ def _table(data: dict[str, Any], key: str, path: Path) -> dict[str, Any]:
     return value
 
 
+_TABLES = ("aliases", "providers", "prices", "limits", "concurrency", "model_dirs")
+
+
 def _parse(path: Path, data: dict[str, Any]) -> FileConfig:
+    for key in data:
+        if key not in DEFAULTS and key not in _TABLES:
+            close = difflib.get_close_matches(key, [*DEFAULTS, *_TABLES], n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigProblem(f"{path}: unknown setting {key!r}{hint}")
     settings = {k: data[k] for k in DEFAULTS if k in data and not isinstance(data[k], dict)}
     aliases = _table(data, "aliases", path)
     for name, target in aliases.items():
@@ -157,8 +167,13 @@ def _parse(path: Path, data: dict[str, Any]) -> FileConfig:
         aliases=dict(aliases),
         providers={k: dict(v) for k, v in providers.items()},
         prices={k: dict(v) for k, v in _table(data, "prices", path).items()},
-        limits={k: int(v) for k, v in limits.items()},
+        limits={k: _limit(k, v, path) for k, v in limits.items()},
     )
+
+
+def _limit(provider: str, value: Any, path: Path) -> int:
+    ranges.check("concurrency", value, f"{path}: [limits] {provider}")
+    return int(value)
 
 
 def _coerce(name: str, raw: Any, where: str) -> Any:
@@ -179,7 +194,16 @@ def _coerce(name: str, raw: Any, where: str) -> Any:
 
 
 def resolve_setting(name: str, option: Any = None, configured: Any = None) -> Setting:
-    """One setting's value and its source, by the precedence in this module's docstring."""
+    """One setting's value and its source, by the precedence in this module's docstring.
+
+    A value outside the setting's range is a UsageProblem that names where it came from.
+    """
+    setting = _find_setting(name, option, configured)
+    ranges.check(name, setting.value, "" if setting.source == "option" else setting.source)
+    return setting
+
+
+def _find_setting(name: str, option: Any, configured: Any) -> Setting:
     if option is not None:
         return Setting(name, option, "option")
     if configured is not None:

@@ -19,7 +19,8 @@
         └── Cancelled           the user interrupted the run
 
 Every message is one line and never holds an API key: `redact()` removes the values of the
-key variables known to the process before a message leaves a provider.
+key variables known to the process before a message leaves a provider. A base URL is shown
+through `mask_url()`: credentials in its userinfo or its query stay out of tables and messages.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ __all__ = [
     "TransportError",
     "UnknownProvider",
     "UsageProblem",
+    "mask_url",
     "one_line",
     "redact",
     "status_error",
@@ -79,6 +81,32 @@ class Redactor:
 def redact(text: str, extra_secrets: tuple[str, ...] = ()) -> str:
     """Remove every known secret from `text` (the environment read now)."""
     return Redactor(extra_secrets)(text)
+
+
+def mask_url(url: str) -> str:
+    """A URL as it may be shown: `http://user:***@host/v1?key=***`.
+
+    The password of the userinfo is masked (a userinfo without one is masked whole: it is
+    usually a token), and so is the value of every query parameter (a bare parameter whole).
+    Only for showing: what is sent keeps the URL as it is.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:  # "host:port" as OLLAMA_HOST allows
+        scheme, rest = "", url
+    # The authority ends at the first / ? #; its userinfo at its last @ (as urlsplit reads it).
+    end = next((i for i, c in enumerate(rest) if c in "/?#"), len(rest))
+    authority, tail = rest[:end], rest[end:]
+    userinfo, at, host = authority.rpartition("@")
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        authority = f"{user}:***@{host}" if colon else f"***@{host}"
+    path, question, query = tail.partition("?")
+    if question:
+        query, hash_, fragment = query.partition("#")
+        params = [p.partition("=") for p in query.split("&")]
+        masked = "&".join(f"{k}=***" if eq else ("***" if k else "") for k, eq, _ in params)
+        path = f"{path}?{masked}{hash_}{fragment}"
+    return f"{scheme}{sep}{authority}{path}"
 
 
 def one_line(text: str, limit: int = 300) -> str:

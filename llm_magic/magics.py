@@ -18,7 +18,7 @@ from .command import Command, parse_command, parse_subcommand, usage_text
 from .errors import ConfigProblem, ProviderError, UsageProblem
 from .records import RunRecord
 from .runner import Job, RunInterrupted
-from .template import expand_over, render
+from .template import check_over_fields, expand_over, render
 
 __all__ = ["LLMMagics"]
 
@@ -91,6 +91,7 @@ class LLMMagics(Magics):
             if cmd.over not in ns:
                 raise UsageProblem(f"--over {cmd.over}: no variable {cmd.over!r} in the notebook")
             rows = expand_over(ns[cmd.over], cmd.over)
+            check_over_fields(cmd.template, rows, cmd.over, ns)
         fill: Callable[[str, dict[str, Any]], str] = (
             (lambda text, row: render(text, {**ns, **row})) if cmd.interpolate else (lambda t, r: t)
         )

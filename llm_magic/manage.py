@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import backends, discovery, providers
 from .config import DEFAULTS, FileConfig, config_path, load_file_config, resolve_setting
-from .errors import ProviderError, UsageProblem
+from .errors import ProviderError, UsageProblem, mask_url
 from .providers import Endpoint
 from .targets import Target, parse_target
 
@@ -93,7 +93,7 @@ def providers_table(cfg: FileConfig | None = None) -> pd.DataFrame:
                 "configured": bool(endpoint.api_key) or not spec.key_required,
                 "key": key,
                 "key_source": endpoint.key_source,
-                "base_url": url,
+                "base_url": mask_url(url) if url else url,
                 "base_url_source": "built-in default" if source == "built-in" else source,
             }
         )
@@ -106,10 +106,15 @@ _CONFIG_COLUMNS = {"setting": "string", "value": "object", "source": "string"}
 def config_table(configured: Mapping[str, Any], cfg: FileConfig | None = None) -> pd.DataFrame:
     """Every resolved setting with where it came from; then files, folders and keys (masked)."""
     from .providers import gguf
+    from .store import log_location
 
     cfg = cfg if cfg is not None else load_file_config()
     rows: list[dict[str, Any]] = []
     for name in DEFAULTS:
+        if name == "log_path":  # the file the run log really uses, not the setting's raw text
+            log, source = log_location()
+            rows.append({"setting": name, "value": str(log), "source": source})
+            continue
         setting = resolve_setting(name, configured=configured.get(name))
         rows.append({"setting": name, "value": setting.value, "source": setting.source})
     path = config_path()
@@ -161,7 +166,8 @@ def _kind(name: str, cfg: FileConfig) -> str:
 
 def _ollama(target: Target, verb: str, cfg: FileConfig) -> Any:
     if _kind(target.provider, cfg) != "ollama":
-        raise UsageProblem(f"%llm {verb} works with Ollama only (e.g. ollama:{target.model})")
+        # A fixed example: the model given is another provider's ("gpt-4o"), not Ollama's.
+        raise UsageProblem(f"%llm {verb} works with Ollama only (e.g. ollama:llama3.2)")
     return providers.get_provider(target.provider, cfg)
 
 

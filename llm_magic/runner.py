@@ -6,6 +6,7 @@ cancels every job's CancelToken, which closes the streams the workers are blocke
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import time
@@ -91,6 +92,7 @@ def run_jobs(
     """
     run_id = run_id or new_run_id()
     get_provider = _resolved_once(get_provider)
+    _build_providers(get_provider, jobs)
     tokens = [CancelToken() for _ in jobs]
     records: list[RunRecord | None] = [None] * len(jobs)
     limits = {name: threading.BoundedSemaphore(n) for name, n in policy.limits.items() if n > 0}
@@ -149,6 +151,15 @@ def _resolved_once(get_provider: Callable[[str], Provider]) -> Callable[[str], P
         return provider
 
     return lookup
+
+
+def _build_providers(get_provider: Callable[[str], Provider], jobs: Sequence[Job]) -> None:
+    """Build every provider the run may use before any job starts: otherwise one target's SDK
+    import (half a second for openai) holds the GIL while another target is being timed."""
+    for name in dict.fromkeys(t.provider for job in jobs for t in job.spec.chain):
+        # A provider that cannot be built fails again in its job's attempt, as the row's error.
+        with contextlib.suppress(LLMMagicError):
+            get_provider(name)
 
 
 class _Countdown:
@@ -328,6 +339,13 @@ def _attempt(
     start = time.perf_counter()
     try:
         provider = get_provider(target.provider)
+        prepare = getattr(provider, "prepare", None)  # optional: load the model (embedded)
+        if prepare is not None:
+            prepare(target.model)
+        # The clock starts once the provider is built (SDK imported, client made, model
+        # loaded): start-up must not make a session's first request look slower than the next.
+        record.started_at = datetime.now(timezone.utc)
+        start = time.perf_counter()
         for chunk in provider.stream(list(job.messages), target.model, job.options, token):
             if token.cancelled:
                 break

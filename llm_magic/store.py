@@ -38,6 +38,7 @@ __all__ = [
     "cache_key",
     "copy_answer",
     "default_store",
+    "log_location",
     "log_path",
     "record_run",
 ]
@@ -63,11 +64,12 @@ _COLS = ", ".join(f'"{c}"' for c in COLUMNS)
 _MARKS = ", ".join("?" for _ in COLUMNS)
 
 
-def log_path() -> Path:
-    """Where the database lives right now (see the module docstring for the order)."""
+def log_location() -> tuple[Path, str]:
+    """Where the database lives right now and what put it there: "environment LLM_MAGIC_HOME",
+    "config file PATH" or "default" (see the module docstring for the order)."""
     home = os.environ.get("LLM_MAGIC_HOME", "").strip()
     if home:
-        return Path(home).expanduser() / DB_NAME
+        return Path(home).expanduser() / DB_NAME, "environment LLM_MAGIC_HOME"
     from .config import load_file_config
 
     file = load_file_config()
@@ -76,10 +78,17 @@ def log_path() -> Path:
         path = Path(str(configured)).expanduser()
         if not path.is_absolute() and file.path is not None:
             path = file.path.parent / path  # relative to the config file, not to the notebook
-        return path / DB_NAME if path.is_dir() or str(configured).endswith(("/", os.sep)) else path
+        if path.is_dir() or str(configured).endswith(("/", os.sep)):
+            path = path / DB_NAME
+        return path, f"config file {file.path}"
     from platformdirs import user_data_dir
 
-    return Path(user_data_dir("llm_magic", appauthor=False)) / DB_NAME
+    return Path(user_data_dir("llm_magic", appauthor=False)) / DB_NAME, "default"
+
+
+def log_path() -> Path:
+    """Where the database lives right now (see the module docstring for the order)."""
+    return log_location()[0]
 
 
 def cache_key(

@@ -15,7 +15,7 @@ from typing import Any
 
 from .errors import TemplateProblem, UsageProblem
 
-__all__ = ["expand_over", "fields", "render"]
+__all__ = ["check_over_fields", "expand_over", "fields", "render"]
 
 _BRACE_HINT = "write {{ and }} for literal braces"
 _ROOT = re.compile(r"[.\[]")
@@ -137,8 +137,9 @@ def _is_instance(value: Any, module: str, cls: str) -> bool:
 def expand_over(value: Any, var_name: str) -> list[dict[str, Any]]:
     """The template variables for each prompt of `--over VAR`.
 
-    DataFrame: one dict per row, keyed by column name. Series: {"item": x} plus the Series' name
-    when it is a str. List, tuple or other iterable: {"item": x}, and a dict element's own keys.
+    DataFrame: one dict per row, keyed by column name. List, tuple, Series or other iterable:
+    the item as {item} and as {VAR} itself (`--over topics` + "about {topics}" means each topic,
+    not the whole list), plus a Series' str name and a dict element's own keys.
     """
     if _is_instance(value, "pandas", "DataFrame"):
         columns = [str(c) for c in value.columns]
@@ -147,7 +148,7 @@ def expand_over(value: Any, var_name: str) -> list[dict[str, Any]]:
         ]
     elif _is_instance(value, "pandas", "Series"):
         name = value.name if isinstance(value.name, str) else None
-        rows = [{"item": x, **({name: x} if name else {})} for x in value.tolist()]
+        rows = [{"item": x, var_name: x, **({name: x} if name else {})} for x in value.tolist()]
     elif isinstance(value, (str, bytes, bytearray, Mapping)) or not isinstance(value, Iterable):
         kind = type(value).__name__
         hint = " (use list(d.items()) or a DataFrame)" if isinstance(value, Mapping) else ""
@@ -157,10 +158,33 @@ def expand_over(value: Any, var_name: str) -> list[dict[str, Any]]:
     else:
         rows = []
         for x in value:
-            row: dict[str, Any] = {"item": x}
+            row: dict[str, Any] = {"item": x, var_name: x}
             if isinstance(x, Mapping):
                 row.update((str(k), v) for k, v in x.items())
             rows.append(row)
     if not rows:
         raise UsageProblem(f"--over {var_name} is empty: nothing to send")
     return rows
+
+
+def check_over_fields(
+    template: str, rows: list[dict[str, Any]], var_name: str, namespace: Mapping[str, Any]
+) -> None:
+    """Under `--over`, the cell must use a field of the items, and only fields that exist.
+
+    Otherwise every prompt would be the same text, sent (and paid for) once per item.
+    """
+    names = list(dict.fromkeys(k for row in rows for k in row))
+    shown = ", ".join("{" + n + "}" for n in names[:6]) + (", …" if len(names) > 6 else "")
+    used = fields(template)
+    for name in used:
+        if name not in names and name not in namespace:
+            raise TemplateProblem(
+                f"--over {var_name}: {{{name}}} is neither a field of the items ({shown})"
+                " nor a notebook variable"
+            )
+    if not any(name in names for name in used):
+        raise UsageProblem(
+            f"--over {var_name}: the cell uses none of the items' fields ({shown}), so every"
+            " prompt would be the same; use -r N to ask one prompt several times"
+        )

@@ -61,14 +61,43 @@ def test_keyed_server_on_loopback_is_probed_with_the_key(
 ) -> None:
     openai_server.api_key = "right-key-1234567890"
     monkeypatch.setenv("OPENAI_BASE_URL", openai_server.url)
+    monkeypatch.setenv("OPENAI_API_KEY", "right-key-1234567890")
+    ok, reason = reasons("openai:gpt-4o-mini")["openai:gpt-4o-mini"]
+    # The probe sends the key as the provider does, so a server that wants it answers.
+    assert ok, reason
+    assert reason == f"server answers at {openai_server.url}"
+    (probe,) = openai_server.requests
+    assert probe.path == "/v1/models"
+    assert probe.headers["authorization"] == "Bearer right-key-1234567890"
+
+
+def test_a_refused_key_is_named_by_its_variable_never_shown(
+    openai_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    openai_server.api_key = "right-key-1234567890"
+    monkeypatch.setenv("OPENAI_BASE_URL", openai_server.url)
     monkeypatch.setenv("OPENAI_API_KEY", "wrong-key-1234567890")
     ok, reason = reasons("openai:gpt-4o-mini")["openai:gpt-4o-mini"]
-    # The probe sends no key (it only asks whether the server is there), so a server that
-    # wants one says 401 and the target is reported unusable with the reason, key unnamed.
     assert not ok
-    assert "HTTP 401" in reason and "OPENAI_API_KEY" in reason
-    assert "wrong-key" not in reason
-    assert [r.path for r in openai_server.requests] == ["/v1/models"]
+    refused = "refused the key in OPENAI_API_KEY (HTTP 401)"
+    assert reason == f"the server at {openai_server.url} {refused}"
+    assert "set OPENAI_API_KEY" not in reason  # it is set: the server turned it down
+    assert "wrong-key" not in reason and "right-key" not in reason
+    assert [r.headers["authorization"] for r in openai_server.requests] == [
+        "Bearer wrong-key-1234567890"
+    ]
+
+
+def test_a_keyless_probe_refused_asks_for_the_unset_variable(
+    openai_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # vLLM's key is optional: not set, the probe goes without one and the 401 names the variable.
+    openai_server.api_key = "right-key-1234567890"
+    monkeypatch.setenv("VLLM_BASE_URL", openai_server.url)
+    ok, reason = reasons("vllm:any-model")["vllm:any-model"]
+    assert not ok
+    assert reason == f"the server at {openai_server.url} refuses us (HTTP 401): set VLLM_API_KEY"
+    assert "authorization" not in openai_server.requests[0].headers
 
 
 def test_keyless_endpoint_from_config_is_probed(

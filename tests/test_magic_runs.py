@@ -54,6 +54,9 @@ def test_over_a_list_and_a_series(wired) -> None:
     ]
     ip.run_cell("%%llm openai:gpt-4o-mini --over drinks -q\nPraise {drink}.")
     assert list(ip.user_ns["_llm"]["prompt"]) == ["Praise milk.", "Praise water."]
+    # the variable's own name is each item too, as `--over items` + `{items}` reads
+    ip.run_cell("%%llm openai:gpt-4o-mini --over items -q\nPraise {items}.")
+    assert list(ip.user_ns["_llm"]["prompt"]) == ["Praise tea.", "Praise coffee.", "Praise cocoa."]
 
 
 def test_a_large_run_shows_a_progress_bar_and_respects_concurrency(wired, capsys) -> None:

@@ -319,6 +319,32 @@ def test_a_limited_provider_queues_before_the_clock_starts() -> None:
     assert (starts[2] - starts[0]).total_seconds() >= 0.35  # they really ran one at a time
 
 
+class SlowToPrepare(ScriptedProvider):
+    """Loads something before it can answer (the embedded backend loads its model file)."""
+
+    def prepare(self, model: str) -> None:
+        time.sleep(0.3)
+
+
+def test_start_up_is_not_timed_as_latency() -> None:
+    providers = {
+        "a": SlowToPrepare("a", words("x")),
+        "b": ScriptedProvider("b", words("y z", delay=0.05)),
+    }
+    built: list[str] = []
+
+    def slow_registry(name: str) -> ScriptedProvider:  # building one takes 0.3 s, as an import
+        if name not in built:
+            time.sleep(0.3)
+            built.append(name)
+        return providers[name]
+
+    records = run_jobs([job("a:m", 0), job("b:m", 1)], slow_registry, Policy())
+    assert built == ["a", "b"]  # each built once, before the run's first request
+    assert [r.error for r in records] == [None, None]
+    assert all(r.latency_s < 0.25 for r in records), [r.latency_s for r in records]
+
+
 def test_the_embedded_model_is_limited_to_one_request_by_default() -> None:
     from llm_magic.api import make_policy
 

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from llm_magic import api, providers
+from llm_magic import api, discovery, providers
+from llm_magic.availability import check_targets
 
 SENTINEL = "sk-SENTINEL-0123456789abcdef"
 XSS = "<script>alert('x')</script>"
+# A base URL holding a password and a key in its query; port 1: nothing answers there.
+CREDENTIALED = "http://user:secretpw@127.0.0.1:1/v1?key=querysecret"
 
 
 @pytest.fixture
@@ -81,3 +85,38 @@ def test_model_html_is_escaped_everywhere(keyed) -> None:
     ip.display_pub.outputs.clear()
     ip.run_cell("%%llm openai:gpt-4o-mini -f html\nHi")  # the one explicit opt-in
     assert "<script>" in rendered(ip)
+
+
+def test_credentials_in_a_base_url_are_masked_wherever_it_is_shown(
+    ip, monkeypatch, capsys, isolated_env
+) -> None:
+    monkeypatch.setenv("VLLM_BASE_URL", CREDENTIALED)
+    monkeypatch.setattr(discovery, "DEFAULT_PORTS", ())  # the configured backends only
+    texts: list[str] = []
+    frames = {sub: ip.run_line_magic("llm", sub) for sub in ("providers", "status", "config")}
+    masked = "http://user:***@127.0.0.1:1/v1?key=***"
+    for sub in ("providers", "status"):
+        frame = frames[sub]
+        assert frame[frame["provider"] == "vllm"]["base_url"].tolist() == [masked], sub
+    frames["models"] = ip.run_line_magic("llm", "models")  # its note names the URL
+    for frame in frames.values():
+        with pd.option_context("display.max_colwidth", None, "display.max_columns", None):
+            texts.append(frame.to_string())
+        texts.append(frame.to_json(date_format="iso", default_handler=str))
+    ip.run_cell("%%llm vllm:any-model --retries 0 -q\nHi")
+    df = ip.user_ns["_llm"]
+    assert df["error"].iloc[0].startswith("vllm: cannot connect")
+    texts.append(df.to_string() + df.to_json(date_format="iso", default_handler=str))
+    texts += [str(a) for a in check_targets(["vllm:any-model"])]
+    vllm = providers.get_provider("vllm")
+    texts += [repr(vllm), repr(vllm.health())]
+    assert masked in repr(vllm)
+    captured = capsys.readouterr()
+    assert f"skipped vllm ({masked})" in captured.out
+    texts += [captured.out, captured.err]
+    leaks = [t for t in texts if "secretpw" in t or "querysecret" in t]
+    assert not leaks, leaks[0][:300]
+    for path in Path(isolated_env / "home").rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert b"secretpw" not in data and b"querysecret" not in data, path

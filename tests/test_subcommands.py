@@ -80,10 +80,32 @@ def test_config_shows_each_setting_and_where_it_came_from(ip, servers, monkeypat
     assert rows.loc["concurrency", "value"] == 3
     assert rows.loc["concurrency", "source"] == f"config file {isolated_env / 'config.toml'}"
     assert rows.loc["cache", "source"] == "default"
+    # The run log's real file and what put it there (conftest sets LLM_MAGIC_HOME).
+    assert rows.loc["log_path", "value"] == str(isolated_env / "home" / "log.db")
+    assert rows.loc["log_path", "source"] == "environment LLM_MAGIC_HOME"
     assert rows.loc["OPENAI_API_KEY", "value"] == "sk-…89"
     assert "GROQ_API_KEY" not in rows.index  # only keys that are set
     with pytest.raises(UsageError, match="usage: %llm config"):
         ip.run_cell("%llm config timeout")
+
+
+def test_config_shows_where_the_run_log_is(ip, monkeypatch, isolated_env, refused_url):
+    def log_row() -> tuple[str, str]:
+        rows = line(ip, "%llm config").set_index("setting")
+        return rows.loc["log_path", "value"], rows.loc["log_path", "source"]
+
+    config_file = isolated_env / "config.toml"
+    config_file.write_text('log_path = "logs/runs.db"\n')
+    monkeypatch.delenv("LLM_MAGIC_HOME")
+    assert log_row() == (str(isolated_env / "logs" / "runs.db"), f"config file {config_file}")
+    config_file.unlink()
+    monkeypatch.setenv("XDG_DATA_HOME", str(isolated_env / "xdg"))
+    default = isolated_env / "xdg" / "llm_magic" / "log.db"
+    assert log_row() == (str(default), "default")
+    # A run is logged (its error row too) in the file the table names.
+    monkeypatch.setenv("VLLM_BASE_URL", refused_url + "/v1")
+    ip.run_cell("%%llm vllm:any-model --retries 0 -q\nhi")
+    assert default.is_file()
 
 
 def test_status_is_a_table_of_backend_health(ip, servers, capsys):
@@ -159,8 +181,10 @@ def test_a_refused_pull_is_one_line_in_the_servers_words(ip, servers):
     with pytest.raises(UsageError) as err:
         ip.run_cell("%llm pull ollama:no-such-model")
     assert str(err.value) == "ollama: pull model manifest: file does not exist"
-    with pytest.raises(UsageError, match="works with Ollama only"):
+    with pytest.raises(UsageError) as err:
         ip.run_cell("%llm pull openai:gpt-4o")
+    # The example is a real Ollama model, not the other provider's model under Ollama's name.
+    assert str(err.value) == "%llm pull works with Ollama only (e.g. ollama:llama3.2)"
 
 
 def test_rm_deletes_an_ollama_model(ip, servers, capsys):

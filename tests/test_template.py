@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from llm_magic.errors import TemplateProblem, UsageProblem
-from llm_magic.template import expand_over, fields, render
+from llm_magic.template import check_over_fields, expand_over, fields, render
 
 NS = {
     "topic": "tea",
@@ -125,20 +125,26 @@ def test_fields_reports_unbalanced_braces() -> None:
 
 
 def test_over_a_list() -> None:
-    assert expand_over(["tea", "rust"], "topics") == [{"item": "tea"}, {"item": "rust"}]
+    rows = expand_over(["tea", "rust"], "topics")
+    assert rows == [{"item": "tea", "topics": "tea"}, {"item": "rust", "topics": "rust"}]
+    # `{topics}` under `--over topics` is each topic, as one would write it, not the whole list
+    assert [render("About {topics}", {"topics": ["tea", "rust"], **row}) for row in rows] == [
+        "About tea", "About rust",
+    ]  # fmt: skip
 
 
 def test_over_tuples_generators_and_ranges() -> None:
-    assert expand_over((1, 2), "t") == [{"item": 1}, {"item": 2}]
-    assert expand_over((x * 2 for x in range(2)), "g") == [{"item": 0}, {"item": 2}]
-    assert expand_over(range(1), "r") == [{"item": 0}]
+    assert expand_over((1, 2), "t") == [{"item": 1, "t": 1}, {"item": 2, "t": 2}]
+    assert expand_over((x * 2 for x in range(2)), "g") == [{"item": 0, "g": 0}, {"item": 2, "g": 2}]
+    assert expand_over(range(1), "r") == [{"item": 0, "r": 0}]
 
 
 def test_over_a_list_of_dicts_merges_their_keys() -> None:
     rows = expand_over([{"city": "Oslo", "n": 1}, {"city": "Lima", "item": "own"}], "places")
+    oslo = {"city": "Oslo", "n": 1}
     assert rows == [
-        {"item": {"city": "Oslo", "n": 1}, "city": "Oslo", "n": 1},
-        {"item": "own", "city": "Lima"},  # the element's own "item" wins
+        {"item": oslo, "places": oslo, "city": "Oslo", "n": 1},
+        {"item": "own", "places": {"city": "Lima", "item": "own"}, "city": "Lima"},  # own wins
     ]
 
 
@@ -153,9 +159,9 @@ def test_over_a_dataframe() -> None:
 
 def test_over_a_named_series() -> None:
     rows = expand_over(pd.Series(["a", "b"], name="letter"), "s")
-    assert rows == [{"item": "a", "letter": "a"}, {"item": "b", "letter": "b"}]
-    assert expand_over(pd.Series([1.5]), "s") == [{"item": 1.5}]
-    assert expand_over(pd.Series([1], name=0), "s") == [{"item": 1}]
+    assert rows == [{"item": "a", "s": "a", "letter": "a"}, {"item": "b", "s": "b", "letter": "b"}]
+    assert expand_over(pd.Series([1.5]), "s") == [{"item": 1.5, "s": 1.5}]
+    assert expand_over(pd.Series([1], name=0), "s") == [{"item": 1, "s": 1}]
 
 
 BAD_OVER = [
@@ -172,6 +178,20 @@ BAD_OVER = [
 ]
 
 
+def test_the_cell_must_use_a_field_of_the_items() -> None:
+    df = pd.DataFrame({"question": ["a?", "b?"], "answer": ["a", "b"]})
+    rows = expand_over(df, "qa")
+    check_over_fields("Q: {question}", rows, "qa", {})  # fine
+    with pytest.raises(UsageProblem) as same:
+        check_over_fields("Always the same text", rows, "qa", {"qa": df})
+    assert_one_line(same.value, "--over qa: the cell uses none", "{question}, {answer}", "-r N")
+    with pytest.raises(TemplateProblem) as unknown:
+        check_over_fields("{question} {item}", rows, "qa", {"qa": df})
+    assert_one_line(unknown.value, "{item} is neither a field of the items ({question}, {answer})")
+    # a notebook variable may be used beside the items' fields
+    check_over_fields("{style}: {item}", expand_over([1, 2], "n"), "n", {"style": "terse"})
+
+
 @pytest.mark.parametrize(("value", "fragment"), BAD_OVER)
 def test_bad_over_values(value: object, fragment: str) -> None:
     with pytest.raises(UsageProblem) as info:
@@ -183,7 +203,7 @@ def test_no_pandas_import() -> None:
     code = (
         "import sys\n"
         "import llm_magic.command, llm_magic.targets, llm_magic.template as t\n"
-        "assert t.expand_over([1], 'v') == [{'item': 1}]\n"
+        "assert t.expand_over([1], 'v') == [{'item': 1, 'v': 1}]\n"
         "assert 'pandas' not in sys.modules, 'pandas was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -54,6 +54,10 @@ BAD_CELLS = [
     f"%%llm {T} --over a_string\nRow {{item}}",
     f"%%llm {T} --over empty_list\nRow {{item}}",
     f"%%llm {T} --over rows\nRow {{no_such_column}}",
+    f"%%llm {T} --over rows\nThe same text for every row",
+    f"%%llm {T} --over rows --no-interpolate\nRow {{q}}",
+    f"%%llm {T} --over with_blank\n{{item}}",
+    f"%%llm {T}\n{{blank}}",
     # empty cells
     f"%%llm {T}\n",
     f"%%llm {T}\n   \n\t\n",
@@ -63,6 +67,7 @@ BAD_CELLS = [
 @pytest.fixture
 def wired(ip, backends):
     ip.user_ns.update(an_int=3, a_string="abc", empty_list=[], rows=[{"q": "a"}, {"q": "b"}])
+    ip.user_ns.update(blank=" \n", with_blank=["tea", ""])
     return ip, backends
 
 

@@ -460,8 +460,14 @@ class KeyedProvider:
     """
 
     name: str
+    base_url: str
     _key_env: str | None
     _missing_key: bool
+
+    def __repr__(self) -> str:
+        # Credentials a base URL may carry (user:password@, ?key=...) never reach a repr.
+        url = errors.mask_url(self.base_url)
+        return f"{type(self).__name__}(name={self.name!r}, base_url={url!r})"
 
     def _key_problem(self) -> str | None:
         return f"no API key: set {self._key_env}" if self._missing_key else None

@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from ..errors import mask_url
+
 __all__ = [
     "CancelToken",
     "Chunk",
@@ -93,6 +95,13 @@ class Health:
     version: str | None = None
     error: str | None = None
 
+    def __repr__(self) -> str:
+        url = mask_url(self.base_url) if self.base_url else None
+        return (
+            f"Health(provider={self.provider!r}, base_url={url!r}, reachable={self.reachable!r},"
+            f" rtt_s={self.rtt_s!r}, version={self.version!r}, error={self.error!r})"
+        )
+
 
 class CancelToken:
     """Lets the main thread stop a request that a worker thread is blocked in.
@@ -157,3 +166,6 @@ class Provider(Protocol):
     def list_models(self) -> list[ModelInfo]: ...
 
     def health(self) -> Health: ...
+
+    # Optional: `prepare(model)` readies what a request to `model` needs in this process (the
+    # embedded backend loads the model file). The runner calls it before its clock starts.

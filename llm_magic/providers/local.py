@@ -287,6 +287,10 @@ class LocalProvider:
     def __repr__(self) -> str:
         return f"LocalProvider(name={self.name!r})"
 
+    def prepare(self, model: str) -> None:
+        """Load the model now (once per process), so that loading is not timed as latency."""
+        _get_loaded(resolve_model(model, self.name), self.name)
+
     def stream(
         self,
         messages: list[Message],

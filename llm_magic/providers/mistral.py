@@ -58,9 +58,6 @@ class MistralProvider(KeyedProvider):
         self._missing_key = api_key is None and key_env is not None
         self._http = HTTPService(name, self.base_url, api_key)
 
-    def __repr__(self) -> str:
-        return f"MistralProvider(name={self.name!r}, base_url={self.base_url!r})"
-
     def stream(
         self,
         messages: list[Message],

@@ -116,9 +116,6 @@ class OllamaProvider(KeyedProvider):
         # ollama.com's hosted API takes a Bearer key; a local server needs none.
         self._http = HTTPService(name, self.base_url, api_key)
 
-    def __repr__(self) -> str:
-        return f"OllamaProvider(name={self.name!r}, base_url={self.base_url!r})"
-
     def _parse(self, exchange: Exchange, line: str) -> dict[str, Any]:
         try:
             obj = json.loads(line)

@@ -96,9 +96,9 @@ class OpenAIProvider(KeyedProvider):
             http_client=make_client(timeout=_DEFAULT_TIMEOUT),
             **_openai_only_headers(name),
         )
-
-    def __repr__(self) -> str:
-        return f"OpenAIProvider(name={self.name!r}, base_url={self.base_url!r})"
+        # The SDK works out its platform headers on first use (a few ms, cached for good): do
+        # it now, while the provider is built, not inside the first request's timing.
+        _ = self._client.default_headers
 
     def _exchange(self, timeouts: httpx2.Timeout, cancel: CancelToken | None = None) -> Exchange:
         return Exchange(self.name, self._secret, timeouts, cancel)
