@@ -106,12 +106,12 @@ def plan_jobs(
             raise UsageProblem(f"{which} is empty once its fields are filled: nothing to send")
     head = (Message("system", system),) if system else ()
     jobs: list[Job] = []
-    for prompt in prompts:
+    for prompt_no, prompt in enumerate(prompts):
         for spec in specs:
             prior = tuple(conversations.get(spec.label, ())) if conversations else ()
             messages = head + prior + (Message("user", prompt),)
             for r in range(repeat):
-                jobs.append(Job(len(jobs), prompt, messages, spec, options, r))
+                jobs.append(Job(len(jobs), prompt, messages, spec, options, r, prompt_no))
     return jobs
 
 

@@ -150,9 +150,8 @@ class LLMMagics(Magics):
 
 def _label(job: Job, jobs: list[Job]) -> str:
     label = job.spec.label
-    prompts = list(dict.fromkeys(j.prompt for j in jobs))  # in order of first appearance
-    if len(prompts) > 1:
-        label += f" · prompt {1 + prompts.index(job.prompt)}"
+    if any(j.prompt_no for j in jobs):
+        label += f" · prompt {job.prompt_no + 1}"
     if any(j.repeat for j in jobs):
         label += f" · run {job.repeat + 1}"
     return label

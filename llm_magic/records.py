@@ -40,6 +40,8 @@ class RunRecord:
     failure: Exception | None = field(
         default=None, repr=False, compare=False, metadata={"column": False}
     )
+    # How many pieces of text the answer came in: with one, the decode time is not observable.
+    pieces: int = field(default=0, repr=False, compare=False, metadata={"column": False})
 
     @property
     def ok(self) -> bool:

@@ -42,6 +42,7 @@ class Job:
     spec: TargetSpec
     options: Options
     repeat: int = 0
+    prompt_no: int = 0  # which of the run's prompts (two --over items may render the same text)
 
 
 @dataclass(frozen=True)
@@ -205,6 +206,25 @@ def _interrupted_record(job: Job, run_id: str) -> RunRecord:
     )
 
 
+def _why_not_retry(
+    error: ProviderError, record: RunRecord, attempt: int, policy: Policy
+) -> str | None:
+    """None when the attempt should be retried; else what to add to the row's error (the
+    reason, when it is not plain from the error itself)."""
+    if not error.retryable or record.output:
+        return ""  # not a passing failure, or text already arrived: a retry would differ
+    if attempt >= policy.retries:
+        return f" (after {attempt + 1} attempts)" if attempt else ""
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after is not None and retry_after > policy.retry_after_max:
+        # Asking again sooner than the server said would only be refused again.
+        return (
+            f" (Retry-After {retry_after:g} s is longer than the {policy.retry_after_max:g} s"
+            " llm_magic waits)"
+        )
+    return None
+
+
 def _backoff(policy: Policy, attempt: int, error: ProviderError) -> float:
     retry_after = getattr(error, "retry_after", None)
     if retry_after is not None and 0 <= retry_after <= policy.retry_after_max:
@@ -280,9 +300,9 @@ def _try_target(
             record.finish_reason = "interrupted"
             record.error = "interrupted"
             break
-        may_retry = error.retryable and not record.output and attempt < policy.retries
-        if not may_retry:
-            record.error, record.failure = error.message, error
+        why_not = _why_not_retry(error, record, attempt, policy)
+        if why_not is not None:
+            record.error, record.failure = error.message + why_not, error
             record.finish_reason = "error"
             break
         # The wait is itself interruptible: cancel() sets the event.
@@ -333,7 +353,7 @@ def _attempt(
 ) -> ProviderError | None:
     """One request. Fills `record` with what arrived; returns the error, if any."""
     parts: list[str] = []
-    record.output, record.ttft_s, record.finish_reason = "", None, None
+    record.output, record.ttft_s, record.finish_reason, record.pieces = "", None, None, 0
     record.prompt_tokens = record.completion_tokens = None
     record.started_at = datetime.now(timezone.utc)
     start = time.perf_counter()
@@ -353,6 +373,7 @@ def _attempt(
                 if record.ttft_s is None and job.options.stream:
                     record.ttft_s = time.perf_counter() - start
                 parts.append(chunk.text)
+                record.pieces = len(parts)
                 if events is not None:
                     events.on_text(job, "".join(parts))
             if chunk.usage is not None:
@@ -406,11 +427,14 @@ def _account(record: RunRecord, job: Job, policy: Policy) -> None:
 
 
 def _rate(record: RunRecord) -> float | None:
+    """Tokens per second of generation: after the first token when the answer streamed in
+    pieces; over the whole latency when it came at once (no stream, or a server that buffers),
+    since then the time spent generating cannot be told apart from the wait for the first."""
     tokens, latency = record.completion_tokens, record.latency_s
     if not tokens or latency is None:
         return None
-    generating = latency - record.ttft_s if record.ttft_s is not None else latency
-    # One token has no generation interval to measure.
-    if record.ttft_s is not None and tokens <= 1:
-        return None
+    streamed = record.ttft_s is not None and record.pieces > 1
+    if streamed and tokens <= 1:
+        return None  # one token has no generation interval to measure
+    generating = latency - record.ttft_s if streamed and record.ttft_s is not None else latency
     return tokens / generating if generating > 0 else None

@@ -131,3 +131,23 @@ def test_interrupting_the_kernel_keeps_rows_and_stops_within_a_second(wired) -> 
     time.sleep(0.2)
     assert not [t for t in threading.enumerate() if t.name.startswith("llm_magic")]
     assert openai_server.in_flight == 0, "the stalled connection was left open"
+
+
+def test_live_columns_name_the_prompt_and_the_run() -> None:
+    from llm_magic import api
+    from llm_magic.magics import _label
+    from llm_magic.providers.base import Options
+
+    specs = api.Session().specs(["openai:gpt-4o-mini", "ollama:llama3.2"])
+    # two --over items that render the same text are still two prompts
+    jobs = api.plan_jobs(["Same", "Same", "Other"], specs, Options(), repeat=2)
+    labels = [_label(j, jobs) for j in jobs]
+    assert len(set(labels)) == len(jobs) == 12
+    assert labels[:3] == [
+        "openai:gpt-4o-mini · prompt 1 · run 1",
+        "openai:gpt-4o-mini · prompt 1 · run 2",
+        "ollama:llama3.2 · prompt 1 · run 1",
+    ]
+    assert labels[4] == "openai:gpt-4o-mini · prompt 2 · run 1"
+    single = api.plan_jobs(["Hi"], specs, Options())
+    assert [_label(j, single) for j in single] == ["openai:gpt-4o-mini", "ollama:llama3.2"]

@@ -142,6 +142,17 @@ def test_max_tokens_counts_exactly_and_finishes_with_length(provider):
 
 
 @pytest.mark.local_model
+def test_without_max_tokens_an_answer_stops_at_the_default_cap(provider, monkeypatch):
+    from llm_magic.providers import local
+
+    assert local.DEFAULT_MAX_TOKENS == 512  # what the README promises
+    monkeypatch.setattr(local, "DEFAULT_MAX_TOKENS", 6)  # the same path, six tokens long
+    essay = [Message("user", "Write a very long essay about the history of the sea.")]
+    _, chunks = run(provider, essay, Options(temperature=0.0))
+    assert chunks[-1].usage.completion_tokens == 6 and chunks[-1].finish_reason == "length"
+
+
+@pytest.mark.local_model
 def test_no_stream_gives_one_chunk_with_the_same_answer(provider):
     streamed, _ = run(provider, HI, Options(temperature=0.0, seed=0, max_tokens=40))
     _, chunks = run(provider, HI, Options(temperature=0.0, seed=0, max_tokens=40, stream=False))

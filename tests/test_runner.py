@@ -78,6 +78,17 @@ def test_timing_and_reported_usage_are_recorded() -> None:
     assert rec.started_at is not None and rec.started_at.tzinfo is not None
 
 
+def test_an_answer_in_one_piece_is_rated_over_its_whole_latency() -> None:
+    def buffered(n: int, cancel: CancelToken | None) -> Iterator[Chunk]:
+        time.sleep(0.1)  # the server generates, then sends everything at once
+        yield Chunk(text="fifty tokens of text", usage=Usage(5, 50), finish_reason="stop")
+
+    (rec,) = run([job("a:m")], {"a": ScriptedProvider("a", buffered)})
+    assert rec.ttft_s is not None and rec.latency_s - rec.ttft_s < 0.01  # nothing to divide by
+    assert rec.tokens_per_s == pytest.approx(50 / rec.latency_s)  # not 50 / (almost zero)
+    assert rec.tokens_per_s < 600
+
+
 def test_missing_usage_is_estimated_and_flagged() -> None:
     p = ScriptedProvider("a", words("x" * 40))
     (rec,) = run([job("a:m")], {"a": p})
@@ -128,7 +139,21 @@ def test_retries_stop_at_the_limit() -> None:
 
     p = ScriptedProvider("a", down)
     (rec,) = run([job("a:m")], {"a": p}, retries=3)
-    assert p.calls == 4 and rec.error == "a: refused"
+    assert p.calls == 4 and rec.error == "a: refused (after 4 attempts)"
+
+
+def test_a_retry_after_beyond_the_cap_is_not_waited_for_nor_ignored() -> None:
+    def limited(n: int, cancel: CancelToken | None) -> Iterator[Chunk]:
+        raise RateLimited("slow down", provider="a", status=429, retry_after=3600)
+        yield Chunk()
+
+    p = ScriptedProvider("a", limited)
+    (rec,) = run([job("a:m")], {"a": p}, retries=2)
+    assert p.calls == 1  # asking again before the hour is up would only be refused
+    assert (
+        rec.error
+        == "a: HTTP 429: slow down (Retry-After 3600 s is longer than the 60 s llm_magic waits)"
+    )
 
 
 def test_client_errors_are_not_retried() -> None:

