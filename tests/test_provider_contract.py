@@ -83,7 +83,7 @@ def ask(
         ("mistral", 429, errors.RateLimited, "Rate limit exceeded"),
         ("mistral", 500, errors.ServerFailed, "Internal server error"),
         ("ollama", 400, errors.StatusError, "invalid request"),
-        ("ollama", 404, errors.NotFound, "model 'llama3.2' not found"),
+        ("ollama", 404, errors.NotFound, "model 'llama3.2' not found (%llm pull ollama:llama3.2)"),
         ("ollama", 429, errors.RateLimited, "too many requests"),
         ("ollama", 500, errors.ServerFailed, "an error was encountered while running the model"),
         (

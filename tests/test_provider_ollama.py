@@ -149,6 +149,8 @@ def test_unknown_model_is_not_found(ollama) -> None:
     _, error = drain(ollama.stream(MSGS, "no-such-model", Options()))
     assert isinstance(error, errors.NotFound)
     assert "model 'no-such-model' not found" in error.message
+    assert error.message.endswith("(%llm pull ollama:no-such-model)")  # the fix, ready to run
+    assert error.status == 404
 
 
 def test_stall_before_any_text_is_a_timeout(ollama, ollama_server) -> None:

@@ -145,6 +145,15 @@ class OllamaProvider(KeyedProvider):
         cancel: CancelToken | None = None,
     ) -> Iterator[Chunk]:
         self._require_key()
+        try:
+            yield from self._chat(messages, model, options, cancel)
+        except errors.NotFound as exc:  # Ollama's words, and the command that fixes it
+            exc.args = (f"{exc.message} (%llm pull ollama:{model})",)
+            raise
+
+    def _chat(
+        self, messages: list[Message], model: str, options: Options, cancel: CancelToken | None
+    ) -> Iterator[Chunk]:
         body = _chat_body(messages, model, options)
         exchange = self._http.exchange(
             "POST",
