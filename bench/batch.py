@@ -8,6 +8,9 @@ Three clients against the same loopback OpenAI-compatible server, one after anot
   litellm    `litellm.batch_completion(max_workers=16)`, run in a scratch venv so it never
              enters the project's environment (created on first use)
 Each is warmed up alike before it is timed: one request per worker (imports, client, pool).
+A fourth line, bare sockets (one pre-built request, written and read back on a kept-alive socket
+per worker, no HTTP library), shows what the server itself allows: it is not a client anyone
+would use, only proof that the gap to the ceiling is the clients' own time.
 The ceiling is workers / delay = 320 req/s; each line prints its fraction of it. No client can
 reach it: a worker's slot is busy for the delay plus a whole round trip (building the request,
 the server's own work, reading the stream). So the script also times llm_magic one request at a
@@ -93,6 +96,47 @@ def raw_sdk(url: str, n: int, workers: int) -> tuple[float, int]:
     return time.perf_counter() - start, sum(1 for a in answers if a)
 
 
+def bare_sockets(url: str, n: int, workers: int) -> tuple[float, int]:
+    import socket
+    import threading
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    body = json.dumps(
+        {
+            "model": "bench-model",
+            "messages": [{"role": "user", "content": "prompt"}],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+    ).encode()
+    head = (
+        f"POST {parts.path}/chat/completions HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"Authorization: Bearer {KEY}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    request = head.encode() + body
+    local = threading.local()
+
+    def call(i: int) -> bool:
+        sock = getattr(local, "sock", None)
+        if sock is None:
+            sock = local.sock = socket.create_connection((host, port))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(request)
+        data = b""
+        while not data.endswith(b"\r\n0\r\n\r\n"):  # the chunked body's last chunk
+            data += sock.recv(65536)
+        return b"[DONE]" in data
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(call, range(workers)))
+        start = time.perf_counter()
+        ok = sum(pool.map(call, range(n)))
+    return time.perf_counter() - start, ok
+
+
 def ensure_litellm(venv: Path) -> str:
     python = venv / "bin" / "python"
     if not python.exists():
@@ -112,7 +156,12 @@ def litellm(python: str, url: str, n: int, workers: int) -> tuple[float, int]:
     return result["wall"], result["ok"]
 
 
-CLIENTS = ("llm_magic compare()", "raw openai SDK pool", "litellm.batch_completion")
+CLIENTS = (
+    "llm_magic compare()",
+    "raw openai SDK pool",
+    "litellm.batch_completion",
+    "bare sockets (reference)",
+)
 
 
 def main() -> None:
@@ -137,6 +186,7 @@ def main() -> None:
             CLIENTS[0]: lambda: ours(n, workers),
             CLIENTS[1]: lambda: raw_sdk(url, n, workers),
             CLIENTS[2]: lambda: litellm(python, url, n, workers),
+            CLIENTS[3]: lambda: bare_sockets(url, n, workers),
         }
         for _ in range(args.runs):  # rounds, so drift of the machine hits all three alike
             for name, client in clients.items():

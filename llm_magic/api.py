@@ -90,12 +90,13 @@ def plan_jobs(
     specs: Sequence[TargetSpec],
     options: Options,
     *,
-    system: str | None = None,
+    system: str | Sequence[str] | None = None,
     repeat: int = 1,
     conversations: Mapping[str, Sequence[Message]] | None = None,
 ) -> list[Job]:
     """One job per prompt x target x repeat, in that order.
 
+    `system` is one system prompt for all, or one per prompt (--over renders it per item).
     With `conversations` (--chat), each target's earlier turns go before the new prompt.
     An empty prompt (an empty field, a blank `--over` item) is a UsageProblem: never sent.
     """
@@ -104,9 +105,11 @@ def plan_jobs(
         if not prompt.strip():
             which = f"prompt {i + 1} of {len(prompts)}" if len(prompts) > 1 else "the prompt"
             raise UsageProblem(f"{which} is empty once its fields are filled: nothing to send")
-    head = (Message("system", system),) if system else ()
+    systems = [system] * len(prompts) if system is None or isinstance(system, str) else system
     jobs: list[Job] = []
     for prompt_no, prompt in enumerate(prompts):
+        said = systems[prompt_no]
+        head = (Message("system", said),) if said else ()
         for spec in specs:
             prior = tuple(conversations.get(spec.label, ())) if conversations else ()
             messages = head + prior + (Message("user", prompt),)

@@ -91,12 +91,13 @@ class LLMMagics(Magics):
             if cmd.over not in ns:
                 raise UsageProblem(f"--over {cmd.over}: no variable {cmd.over!r} in the notebook")
             rows = expand_over(ns[cmd.over], cmd.over)
-            check_over_fields(cmd.template, rows, cmd.over, ns)
+            # the system prompt may use the items' fields too
+            check_over_fields(cmd.template + "\n" + (cmd.system or ""), rows, cmd.over, ns)
         fill: Callable[[str, dict[str, Any]], str] = (
             (lambda text, row: render(text, {**ns, **row})) if cmd.interpolate else (lambda t, r: t)
         )
         prompts = [fill(cmd.template, row) for row in rows]
-        system = fill(cmd.system, {}) if cmd.system else None
+        system = [fill(cmd.system, row) for row in rows] if cmd.system else None
         configured = self.configured()
         options = api.make_options(
             temperature=cmd.temperature,

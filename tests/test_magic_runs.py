@@ -45,7 +45,7 @@ def test_over_a_dataframe_renders_each_row(wired) -> None:
 
 
 def test_over_a_list_and_a_series(wired) -> None:
-    ip, _, _ = wired
+    ip, openai_server, _ = wired
     ip.user_ns["items"] = ["tea", "coffee", "cocoa"]
     ip.user_ns["drinks"] = pd.Series(["milk", "water"], name="drink")
     df = ip.run_cell("%%llm openai:gpt-4o-mini --over items -q\nPraise {item}.").result
@@ -54,6 +54,10 @@ def test_over_a_list_and_a_series(wired) -> None:
     ]
     ip.run_cell("%%llm openai:gpt-4o-mini --over drinks -q\nPraise {drink}.")
     assert list(ip.user_ns["_llm"]["prompt"]) == ["Praise milk.", "Praise water."]
+    # the system prompt is rendered per item as well
+    ip.run_cell("%%llm openai:gpt-4o-mini --over drinks -q -s 'You sell {drink}.'\nPraise it.")
+    sent = [r.body["messages"][0]["content"] for r in openai_server.requests[-2:]]
+    assert sorted(sent) == ["You sell milk.", "You sell water."]
     # the variable's own name is each item too, as `--over items` + `{items}` reads
     ip.run_cell("%%llm openai:gpt-4o-mini --over items -q\nPraise {items}.")
     assert list(ip.user_ns["_llm"]["prompt"]) == ["Praise tea.", "Praise coffee.", "Praise cocoa."]
