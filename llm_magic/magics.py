@@ -134,8 +134,11 @@ class LLMMagics(Magics):
         if cmd.out:
             ns[cmd.out] = df
         if interrupted:
-            # Stop "Run All" here, as an interrupt should; the rows so far are in _llm.
-            raise KeyboardInterrupt
+            # Stop "Run All" here, as an interrupt should, and say what was kept.
+            done = sum(1 for r in records if r.finish_reason != "interrupted")
+            raise KeyboardInterrupt(
+                f"{done} of {len(records)} answers finished; every row is in _llm"
+            ) from None
         if cmd.quiet or len(jobs) == 1:
             return None  # the single answer is already on screen; the row is in _llm
         return df
