@@ -100,25 +100,27 @@ def config_path() -> Path:
     return Path(user_config_dir("llm_magic", appauthor=False)) / "config.toml"
 
 
-_cache: dict[Path, tuple[float, FileConfig]] = {}
+_cache: dict[Path, tuple[tuple[int, int], FileConfig]] = {}
 
 
 def load_file_config(path: Path | None = None) -> FileConfig:
     """Read the config file (re-read only when it changes); a missing file is an empty config."""
     path = path or config_path()
     try:
-        mtime = path.stat().st_mtime
+        stat = path.stat()
     except OSError:
         return FileConfig(path=None)
+    # Size as well as time: two writes within the clock's resolution must not look the same.
+    version = (stat.st_mtime_ns, stat.st_size)
     hit = _cache.get(path)
-    if hit and hit[0] == mtime:
+    if hit and hit[0] == version:
         return hit[1]
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigProblem(f"cannot read config file {path}: {exc}") from None
     parsed = _parse(path, data)
-    _cache[path] = (mtime, parsed)
+    _cache[path] = (version, parsed)
     return parsed
 
 
@@ -152,6 +154,7 @@ def _parse(path: Path, data: dict[str, Any]) -> FileConfig:
                 f"{path}: [providers.{name}] holds an api_key; name an environment variable "
                 "with api_key_env instead"
             )
+        _check_table(path, f"providers.{name}", spec, _PROVIDER_KEYS)
     limits = data.get("limits", {})
     if isinstance(data.get("concurrency"), dict):  # [concurrency] per provider
         limits = data["concurrency"]
@@ -166,9 +169,46 @@ def _parse(path: Path, data: dict[str, Any]) -> FileConfig:
         settings=settings,
         aliases=dict(aliases),
         providers={k: dict(v) for k, v in providers.items()},
-        prices={k: dict(v) for k, v in _table(data, "prices", path).items()},
+        prices={k: _price(k, v, path) for k, v in _table(data, "prices", path).items()},
         limits={k: _limit(k, v, path) for k, v in limits.items()},
     )
+
+
+# The keys a [providers.NAME] table takes, and the type of each value.
+_PROVIDER_KEYS: dict[str, type] = {
+    "kind": str,
+    "base_url": str,
+    "api_key_env": str,
+    "key_required": bool,
+}
+_PRICE_KEYS: dict[str, type] = {"input": float, "output": float}
+_KIND_WORDS = {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _check_table(path: Path, where: str, table: dict[str, Any], keys: dict[str, type]) -> None:
+    """A misspelt key or a value of the wrong type is named, not silently ignored."""
+    for key, value in table.items():
+        kind = keys.get(key)
+        if kind is None:
+            close = difflib.get_close_matches(key, list(keys), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(keys)}"
+            raise ConfigProblem(f"{path}: [{where}] unknown key {key!r}{hint}")
+        numeric = kind is float and isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not (numeric or (kind is not float and isinstance(value, kind))):
+            words = _KIND_WORDS[kind]
+            raise ConfigProblem(f"{path}: [{where}] {key} must be {words}, not {value!r}")
+
+
+def _price(key: str, entry: Any, path: Path) -> dict[str, float]:
+    where = f'prices."{key}"'
+    if not isinstance(entry, dict) or not entry:
+        example = "{input = 0.15, output = 0.6}"
+        raise ConfigProblem(f"{path}: [{where}] must be a table like {example}")
+    _check_table(path, where, entry, _PRICE_KEYS)
+    for side, value in entry.items():
+        if value < 0:
+            raise ConfigProblem(f"{path}: [{where}] {side} must be 0 or more, not {value!r}")
+    return {side: float(value) for side, value in entry.items()}
 
 
 def _limit(provider: str, value: Any, path: Path) -> int:
@@ -188,9 +228,11 @@ def _coerce(name: str, raw: Any, where: str) -> Any:
             if text in ("0", "false", "no", "off"):
                 return False
             raise ValueError(text)
+        if isinstance(raw, bool):  # TOML `retries = true` is not a number of retries
+            raise ValueError(raw)
         return kind(raw)
     except (TypeError, ValueError):
-        raise ConfigProblem(f"{where}: {name} must be a {kind.__name__}, not {raw!r}") from None
+        raise ConfigProblem(f"{where}: {name} must be {_KIND_WORDS[kind]}, not {raw!r}") from None
 
 
 def resolve_setting(name: str, option: Any = None, configured: Any = None) -> Setting:

@@ -76,6 +76,18 @@ def _value(x: Any) -> Any:
     return None if x is None or (not isinstance(x, dict | list) and pd.isna(x)) else x
 
 
+def _row_labels(frame: pd.DataFrame) -> pd.Series:
+    """The prompt of each row; with the system prompt beside it when the rows' system prompts
+    differ (`-s` rendered per --over item), so that those rows do not merge."""
+    if "prompt" not in frame.columns or "params" not in frame.columns:
+        return frame["prompt"]
+    systems = frame["params"].map(lambda p: p.get("system") if isinstance(p, dict) else None)
+    if len(set(systems.tolist())) <= 1:
+        return frame["prompt"]
+    said = systems.map(lambda s: f"system: {s}" if s else "no system prompt")
+    return frame["prompt"].astype("string") + " · " + said
+
+
 class SideBySide:
     """Prompts as rows, targets as columns; renders as escaped HTML in a notebook."""
 
@@ -87,7 +99,7 @@ class SideBySide:
         if "fallback_from" in frame.columns:
             first_tried = frame["fallback_from"].astype("string").str.split("|").str[0]
             lane = first_tried.where(first_tried.notna(), lane)
-        self._frame = frame.assign(__lane=lane)
+        self._frame = frame.assign(__lane=lane, __row=_row_labels(frame))
         self.fmt = html.check_format(fmt)
 
     def _order(self, column: str) -> list[Any]:
@@ -115,10 +127,10 @@ class SideBySide:
 
     def _repr_html_(self) -> str:
         frame = self._frame
-        targets, prompts = self._order("__lane"), self._order("prompt")
+        targets, prompts = self._order("__lane"), self._order("__row")
         cells: dict[tuple[Any, Any], list[pd.Series]] = {}
         for _, row in frame.iterrows():
-            cells.setdefault((row["prompt"], row["__lane"]), []).append(row)
+            cells.setdefault((row["__row"], row["__lane"]), []).append(row)
         tagged = any(len(v) > 1 for v in cells.values())
         rows = [
             (
@@ -132,7 +144,9 @@ class SideBySide:
     def to_frame(self, values: str = "output") -> pd.DataFrame:
         """Plain pivot: one row per prompt (per prompt and repeat when there are several
         answers to a cell), one column per target, cells from the `values` column."""
-        frame = self._frame[["prompt", "__lane", values]].rename(columns={"__lane": "target"})
+        frame = self._frame[["__row", "__lane", values]].rename(
+            columns={"__row": "prompt", "__lane": "target"}
+        )
         nth = frame.groupby(["prompt", "target"], sort=False, dropna=False).cumcount()
         index: list[str] = ["prompt"]
         if len(frame) and nth.max() > 0:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Protocol
+from typing import Any, Protocol
 
 from .errors import (
     Cancelled,
@@ -206,6 +206,16 @@ def _interrupted_record(job: Job, run_id: str) -> RunRecord:
     )
 
 
+def _params(job: Job) -> dict[str, Any]:
+    """What was sent besides the prompt: the sampling options set, and the system prompt
+    (it may differ per row, rendered per --over item)."""
+    params = job.options.sampling()
+    system = next((m.content for m in job.messages if m.role == "system"), None)
+    if system is not None:
+        params["system"] = system
+    return params
+
+
 def _why_not_retry(
     error: ProviderError, record: RunRecord, attempt: int, policy: Policy
 ) -> str | None:
@@ -271,7 +281,7 @@ def _try_target(
         model=target.model,
         prompt=job.prompt,
         repeat=job.repeat,
-        params=job.options.sampling(),
+        params=_params(job),
     )
     key = _cache_key(job, target, get_provider) if policy.cache else None
     if key is not None:

@@ -58,6 +58,13 @@ def test_over_a_list_and_a_series(wired) -> None:
     ip.run_cell("%%llm openai:gpt-4o-mini --over drinks -q -s 'You sell {drink}.'\nPraise it.")
     sent = [r.body["messages"][0]["content"] for r in openai_server.requests[-2:]]
     assert sorted(sent) == ["You sell milk.", "You sell water."]
+    df = ip.user_ns["_llm"]  # the rows keep which system prompt each was asked with
+    assert [p["system"] for p in df["params"]] == ["You sell milk.", "You sell water."]
+    pivot = df.llm.side_by_side().to_frame()  # same prompt, two system prompts: two rows
+    assert list(pivot.index) == [
+        "Praise it. · system: You sell milk.",
+        "Praise it. · system: You sell water.",
+    ]
     # the variable's own name is each item too, as `--over items` + `{items}` reads
     ip.run_cell("%%llm openai:gpt-4o-mini --over items -q\nPraise {items}.")
     assert list(ip.user_ns["_llm"]["prompt"]) == ["Praise tea.", "Praise coffee.", "Praise cocoa."]

@@ -93,3 +93,34 @@ def test_the_python_api_refuses_what_the_magic_refuses(backends) -> None:
     with pytest.raises(UsageProblem, match="prompt 2 of 2 is empty"):
         llm_magic.compare(["Hi", ""], "openai:gpt-4o-mini")
     assert all(server.request_count == 0 for server in backends)
+
+
+@pytest.mark.parametrize(
+    ("toml", "fragments"),
+    [
+        ('[prices."openai:gpt-4o-mini"]\ninput = 0.1\noutptu = 2\n', ("unknown key 'outptu'", "did you mean 'output'?")),
+        ('[prices."openai:gpt-4o-mini"]\ninput = -1\n', ("input must be 0 or more",)),
+        ('[prices."openai:gpt-4o-mini"]\ninput = "cheap"\n', ("input must be a number",)),
+        ('[providers.work]\nbase_ulr = "http://x"\n', ("[providers.work] unknown key 'base_ulr'", "'base_url'")),
+        ('[providers.work]\nkey_required = "false"\n', ("key_required must be true or false",)),
+        ("retries = true\n", ("retries must be a whole number",)),
+    ],
+)  # fmt: skip
+def test_config_file_tables_are_checked_key_by_key(isolated_env, toml, fragments) -> None:
+    (isolated_env / "config.toml").write_text(toml)
+    with pytest.raises(ConfigProblem) as info:
+        load_file_config()
+        resolve_setting("retries")
+    one_line(info.value, *fragments)
+
+
+def test_a_rewrite_within_the_same_clock_tick_is_seen(isolated_env) -> None:
+    import os
+
+    path = isolated_env / "config.toml"
+    path.write_text("retries = 1\n")
+    assert resolve_setting("retries").value == 1
+    stamp = path.stat().st_mtime_ns
+    path.write_text("retries = 10\n")  # a different size ...
+    os.utime(path, ns=(stamp, stamp))  # ... at the very same modification time
+    assert resolve_setting("retries").value == 10
