@@ -98,10 +98,16 @@ def test_the_python_api_refuses_what_the_magic_refuses(backends) -> None:
 @pytest.mark.parametrize(
     ("toml", "fragments"),
     [
-        ('[prices."openai:gpt-4o-mini"]\ninput = 0.1\noutptu = 2\n', ("unknown key 'outptu'", "did you mean 'output'?")),
+        (
+            '[prices."openai:gpt-4o-mini"]\ninput = 0.1\noutptu = 2\n',
+            ("unknown key 'outptu'", "did you mean 'output'?"),
+        ),
         ('[prices."openai:gpt-4o-mini"]\ninput = -1\n', ("input must be 0 or more",)),
         ('[prices."openai:gpt-4o-mini"]\ninput = "cheap"\n', ("input must be a number",)),
-        ('[providers.work]\nbase_ulr = "http://x"\n', ("[providers.work] unknown key 'base_ulr'", "'base_url'")),
+        (
+            '[providers.work]\nbase_ulr = "http://x"\n',
+            ("[providers.work] unknown key 'base_ulr'", "'base_url'"),
+        ),
         ('[providers.work]\nkey_required = "false"\n', ("key_required must be true or false",)),
         ("retries = true\n", ("retries must be a whole number",)),
     ],
