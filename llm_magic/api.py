@@ -224,6 +224,8 @@ def compare(
     from .results import to_dataframe
 
     prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
+    if not prompt_list:
+        raise UsageProblem("compare() got no prompts: nothing to send")
     if targets is not None and not isinstance(targets, str) and not list(targets):
         raise UsageProblem("compare() got no targets; leave targets out for the default one")
     target_list = [targets] if isinstance(targets, str) else list(targets or [])

@@ -286,6 +286,7 @@ def _history_count(text: str) -> int:
 def usage_text() -> str:
     """Help shown by `%llm help` and `%%llm --help`."""
     subs = "\n".join(f"  %llm {name} {shape}".rstrip() for name, (shape, _) in SUBCOMMANDS.items())
+    allowed = {name: limits.allowed for name, limits in RANGES.items()}
     return f"""\
 %%llm [TARGET ...] [options]
 prompt template, may use {{name}} from the notebook ({{{{ and }}}} for literal braces)
@@ -294,20 +295,21 @@ TARGET is provider:model (ollama:llama3.2:1b), an alias, or a fallback chain a|b
 No target: the configured default target.
 
 Options:
-  -t, --temperature T     sampling temperature, 0 to 2
-  -n, --max-tokens N      most tokens to generate, 1 or more
-  --top-p P               nucleus sampling, greater than 0 and at most 1
-  --seed N                sampling seed, 0 to 4294967295
+  -t, --temperature T     sampling temperature, {allowed["temperature"]}
+  -n, --max-tokens N      most tokens to generate, {allowed["max_tokens"]}
+  --top-p P               nucleus sampling, {allowed["top_p"]}
+  --seed N                sampling seed, {allowed["seed"]}
   -s, --system TEXT       system prompt, quoted: -s "You are terse"
   --stop TEXT             stop sequence (repeatable; "\\n" is a newline)
-  -r, --repeat N          ask each target N times, 1 to 1000
-  --over VAR              render the cell once per item of a list, Series or DataFrame
+  -r, --repeat N          ask each target N times, {allowed["repeat"]}
+  --over VAR              render the cell once per item of a list or Series ({{item}} or
+                          {{VAR}}) or per row of a DataFrame ({{column}})
   -o, --out VAR           also store the result DataFrame in VAR
   -f, --format FMT        {" | ".join(FORMATS)} (default markdown)
   --no-stream             show answers only when complete
-  --timeout S             read timeout in seconds, greater than 0
-  --retries N             retries on transient errors, 0 to 10
-  -c, --concurrency N     requests in flight at once, 1 to 256
+  --timeout S             read timeout in seconds, {allowed["timeout"]}
+  --retries N             retries on transient errors, {allowed["retries"]}
+  -c, --concurrency N     requests in flight at once, {allowed["concurrency"]}
   --cache, --no-cache     use or skip the response cache
   --chat                  continue a conversation per target across cells
   -q, --quiet             show nothing; the result is in _llm (and -o VAR)

@@ -22,9 +22,9 @@ except ImportError as exc:  # an optional extra: say how to get it
     raise ImportError("llm_magic.Panel needs ipywidgets: pip install 'llm_magic[widgets]'") from exc
 from traitlets import Bool
 
-from . import __version__, api
+from . import __version__, api, ranges
 from .config import resolve_setting
-from .errors import LLMMagicError, one_line, redact
+from .errors import LLMMagicError, UsageProblem, one_line, redact
 from .panel_models import ALWAYS_OFFERED, ModelDiscovery
 from .panel_run import LiveRun
 from .panel_view import chart_png, header_html, metrics_html, note_html, status_html
@@ -33,6 +33,8 @@ from .runner import Job, RunInterrupted
 
 __all__ = ["Panel"]
 
+# Answers per target the panel lays out; more belong in %%llm -r or compare().
+PANEL_REPEAT_MAX = 50
 _FULL = w.Layout(width="100%")
 _LABELLED = {"description_width": "initial"}
 
@@ -56,6 +58,14 @@ class Panel(w.VBox):
         session: api.Session | None = None,
     ) -> None:
         self._session = session or api.session
+        # Refused like the API's arguments, never clamped quietly by the widgets' bounds.
+        for name, value in (("temperature", temperature), ("max_tokens", max_tokens)):
+            ranges.check(name, value, "Panel")
+        if not 1 <= repeat <= PANEL_REPEAT_MAX:
+            raise UsageProblem(
+                f"Panel: repeat {repeat} is out of range; the panel shows 1 to {PANEL_REPEAT_MAX}"
+                " answers per target (%%llm -r and compare() take up to 1000)"
+            )
         if targets is None:
             configured = self._session.settings().get("default_target")
             targets = [str(resolve_setting("default_target", None, configured).value)]
@@ -136,7 +146,7 @@ class Panel(w.VBox):
         self.repeat = w.BoundedIntText(
             value=repeat,
             min=1,
-            max=50,
+            max=PANEL_REPEAT_MAX,
             description="repeat",
             style=_LABELLED,
             layout=w.Layout(width="8em"),

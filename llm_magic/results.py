@@ -237,6 +237,9 @@ class LLMAccessor:
             # whiskers go up from the median to p95; an unknown value draws no bar
             whisker = [[0.0] * len(targets), (p95 - med).fillna(0.0).tolist()]
             med.plot.bar(ax=ax, yerr=whisker, capsize=3, rot=30, legend=False)
+            for i, value in enumerate(med.tolist()):
+                if math.isnan(value):  # an empty slot must not read as "fastest"
+                    ax.annotate("no answer", (i, 0), ha="center", va="bottom", rotation=90)
             ax.set_title(title)
             ax.set_xlabel("")
         return axes[0]

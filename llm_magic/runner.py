@@ -11,7 +11,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -93,7 +93,6 @@ def run_jobs(
     """
     run_id = run_id or new_run_id()
     get_provider = _resolved_once(get_provider)
-    _build_providers(get_provider, jobs)
     tokens = [CancelToken() for _ in jobs]
     records: list[RunRecord | None] = [None] * len(jobs)
     limits = {name: threading.BoundedSemaphore(n) for name, n in policy.limits.items() if n > 0}
@@ -116,6 +115,8 @@ def run_jobs(
             finished.tick()
 
     try:
+        # Inside the try: an interrupt during a first SDK import still leaves every row.
+        _build_providers(get_provider, jobs)
         for i in range(len(jobs)):
             pool.submit(work, i)
         # Short waits keep the main thread responsive to KeyboardInterrupt.
@@ -284,16 +285,37 @@ def _try_target(
         params=_params(job),
     )
     key = _cache_key(job, target, get_provider) if policy.cache else None
-    if key is not None:
-        from .store import copy_answer, default_store
+    if key is None:
+        _fetch(job, target, record, get_provider, policy, token, events, limits)
+        return record
+    from .store import copy_answer, default_store
 
-        hit = default_store().cache_get(key)
+    # Identical requests at once (a repeated --over item): the first is sent, the others wait
+    # for it and are served from the cache it fills, instead of each paying for its own.
+    with _SAME_REQUEST.held(key, token):
+        hit = None if token.cancelled else default_store().cache_get(key)
         if hit is not None:
             record.started_at = datetime.now(timezone.utc)
             copy_answer(hit, record)
             if events is not None:
                 events.on_text(job, record.output)
             return record
+        _fetch(job, target, record, get_provider, policy, token, events, limits)
+        default_store().cache_put(key, record)  # only answers that finished without error
+    return record
+
+
+def _fetch(
+    job: Job,
+    target: Target,
+    record: RunRecord,
+    get_provider: Callable[[str], Provider],
+    policy: Policy,
+    token: CancelToken,
+    events: Events | None,
+    limits: Mapping[str, threading.BoundedSemaphore],
+) -> None:
+    """Ask `target`, retrying as the policy allows; fills `record`, timings and accounts."""
     attempt = 0
     while not token.cancelled:
         limit = limits.get(target.provider)
@@ -313,6 +335,8 @@ def _try_target(
         why_not = _why_not_retry(error, record, attempt, policy)
         if why_not is not None:
             record.error, record.failure = error.message + why_not, error
+            if why_not:
+                error.args = (record.error,)  # complete() raises it: the same words as the row
             record.finish_reason = "error"
             break
         # The wait is itself interruptible: cancel() sets the event.
@@ -323,14 +347,37 @@ def _try_target(
     else:
         record.finish_reason, record.error = "interrupted", "interrupted before it was sent"
     _account(record, job, policy)
-    if key is not None:
-        from .store import default_store
-
-        default_store().cache_put(key, record)  # only answers that finished without error
-    return record
 
 
-def _acquire(limit: threading.BoundedSemaphore, token: CancelToken) -> bool:
+class _OnePerKey:
+    """A lock per key, made on first use and dropped when its last user leaves."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, tuple[threading.Lock, list[int]]] = {}  # key -> (lock, [users])
+
+    @contextlib.contextmanager
+    def held(self, key: str, token: CancelToken) -> Iterator[bool]:
+        """Hold `key`'s lock meanwhile; yields False (not held) if cancelled while waiting."""
+        with self._guard:
+            lock, users = self._locks.setdefault(key, (threading.Lock(), [0]))
+            users[0] += 1
+        got = _acquire(lock, token)
+        try:
+            yield got
+        finally:
+            if got:
+                lock.release()
+            with self._guard:
+                users[0] -= 1
+                if users[0] == 0:
+                    del self._locks[key]
+
+
+_SAME_REQUEST = _OnePerKey()  # process-wide: a cell and a panel may share the cache too
+
+
+def _acquire(limit: threading.BoundedSemaphore | threading.Lock, token: CancelToken) -> bool:
     """Wait for a per-provider slot in short steps; False if the run was cancelled meanwhile."""
     while not limit.acquire(timeout=0.05):
         if token.cancelled:

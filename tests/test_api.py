@@ -10,7 +10,7 @@ import pytest
 
 import llm_magic
 from llm_magic import providers
-from llm_magic.errors import AuthFailed, RateLimited, UnknownProvider
+from llm_magic.errors import AuthFailed, RateLimited, ServerFailed, UnknownProvider
 from llm_magic.providers.base import Chunk, Health, Usage
 from llm_magic.records import COLUMNS
 
@@ -54,6 +54,9 @@ def test_complete_raises_the_providers_error(wired) -> None:
     with pytest.raises(RateLimited) as limited:
         llm_magic.complete("Hi", "openai:gpt-4o-mini", retries=0)
     assert limited.value.retry_after == 7.0
+    wired[0].status, wired[0].retry_after = 503, 0
+    with pytest.raises(ServerFailed, match=r"\(after 2 attempts\)$"):  # as the row says
+        llm_magic.complete("Hi", "openai:gpt-4o-mini", retries=1)
 
 
 def test_complete_keeps_a_partial_answer_when_the_stream_breaks(wired) -> None:

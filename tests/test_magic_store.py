@@ -54,6 +54,17 @@ def test_cache_setting_from_config_and_errors_not_cached(ip, openai) -> None:
     assert len(openai.chat_requests()) == 2
 
 
+def test_identical_requests_in_one_run_are_sent_once(ip, openai) -> None:
+    openai.delay = 0.2  # long enough that all four would be in flight together
+    ip.user_ns["drinks"] = ["tea", "tea", "coffee", "tea"]
+    ip.run_cell("%%llm openai:gpt-4o-mini --over drinks --cache -c 8 -q\nPraise {item}.")
+    df = ip.user_ns["_llm"]
+    assert len(openai.chat_requests()) == 2  # one "tea", one "coffee"
+    assert df["error"].isna().all()
+    assert sorted(df["cached"].tolist()) == [False, False, True, True]
+    assert df["output"].tolist()[:2] == [df["output"].iloc[0]] * 2
+
+
 def test_the_key_never_reaches_the_log_file(ip, openai, isolated_env: Path) -> None:
     openai.reply = f"your key is {KEY}"  # a careless server echoes the key
     ip.run_cell("%%llm openai:gpt-4o-mini --cache -q\nhello")

@@ -186,3 +186,17 @@ def test_the_embedded_model_streams_into_the_panel() -> None:
     assert row.cost_usd == 0.0
     assert html.escape(row.output.strip()[:10]) in panel.columns[0].value
     assert "free" in panel.metrics.value and "done" in panel.status.value
+
+
+def test_out_of_range_arguments_are_refused_not_clamped() -> None:
+    from llm_magic.errors import UsageProblem
+
+    for kwargs, words in [
+        ({"temperature": 5}, "Panel: temperature 5 is out of range; allowed: 0 to 2"),
+        ({"max_tokens": 0}, "Panel: max_tokens 0 is out of range"),
+        ({"repeat": 100}, "Panel: repeat 100 is out of range; the panel shows 1 to 50"),
+    ]:
+        with pytest.raises(UsageProblem, match=words.replace("(", r"\(")):
+            make_panel(["local:smollm2"], **kwargs)
+    panel = make_panel(["local:smollm2"], temperature=2, max_tokens=1, repeat=50)  # the edges
+    assert (panel.temperature.value, panel.max_tokens.value, panel.repeat.value) == (2, 1, 50)

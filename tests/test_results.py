@@ -289,6 +289,7 @@ def test_plot_draws_median_bars_per_target() -> None:
     assert [p.get_height() for p in tps.patches] == pytest.approx([10.0, 50.0])
     heights = [p.get_height() for p in ttft.patches]
     assert heights == pytest.approx([0.5, 0.0])  # pandas draws an unknown value as no bar
+    assert [t.get_text() for t in ttft.texts] == ["no answer"]  # ... which must not read as 0
     assert latency.get_title() == "latency (s)"
 
 
@@ -297,6 +298,10 @@ def test_plot_single_target_with_errors() -> None:
     df = to_dataframe([rec("a:b", latency_s=1.0), rec("a:b", latency_s=50.0, error="a: boom")])
     axes = df.llm.plot()
     assert [p.get_height() for p in axes[0].patches] == pytest.approx([1.0])
+    failed = to_dataframe([rec("a:b", latency_s=1.0), rec("c:d", latency_s=0.1, error="c: boom")])
+    latency = failed.llm.plot()[0]
+    assert [p.get_height() for p in latency.patches][0] == pytest.approx(1.0)
+    assert [(t.get_text(), t.xy[0]) for t in latency.texts] == [("no answer", 1)]
 
 
 def test_plot_without_matplotlib_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:

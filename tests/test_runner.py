@@ -370,6 +370,17 @@ def test_start_up_is_not_timed_as_latency() -> None:
     assert all(r.latency_s < 0.25 for r in records), [r.latency_s for r in records]
 
 
+def test_an_interrupt_while_providers_are_built_keeps_every_row() -> None:
+    def interrupted_import(name: str) -> ScriptedProvider:
+        raise KeyboardInterrupt  # Ctrl-C during the first `import openai` of a session
+
+    with pytest.raises(RunInterrupted) as info:
+        run_jobs([job("a:m", 0), job("b:m", 1)], interrupted_import, Policy())
+    records = info.value.records
+    assert [r.target for r in records] == ["a:m", "b:m"]
+    assert all(r.finish_reason == "interrupted" for r in records)
+
+
 def test_the_embedded_model_is_limited_to_one_request_by_default() -> None:
     from llm_magic.api import make_policy
 

@@ -85,6 +85,8 @@ def test_the_python_api_refuses_what_the_magic_refuses(backends) -> None:
         llm_magic.complete("Hi", "openai:gpt-4o-mini", temperature=3)
     with pytest.raises(UsageProblem, match="no targets"):
         llm_magic.compare("Hi", [])
+    with pytest.raises(UsageProblem, match="no prompts"):
+        llm_magic.compare([], "openai:gpt-4o-mini")
     with pytest.raises(UsageProblem, match="one target"):
         llm_magic.complete("Hi", ["openai:gpt-4o-mini", "ollama:llama3.2"])  # type: ignore[arg-type]
     for empty in ("", "  \n"):
