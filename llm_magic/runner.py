@@ -254,14 +254,18 @@ def _run_one(
     limits: Mapping[str, threading.BoundedSemaphore],
 ) -> RunRecord:
     failed: list[str] = []
+    why: list[str] = []
     record: RunRecord | None = None
     for target in job.spec.chain:
         record = _try_target(job, target, run_id, get_provider, policy, token, events, limits)
         if record.error is None or record.finish_reason == "interrupted" or record.output:
             break  # answered, interrupted, or broke mid-stream with text worth keeping
         failed.append(str(target))
+        why.append(record.error or "")
     assert record is not None
     record.fallback_from = "|".join(t for t in failed if t != record.target) or None
+    if len(why) > 1 and record.error is not None:  # every link failed: say why for each
+        record.error = "; ".join(why)
     return record
 
 

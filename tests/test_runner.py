@@ -200,14 +200,18 @@ def test_fallback_chain_records_which_target_failed() -> None:
     assert rec.fallback_from == "a:m1"
 
 
-def test_fallback_chain_all_failing_reports_the_last_error() -> None:
-    def down(n: int, cancel: CancelToken | None) -> Iterator[Chunk]:
-        raise ConnectFailed("refused", provider="x")
-        yield Chunk()
+def test_fallback_chain_all_failing_reports_every_links_error() -> None:
+    def down(name: str) -> Script:
+        def script(n: int, cancel: CancelToken | None) -> Iterator[Chunk]:
+            raise ConnectFailed("refused", provider=name)
+            yield Chunk()
 
-    providers = {"a": ScriptedProvider("a", down), "b": ScriptedProvider("b", down)}
+        return script
+
+    providers = {"a": ScriptedProvider("a", down("a")), "b": ScriptedProvider("b", down("b"))}
     (rec,) = run([job("a:m|b:m")], providers, retries=0)
-    assert rec.target == "b:m" and rec.error == "x: refused" and rec.fallback_from == "a:m"
+    assert rec.target == "b:m" and rec.fallback_from == "a:m"
+    assert rec.error == "a: refused; b: refused"  # one line, why each link failed
 
 
 def test_a_provider_bug_becomes_an_error_row() -> None:
