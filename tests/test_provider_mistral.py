@@ -174,6 +174,14 @@ def test_list_models(mistral, mistral_server) -> None:
     assert mistral_server.requests[-1].path == "/v1/models"
 
 
+def test_a_listing_of_another_shape_is_a_clear_line(mistral, mistral_server, monkeypatch):
+    monkeypatch.setitem(
+        mistral_server.routes, ("GET", "/v1/models"), lambda ex: ex.send_json(200, {"models": 1})
+    )
+    with pytest.raises(errors.BadResponse, match='mistral: /v1/models replied without a "data"'):
+        mistral.list_models()
+
+
 def test_list_models_tolerates_a_bare_array(mistral, mistral_server, monkeypatch) -> None:
     def bare(ex) -> None:  # the shape of the rendered docs' example
         ex.send_json(

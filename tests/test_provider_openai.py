@@ -125,6 +125,27 @@ def test_list_models(openai_p, openai_server) -> None:
     assert openai_server.requests[-1].path == "/v1/models"
 
 
+@pytest.mark.parametrize(
+    ("reply", "words"),
+    [
+        ((b"<html><body>proxy login</body></html>", "text/html"), "not JSON: '<html><body>proxy"),
+        ((b'{"data": [ {"id": "x"', "application/json"), "not JSON: '{\"data\": ["),
+        ((b'{"models": "not a list"}', "application/json"), 'without a "data" list'),
+    ],
+)
+def test_a_model_list_that_is_not_one_is_a_clear_line(
+    openai_p, openai_server, monkeypatch, reply, words
+) -> None:
+    body, kind = reply
+    handler = lambda ex: ex.send(200, body, kind)  # noqa: E731 - a route of the shared server
+    monkeypatch.setitem(openai_server.routes, ("GET", "/v1/models"), handler)
+    with pytest.raises(errors.BadResponse) as info:
+        openai_p.list_models()
+    assert info.value.message.startswith("openai: /models replied") and words in info.value.message
+    health = openai_p.health()  # the server answered, not well: reachable, with the reason
+    assert health.reachable and health.error == info.value.message
+
+
 def test_health_with_a_rejected_key(openai_server) -> None:
     openai_server.api_key = "the-right-one"
     with OpenAIProvider(name="openai", base_url=openai_server.url, api_key=KEY) as provider:

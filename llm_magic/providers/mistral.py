@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
+from .. import errors
 from ._http import ADMIN_TIMEOUT, HTTPService, KeyedProvider, timeout_for
 from ._sse_chat import chat_chunks, whole_chunk
 from .base import CancelToken, Chunk, Health, Message, ModelInfo, Options
@@ -85,8 +86,10 @@ class MistralProvider(KeyedProvider):
         body = self._http.call_json("GET", _MODELS, timeouts=ADMIN_TIMEOUT)
         # The schema says {"object": "list", "data": [...]}; the rendered docs show a bare array.
         entries = body.get("data") if isinstance(body, dict) else body
+        if not isinstance(entries, list):  # a listing of another shape: say so, never "none"
+            raise errors.BadResponse(f'{_MODELS} replied without a "data" list', provider=self.name)
         models = []
-        for entry in entries if isinstance(entries, list) else []:
+        for entry in entries:
             if not isinstance(entry, dict) or not entry.get("id"):
                 continue
             created = entry.get("created")

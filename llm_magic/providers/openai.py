@@ -14,6 +14,7 @@ chunked body, so every request would pay a new TCP (and TLS) handshake and skew 
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -155,18 +156,39 @@ class OpenAIProvider(KeyedProvider):
             else:
                 yield whole_chunk(exchange, exchange.body())
 
-    def _models_page(self, exchange: Exchange, timeout: httpx2.Timeout | float) -> Any:
-        return exchange.call(
-            lambda: self._client.models.list(timeout=timeout), lambda exc: _sdk_error(exchange, exc)
+    def _models_page(
+        self, exchange: Exchange, timeout: httpx2.Timeout | float
+    ) -> list[dict[str, Any]]:
+        """The entries of GET /models. Read raw and parsed here, not by the SDK's models.list():
+        an HTML page at the URL (a web UI, a proxy's login) must be one clear line, not the
+        SDK's internal error."""
+        response = exchange.call(
+            lambda: self._client.get(
+                "/models", cast_to=httpx2.Response, options={"timeout": timeout}
+            ),
+            lambda exc: _sdk_error(exchange, exc),
         )
+        body = response.content
+        try:
+            page = json.loads(body)
+        except ValueError:
+            shown = body[:60].decode("utf-8", "replace")
+            raise exchange.error(
+                errors.BadResponse, f"/models replied with something that is not JSON: {shown!r}"
+            ) from None
+        data = page.get("data", ()) if isinstance(page, dict) else ()
+        if data is None:
+            return []  # Ollama's /v1 says "data": null when it has no model
+        if not isinstance(data, list):
+            raise exchange.error(errors.BadResponse, '/models replied without a "data" list')
+        return [entry for entry in data if isinstance(entry, dict)]
 
     def list_models(self) -> list[ModelInfo]:
         self._require_key()
         with self._exchange(ADMIN_TIMEOUT) as exchange:
             page = self._models_page(exchange, ADMIN_TIMEOUT)
         models = []
-        for entry in getattr(page, "data", None) or []:  # Ollama's /v1 says "data": null
-            raw = entry.to_dict() if hasattr(entry, "to_dict") else {}
+        for raw in page:
             if not raw.get("id"):
                 continue
             created = raw.get("created")
