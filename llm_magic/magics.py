@@ -213,6 +213,8 @@ class _ProgressEvents:
         self._bar.update(1)
 
     def close(self) -> None:
+        if self._errors:  # a full bar alone would read as all well
+            self._bar.set_description(f"llm · {self._errors} failed", refresh=False)
         self._bar.close()
 
 

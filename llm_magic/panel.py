@@ -330,6 +330,8 @@ class Panel(w.VBox):
             + (f" · {errors} with errors" if errors else "")
             + " · the rows are in panel.result"
         )
+        if phase == "done" and records and errors == len(records):
+            phase = "all failed"  # a green tick would read as success
         # The status first: the chart can take a moment (matplotlib's first import).
         live.render_status(phase, message)
         if records:

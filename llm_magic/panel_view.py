@@ -44,6 +44,7 @@ _PHASES = {  # phase -> (symbol, colour)
     "done": ("✓", _COLOURS["done"]),
     "stopped": ("■", _COLOURS["stopped"]),
     "failed": ("✕", _COLOURS["error"]),
+    "all failed": ("✕", _COLOURS["error"]),  # the run went fine, but no target answered
     "problem": ("!", _COLOURS["error"]),
 }
 

@@ -149,16 +149,18 @@ def resolve_targets(
             # Keep the class (UnknownProvider stays UnknownProvider), add where it came from.
             raise type(exc)(f"default target {default!r}: {exc.message}") from None
     specs: list[TargetSpec] = []
-    first_label: dict[tuple[Target, ...], str] = {}
+    # Keyed by the first link: `a` beside `a|b` would ask `a` twice in rows nothing tells apart.
+    first_label: dict[Target, str] = {}
     for word in words:
         spec = parse_target(word, aliases, known)
-        if spec.chain in first_label:
-            earlier = first_label[spec.chain]
+        first = spec.chain[0]
+        if first in first_label:
+            earlier = first_label[first]
             how = "" if earlier == spec.label else f" (as {earlier!r} and {spec.label!r})"
             raise UsageProblem(
-                f"target {spec} is given twice{how}; use -r/--repeat N to ask it several times"
+                f"target {first} is given twice{how}; use -r/--repeat N to ask it several times"
             )
-        first_label[spec.chain] = spec.label
+        first_label[first] = spec.label
         specs.append(spec)
     return specs
 

@@ -79,6 +79,10 @@ def test_a_large_run_shows_a_progress_bar_and_respects_concurrency(wired, capsys
     assert openai_server.max_in_flight == 4
     err = capsys.readouterr().err
     assert f"{LIVE_COLUMNS_MAX + 28}/{LIVE_COLUMNS_MAX + 28}" in err  # tqdm's final count
+    assert "failed" not in err
+    openai_server.statuses = [400] * 3  # three rows fail: the finished bar says so
+    ip.run_cell("%%llm openai:gpt-4o-mini --over many -c 4 --retries 0\n{item}")
+    assert "llm · 3 failed" in capsys.readouterr().err
 
 
 def test_per_provider_limit_from_the_config_file(wired, isolated_env) -> None:

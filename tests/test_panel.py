@@ -95,8 +95,11 @@ def test_a_failing_target_keeps_the_other_column(openai_env, ollama_server, monk
     assert "bad &lt;request&gt; &amp; stuff" in panel.columns[0].value
     assert "bad &lt;request&gt; &amp; stuff" in panel.metrics.value
     assert "<request>" not in panel.metrics.value + panel.columns[0].value
-    assert "1 with errors" in panel.status.value
+    assert "1 with errors" in panel.status.value and "✓ done" in panel.status.value
     assert "sk-test-panel" not in panel.metrics.value + panel.status.value
+    ollama_server.status = 500  # now no target answers: that is not a green tick
+    run(panel)
+    assert "✕ all failed" in panel.status.value and "2 with errors" in panel.status.value
 
 
 def test_stop_cancels_a_slow_run_and_keeps_the_rows(openai_env) -> None:

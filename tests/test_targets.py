@@ -182,6 +182,9 @@ DUPLICATES = [
         "given twice (as 'fast' and 'groq:llama-3.1-8b-instant')",
     ),
     (["safe", "openai:gpt-4o-mini|local:smollm2"], "given twice"),
+    # the same first link with another fallback: both rows would ask openai:a, told apart by
+    # nothing (side_by_side would show them as two repeats)
+    (["openai:a", "openai:a|local:smollm2"], "target openai:a is given twice"),
 ]
 
 
@@ -192,9 +195,10 @@ def test_duplicate_targets_are_rejected(words: list[str], fragment: str) -> None
     assert_one_line(info.value, fragment, "-r/--repeat")
 
 
-def test_same_primary_with_another_fallback_is_allowed() -> None:
-    specs = resolve_targets(["openai:a", "openai:a|local:smollm2"], {}, KNOWN, "local:smollm2")
-    assert len(specs) == 2
+def test_a_target_may_be_another_chains_fallback() -> None:
+    # asked on its own, and as what to fall back on when vllm fails: distinct first links
+    specs = resolve_targets(["openai:a", "vllm:x|openai:a"], {}, KNOWN, "local:smollm2")
+    assert [s.label for s in specs] == ["openai:a", "vllm:x|openai:a"]
 
 
 @pytest.mark.parametrize("name", ["fast", "my_model", "gpt4o-mini", "v1.2", "_x", "A"])

@@ -331,8 +331,9 @@ class LocalProvider:
         room = entry.n_ctx - len(prompt)
         if room <= 0:
             raise ProviderError(
-                f"the prompt is {len(prompt)} tokens but {entry.name} is loaded with a context of "
-                f"{entry.n_ctx}; set {N_CTX_ENV} higher",
+                f"the prompt (with any --chat history) is {len(prompt)} tokens but {entry.name} is"
+                f" loaded with a context of {entry.n_ctx}; shorten it (%llm reset forgets a"
+                f" --chat conversation) or set {N_CTX_ENV} higher",
                 provider=self.name,
             )
         limit = min(options.max_tokens or DEFAULT_MAX_TOKENS, room)
