@@ -115,12 +115,24 @@ def _check(target: Target, probes: _Probes) -> tuple[bool, str]:
         return True, f"configured at {mask_url(base)} (not on this machine, not probed)"
     if spec.kind == "ollama":
         return _check_ollama(base, target.model, probes, endpoint.api_key, spec.key_env)
-    answered, _ = probes.get(base, "/models", endpoint.api_key)
-    if answered is None:
+    path = "/models"
+    if spec.kind == "mistral":
+        # Mistral's base URL has no /v1: the provider lists at {base}/v1/models (and drops a
+        # /v1 given in the base URL). Probe where it will really ask.
+        base, path = base.rstrip("/").removesuffix("/v1"), "/v1/models"
+    reply = probes.get(base, path, endpoint.api_key)
+    if reply.timed_out:
+        return False, _silent(base, probes.timeout)
+    if reply.status is None:
         return False, f"nothing answers at {mask_url(base)}"
-    if answered == 401 or answered == 403:
-        return False, _refusal(base, answered, endpoint.api_key, spec.key_env)
+    if reply.status == 401 or reply.status == 403:
+        return False, _refusal(base, reply.status, endpoint.api_key, spec.key_env)
     return True, f"server answers at {mask_url(base)}"
+
+
+def _silent(base: str, timeout: float) -> str:
+    # Something took the connection, so a server runs there: starting one is not the advice.
+    return f"the server at {mask_url(base)} did not answer within {timeout:g} s"
 
 
 def _refusal(base: str, status: int, key: str | None, key_env: str | None) -> str:
@@ -147,7 +159,10 @@ def _check_local(target: Target) -> tuple[bool, str]:
 def _check_ollama(
     base: str, model: str, probes: _Probes, key: str | None, key_env: str | None
 ) -> tuple[bool, str]:
-    status, body = probes.get(base, "/api/tags", key)
+    reply = probes.get(base, "/api/tags", key)
+    status, body = reply.status, reply.body
+    if reply.timed_out:
+        return False, _silent(base, probes.timeout)
     if status is None:
         return False, f"no Ollama at {mask_url(base)} (start it with `ollama serve`)"
     if status == 401 or status == 403:  # an Ollama behind a proxy that wants a key
@@ -179,15 +194,24 @@ def _ollama_names(body: bytes) -> set[str]:
     return names
 
 
+@dataclass(frozen=True)
+class _Reply:
+    """What one probe got: an HTTP status and body, or nothing (status None)."""
+
+    status: int | None
+    body: bytes = b""
+    timed_out: bool = False  # nothing within the timeout (connected, usually): not refused
+
+
 class _Probes:
     """Each (server, path, key) is asked once per check, however many targets it serves."""
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
         self._lock = threading.Lock()
-        self._asked: dict[tuple[str, str, str | None], Future[tuple[int | None, bytes]]] = {}
+        self._asked: dict[tuple[str, str, str | None], Future[_Reply]] = {}
 
-    def get(self, base: str, path: str, key: str | None = None) -> tuple[int | None, bytes]:
+    def get(self, base: str, path: str, key: str | None = None) -> _Reply:
         with self._lock:
             future = self._asked.get((base, path, key))
             mine = future is None
@@ -208,15 +232,15 @@ def _is_loopback(url: str) -> bool:
         return False
 
 
-def _get(base: str, path: str, timeout: float, key: str | None = None) -> tuple[int | None, bytes]:
-    """GET base+path on a loopback server: (status, body), or (None, b"") when nothing answers.
-    `key`, when given, goes as a Bearer token, as the providers send it.
+def _get(base: str, path: str, timeout: float, key: str | None = None) -> _Reply:
+    """GET base+path on a loopback server: its status and body, or status None when nothing
+    answers. `key`, when given, goes as a Bearer token, as the providers send it.
 
     http.client rather than an HTTP library: it reads no proxy variables, so a probe of
     127.0.0.1 cannot be sent anywhere else, and it is in the standard library.
     """
     if not _is_loopback(base):  # the caller checks too; a key must never leave this machine
-        return None, b""
+        return _Reply(None)
     parts = urlsplit(base)
     host = "127.0.0.1" if parts.hostname == "localhost" else parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -229,8 +253,10 @@ def _get(base: str, path: str, timeout: float, key: str | None = None) -> tuple[
         conn.request("GET", parts.path.rstrip("/") + path, headers=headers)
         response = conn.getresponse()
         # A model list is small; the cap keeps a confused server from holding us.
-        return response.status, response.read(1 << 20)
+        return _Reply(response.status, response.read(1 << 20))
+    except TimeoutError:  # socket.timeout: connected (or connecting) and then silence
+        return _Reply(None, timed_out=True)
     except (OSError, http.client.HTTPException):
-        return None, b""
+        return _Reply(None)
     finally:
         conn.close()

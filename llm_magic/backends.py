@@ -11,7 +11,8 @@ Nothing here prints: callers get DataFrames and one-line notes about what was sk
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +28,7 @@ from .discovery import (
     loopback_port,
     unprefixed,
 )
-from .errors import TransportError, UnknownProvider, mask_url
+from .errors import TimedOut, TransportError, UnknownProvider, mask_url
 from .providers.base import Health, ModelInfo, Provider
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ __all__ = [
     "context_from_show",
     "models_table",
     "notes_for",
+    "plain_timeouts",
     "status_table",
 ]
 
@@ -249,10 +251,29 @@ def context_from_show(body: dict[str, Any]) -> int | None:
     return value if isinstance(value, int) else None
 
 
+_HTTP_KINDS = ("ollama", "openai", "mistral")  # the built-in providers: they wait ADMIN_TIMEOUT
+
+
+@contextmanager
+def plain_timeouts(kind: str, name: str) -> Iterator[None]:
+    """A built-in provider's listing or show that timed out, said as what it means: the server
+    took the connection (or not) and gave no answer in time. A plugin's timeouts are its own."""
+    try:
+        yield
+    except TimedOut:
+        if kind not in _HTTP_KINDS:
+            raise
+        from .providers._http import ADMIN_TIMEOUT  # httpx2 only once a request has been made
+
+        # Its connect limit is no longer than its read limit: either way, this long.
+        raise TimedOut(f"did not answer within {ADMIN_TIMEOUT.read:g} s", provider=name) from None
+
+
 def _list(b: Backend, cfg: FileConfig) -> list[ModelInfo]:
     provider = _provider(b, cfg)
     try:
-        models = provider.list_models()
+        with plain_timeouts(b.kind, b.name):
+            models = provider.list_models()
         show = getattr(provider, "show", None)
         if b.kind == "ollama" and show is not None and models:
             # /api/tags has no context length; /api/show has it, one request per model.
@@ -269,10 +290,12 @@ def _list(b: Backend, cfg: FileConfig) -> list[ModelInfo]:
 
 
 def notes_for(failures: list[tuple[Backend, BaseException]], quiet_defaults: bool) -> list[str]:
-    """One line per failed backend; the unset-up local presets that are down share one line."""
+    """One line per failed backend; the unset-up local presets that are down share one line.
+    A server that took the connection and said nothing is running: it gets its own line."""
     notes, down = [], []
     for b, exc in failures:
-        if quiet_defaults and b.default_local and isinstance(exc, TransportError):
+        down_for_sure = isinstance(exc, TransportError) and not isinstance(exc, TimedOut)
+        if quiet_defaults and b.default_local and down_for_sure:
             down.append(b.name)
         else:
             where = f" ({mask_url(b.base_url)})" if b.base_url else ""

@@ -182,8 +182,24 @@ class PullResult:
     status: str  # the last status Ollama sent ("success")
 
 
+def _size(n: int) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+
+def _downloaded(layers: Mapping[str, tuple[int, int]]) -> str | None:
+    """'X of Y downloaded' over the layers announced so far; None before the first one."""
+    total = sum(t for t, _ in layers.values())
+    if not total:
+        return None
+    return f"{_size(sum(c for _, c in layers.values()))} of {_size(total)} downloaded"
+
+
 def pull(target: Target, cfg: FileConfig | None = None) -> PullResult:
-    """Pull an Ollama model with a progress bar fed by the per-layer `total`/`completed`."""
+    """Pull an Ollama model with a progress bar fed by the per-layer `total`/`completed`.
+
+    A pull that fails, stalls or is interrupted part way says how far it got. Ollama keeps what
+    it downloaded: a new pull resumes from there.
+    """
     from tqdm.auto import tqdm
 
     cfg = cfg if cfg is not None else load_file_config()
@@ -206,6 +222,17 @@ def pull(target: Target, cfg: FileConfig | None = None) -> PullResult:
             bar.set_description_str(f"{target}: {status}"[:60], refresh=False)
             bar.update(sum(c for _, c in layers.values()) - bar.n)
         bar.refresh()
+    except KeyboardInterrupt:
+        # Still an interrupt (Run All stops), now saying how far the pull got.
+        where = _downloaded(layers) or (
+            f"last status: {status!r}" if status else "nothing downloaded yet"
+        )
+        raise KeyboardInterrupt(f"pull interrupted: {target}, {where}") from None
+    except ProviderError as exc:
+        where = _downloaded(layers)
+        if where:
+            exc.args = (f"{exc.message} ({where})",)
+        raise
     finally:
         bar.close()
     if status != "success":
@@ -312,12 +339,13 @@ def show(target: Target, cfg: FileConfig | None = None) -> dict[str, Any]:
     """What a backend knows about one model, as a dict."""
     cfg = cfg if cfg is not None else load_file_config()
     kind = _kind(target.provider, cfg)
-    if kind == "ollama":
-        return _show_ollama(target, cfg)
     if kind == "local":
         return _show_local(target)
-    if kind in ("openai", "mistral"):
-        return _show_listed(target, cfg)
+    with backends.plain_timeouts(kind, target.provider):
+        if kind == "ollama":
+            return _show_ollama(target, cfg)
+        if kind in ("openai", "mistral"):
+            return _show_listed(target, cfg)
     raise UsageProblem(f"%llm show does not know how to ask {target.provider!r} about a model")
 
 

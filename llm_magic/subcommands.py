@@ -144,7 +144,10 @@ def _pull(magics: LLMMagics, args: list[str]) -> None:
     """`%llm pull ollama:MODEL`, with a progress bar."""
     from .manage import pull
 
-    result = pull(_target(magics, args[0]))
+    try:
+        result = pull(_target(magics, args[0]))
+    except KeyboardInterrupt as exc:  # the stop button: one line on how far it got, no traceback
+        raise UsageProblem(str(exc) or "pull interrupted") from None
     print(f"pulled {result.target} ({result.layers} layers, {result.total_bytes / 1e9:.2f} GB)")
 
 

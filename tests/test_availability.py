@@ -146,7 +146,44 @@ def test_a_server_that_never_answers_is_unavailable(
     monkeypatch.setenv("LLAMACPP_BASE_URL", silent_url)
     ok, reason = reasons("llamacpp:smollm2")["llamacpp:smollm2"]
     assert not ok
-    assert reason == f"nothing answers at {silent_url}"
+    # Something took the connection: it runs, it is silent. Not "nothing answers".
+    assert reason == f"the server at {silent_url} did not answer within 0.5 s"
+
+
+def test_a_silent_ollama_is_not_told_to_start(
+    silent_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host = silent_url.removesuffix("/v1")
+    monkeypatch.setenv("OLLAMA_HOST", host)
+    (a,) = check_targets(["ollama:llama3.2"], timeout=0.3)
+    assert not a.ok
+    assert a.reason == f"the server at {host} did not answer within 0.3 s"
+    assert "ollama serve" not in a.reason
+
+
+def test_loopback_mistral_is_probed_where_the_provider_lists_models(
+    mistral_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MISTRAL_API_KEY", "sk-test-000000000000")
+    # The bare host (Mistral's own form) and a base URL with /v1 reach the same listing.
+    for base in (mistral_server.url, mistral_server.url + "/v1"):
+        monkeypatch.setenv("MISTRAL_BASE_URL", base)
+        ok, reason = reasons("mistral:mistral-small-latest")["mistral:mistral-small-latest"]
+        assert ok, reason
+        assert reason == f"server answers at {mistral_server.url}"
+    assert [r.path for r in mistral_server.requests] == ["/v1/models", "/v1/models"]
+    assert mistral_server.requests[0].headers["authorization"] == "Bearer sk-test-000000000000"
+
+
+def test_loopback_mistral_whose_listing_is_silent_is_unavailable(
+    silent_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host = silent_url.removesuffix("/v1")
+    monkeypatch.setenv("MISTRAL_API_KEY", "sk-test-000000000000")
+    monkeypatch.setenv("MISTRAL_BASE_URL", host)
+    ok, reason = reasons("mistral:mistral-small-latest")["mistral:mistral-small-latest"]
+    assert not ok
+    assert reason == f"the server at {host} did not answer within 0.5 s"
 
 
 @needs_llama

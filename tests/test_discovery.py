@@ -15,7 +15,7 @@ from servers.ollama_server import OllamaServer
 from llm_magic import backends, discovery
 from llm_magic.backends import Backend, configured_backends, models_table, status_table
 from llm_magic.discovery import Found, discover, gather, loopback_port, probe_port
-from llm_magic.errors import TimedOut, UnknownProvider
+from llm_magic.errors import ConnectFailed, TimedOut, UnknownProvider
 
 KEY = "sk-SENTINEL-discovery-0123456789"
 
@@ -310,6 +310,21 @@ def test_an_unreachable_backend_is_a_note_not_an_exception(servers, monkeypatch,
     (note,) = [n for n in notes if "ollama" in n]
     assert note.startswith(f"skipped ollama ({refused_url}): cannot connect")
     assert "\n" not in note
+
+
+def test_a_silent_server_on_a_default_port_is_not_called_not_running():
+    # A refused connection on a preset's default port: nobody set it up, one shared line. A
+    # connection taken and never answered: something runs there and is stuck; say so.
+    silent = Backend("lmstudio", "openai", "http://127.0.0.1:1234/v1", "built-in default", True)
+    down = Backend("vllm", "openai", "http://127.0.0.1:8000/v1", "built-in default", True)
+    failures = [
+        (silent, TimedOut("did not answer within 5 s", provider="lmstudio")),
+        (down, ConnectFailed("cannot connect: [Errno 111] Connection refused", provider="vllm")),
+    ]
+    assert backends.notes_for(failures, quiet_defaults=True) == [
+        "skipped lmstudio (http://127.0.0.1:1234/v1): did not answer within 5 s",
+        "not running (default ports on 127.0.0.1): vllm",
+    ]
 
 
 def test_models_of_one_provider(servers):

@@ -3,14 +3,19 @@ Errors, faults, keys and cancelling as every provider has them: test_provider_co
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from provider_checks import MSGS, REPLY, contract, drain, text_of
+from servers.base import Exchange, TestServer
 
 from llm_magic import errors
 from llm_magic.providers import get_provider
+from llm_magic.providers import ollama as ollama_module
 from llm_magic.providers.base import CancelToken, Chunk, Options, Usage
 from llm_magic.providers.ollama import OllamaProvider, parse_ollama_host
 
@@ -199,8 +204,11 @@ def test_show(ollama) -> None:
 
 
 def test_show_unknown_model(ollama) -> None:
-    with pytest.raises(errors.NotFound, match="model 'nope' not found"):
+    with pytest.raises(errors.NotFound) as err:
         ollama.show("nope")
+    # Ollama's words, then the command that fixes it, as a chat row gives them.
+    assert err.value.message == "ollama: HTTP 404: model 'nope' not found (%llm pull ollama:nope)"
+    assert err.value.status == 404
 
 
 def test_pull_yields_progress_then_the_model_is_there(ollama, ollama_server) -> None:
@@ -219,6 +227,73 @@ def test_pull_of_unknown_model_raises_with_server_text(ollama) -> None:
     assert next(pulled) == {"status": "pulling manifest"}
     with pytest.raises(errors.ProviderError, match="pull model manifest: file does not exist"):
         next(pulled)
+
+
+class ScriptedPull(TestServer):
+    """/api/pull answering with `script`: (seconds of silence, then this progress object)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.script: list[tuple[float, dict[str, Any]]] = []
+        self.routes[("POST", "/api/pull")] = self._pull
+
+    def _pull(self, ex: Exchange) -> None:
+        ex.start_stream("application/x-ndjson")
+        for pause, progress in self.script:
+            ex.sleep(pause)
+            ex.write(json.dumps(progress).encode() + b"\n")
+        ex.end_stream()
+
+
+LAYER = {"status": "pulling 0123456789ab", "digest": "sha256:0123456789ab", "total": 1000}
+
+
+@pytest.fixture
+def scripted(monkeypatch) -> Iterator[tuple[ScriptedPull, OllamaProvider]]:
+    monkeypatch.setattr(ollama_module, "PULL_STALL_S", 0.3)
+    with (
+        ScriptedPull() as server,
+        OllamaProvider(name="ollama", base_url=server.url, api_key=None) as provider,
+    ):
+        yield server, provider
+
+
+def test_a_pull_without_progress_stops_with_a_clear_timeout(scripted) -> None:
+    server, provider = scripted
+    server.script = [(0, {"status": "pulling manifest"}), (30, LAYER)]
+    started = time.monotonic()
+    with pytest.raises(errors.TimedOut) as err:
+        list(provider.pull("smollm2:135m"))
+    assert time.monotonic() - started < 5  # not the 600 s read timeout
+    assert err.value.message == (
+        "ollama: no progress for 0.3 s (last status: 'pulling manifest'); "
+        "pull stopped, run it again to resume"
+    )
+
+
+def test_verifying_may_be_quiet_longer_than_the_stall_limit(scripted) -> None:
+    # Ollama hashes every blob after the download and says nothing until it is done.
+    server, provider = scripted
+    server.script = [
+        (0, {"status": "pulling manifest"}),
+        (0, {**LAYER, "completed": 1000}),
+        (0, {"status": "verifying sha256 digest"}),
+        (1.0, {"status": "writing manifest"}),
+        (0, {"status": "success"}),
+    ]
+    assert [p["status"] for p in provider.pull("smollm2:135m")][-1] == "success"
+
+
+def test_a_cancelled_pull_is_cancelled_not_stalled(scripted, monkeypatch) -> None:
+    monkeypatch.setattr(ollama_module, "PULL_STALL_S", 60.0)
+    server, provider = scripted
+    server.script = [(0, {"status": "pulling manifest"}), (30, LAYER)]
+    token = CancelToken()
+    threading.Timer(0.2, token.cancel).start()
+    started = time.monotonic()
+    with pytest.raises(errors.Cancelled):
+        list(provider.pull("smollm2:135m", cancel=token))
+    assert time.monotonic() - started < 5
 
 
 def test_delete(ollama, ollama_server) -> None:

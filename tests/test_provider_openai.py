@@ -129,7 +129,7 @@ def test_list_models(openai_p, openai_server) -> None:
     ("reply", "words"),
     [
         ((b"<html><body>proxy login</body></html>", "text/html"), "not JSON: '<html><body>proxy"),
-        ((b'{"data": [ {"id": "x"', "application/json"), "not JSON: '{\"data\": ["),
+        ((b'{"data": [ {"id": "x"', "application/json"), 'not JSON: \'{"data": ['),
         ((b'{"models": "not a list"}', "application/json"), 'without a "data" list'),
     ],
 )

@@ -3,12 +3,21 @@ loopback servers on real sockets."""
 
 from __future__ import annotations
 
+import _thread
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
 import pandas as pd
 import pytest
 from IPython.core.error import UsageError
 from test_discovery import write_gguf
+from test_provider_ollama import ScriptedPull
 
 from llm_magic import discovery
+from llm_magic.providers import ollama as ollama_module
 from llm_magic.providers.gguf import bundled_gguf
 
 KEY = "sk-SENTINEL-subcommands-0123456789"
@@ -156,6 +165,31 @@ def test_models_one_table_and_a_note_for_a_dead_backend(
     assert set(only["model"]) == {"llama3.2:latest", "qwen2.5:0.5b"}
 
 
+@pytest.fixture
+def silent_host() -> Iterator[str]:
+    """http://127.0.0.1:PORT that takes connections and never answers (a wedged server)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def test_models_and_show_give_up_on_a_silent_server_in_seconds(
+    ip, servers, monkeypatch, silent_host, capsys
+):
+    monkeypatch.setenv("OLLAMA_HOST", silent_host)
+    started = time.monotonic()
+    frame = line(ip, "%llm models")
+    assert time.monotonic() - started < 9  # the 5 s listing limit, not the old 30 s
+    assert f"skipped ollama ({silent_host}): did not answer within 5 s" in capsys.readouterr().out
+    assert {"openai", "mistral"} <= set(frame["provider"])  # the others are listed meanwhile
+    started = time.monotonic()
+    with pytest.raises(UsageError) as err:
+        ip.run_cell("%llm show ollama:llama3.2")
+    assert time.monotonic() - started < 9
+    assert str(err.value) == "ollama: did not answer within 5 s"
+
+
 def test_models_of_an_unknown_provider_is_a_usage_error(ip, servers):
     with pytest.raises(UsageError, match="unknown provider 'olama'"):
         ip.run_cell("%llm models olama")
@@ -185,6 +219,62 @@ def test_a_refused_pull_is_one_line_in_the_servers_words(ip, servers):
         ip.run_cell("%llm pull openai:gpt-4o")
     # The example is a real Ollama model, not the other provider's model under Ollama's name.
     assert str(err.value) == "%llm pull works with Ollama only (e.g. ollama:llama3.2)"
+
+
+def test_a_pull_without_progress_stops_with_one_line(ip, servers, monkeypatch):
+    ollama_server = servers[1]
+    monkeypatch.setattr(ollama_module, "PULL_STALL_S", 0.5)
+    ollama_server.token_delay = 30  # "pulling manifest", then nothing
+    started = time.monotonic()
+    with pytest.raises(UsageError) as err:
+        ip.run_cell("%llm pull ollama:smollm2:135m")
+    assert time.monotonic() - started < 5
+    assert str(err.value) == (
+        "ollama: no progress for 0.5 s (last status: 'pulling manifest'); "
+        "pull stopped, run it again to resume"
+    )
+    assert "smollm2:135m" not in ollama_server.models
+
+
+def test_a_pull_that_stalls_part_way_says_how_far_it_got(ip, monkeypatch):
+    monkeypatch.setattr(ollama_module, "PULL_STALL_S", 0.5)
+    layer = {"status": "pulling 0123456789ab", "digest": "sha256:0123456789ab"}
+    with ScriptedPull() as server:
+        monkeypatch.setenv("OLLAMA_HOST", server.url)
+        server.script = [
+            (0, {"status": "pulling manifest"}),
+            (0, {**layer, "total": 2_000_000_000, "completed": 500_000_000}),
+            (30, {**layer, "total": 2_000_000_000, "completed": 600_000_000}),
+        ]
+        with pytest.raises(UsageError) as err:
+            ip.run_cell("%llm pull ollama:big")
+    assert str(err.value) == (
+        "ollama: no progress for 0.5 s (last status: 'pulling 0123456789ab'); "
+        "pull stopped, run it again to resume (500.0 MB of 2.00 GB downloaded)"
+    )
+
+
+def test_interrupting_a_pull_is_one_line_saying_how_far_it_got(ip, servers):
+    ollama_server = servers[1]
+    ollama_server.token_delay = 0.5  # a progress line every 0.5 s: 4.5 s for the whole pull
+
+    def interrupt() -> None:
+        deadline = time.monotonic() + 10
+        while not any(r.path == "/api/pull" for r in ollama_server.requests):
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.01)
+        time.sleep(1.3)  # the first layer is announced and half downloaded
+        _thread.interrupt_main()
+
+    threading.Thread(target=interrupt).start()
+    with pytest.raises(UsageError) as err:
+        ip.run_cell("%llm pull ollama:smollm2:135m")
+    message = str(err.value)
+    assert re.fullmatch(
+        r"pull interrupted: ollama:smollm2:135m, [\d.]+ MB of [\d.]+ MB downloaded", message
+    ), message
+    assert "smollm2:135m" not in ollama_server.models
 
 
 def test_rm_deletes_an_ollama_model(ip, servers, capsys):
@@ -223,7 +313,8 @@ def test_show_ollama_gives_details_parameters_and_context(ip, servers):
     assert info["model_info"]["general.architecture"] == "llama"
     with pytest.raises(UsageError) as err:
         ip.run_cell("%llm show ollama:nope")
-    assert str(err.value) == "ollama: HTTP 404: model 'nope' not found"
+    # The server's words and the command that fixes them, as a chat row has them.
+    assert str(err.value) == "ollama: HTTP 404: model 'nope' not found (%llm pull ollama:nope)"
 
 
 def test_show_an_openai_compatible_model_is_its_models_entry(ip, servers):

@@ -39,7 +39,9 @@ __all__ = [
     "timeout_for",
 ]
 
-ADMIN_TIMEOUT = httpx2.Timeout(30.0, connect=5.0)  # listings and other short admin calls
+# Listings, show, ps: a healthy server answers them in well under a second, so a server that
+# took the connection and says nothing for 5 s is not going to; the kernel is blocked meanwhile.
+ADMIN_TIMEOUT = httpx2.Timeout(5.0, connect=5.0)
 HEALTH_TIMEOUT = 2.0  # seconds; a status check must answer quickly or count as down
 _MESSAGE_LIMIT = 240
 _HTTP_FAILURES = (httpx2.HTTPError, httpx2.StreamError, OSError)

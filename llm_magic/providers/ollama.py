@@ -10,6 +10,8 @@ absent when zero); an error can arrive as an `{"error": ...}` line after a 200.
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,8 +25,13 @@ __all__ = ["DEFAULT_HOST", "OllamaProvider", "parse_ollama_host"]
 
 DEFAULT_PORT = 11434
 DEFAULT_HOST = f"http://127.0.0.1:{DEFAULT_PORT}"
-# A pull reports progress every 60 ms, but verifying a large blob can be quiet for minutes.
+# A pull reports progress every 60 ms while it downloads, so a minute without a line is a stall
+# (PULL_STALL_S, read at each pull). Verifying a large blob sends nothing until it is done, for
+# minutes on a slow disk: while Ollama verifies, only the read timeout below applies.
+PULL_STALL_S = 60.0
 _PULL_TIMEOUT = httpx2.Timeout(600.0, connect=5.0)
+# Deleting unlinks the model's blobs: no listing, so it keeps the longer admin limit.
+_DELETE_TIMEOUT = httpx2.Timeout(30.0, connect=5.0)
 
 
 def parse_ollama_host(value: str | None) -> str:
@@ -103,6 +110,39 @@ def _preview(line: str) -> str:
     return repr(line[:60] + ("…" if len(line) > 60 else ""))
 
 
+class _StallWatch:
+    """Cancels `token` when no progress line came for `limit` seconds (None: no limit for now).
+
+    A read timeout is fixed when the request is sent, and a pull needs another limit while it
+    verifies: so a thread keeps the time, and cancelling wakes the blocked read at once.
+    """
+
+    def __init__(self, token: CancelToken, limit: float | None) -> None:
+        self.stalled_for: float | None = None  # the limit that ran out, once it has
+        self._token = token
+        self._limit = limit
+        self._last = time.monotonic()
+        self._closed = threading.Event()
+        threading.Thread(target=self._watch, name="llm-pull-watch", daemon=True).start()
+
+    def heard(self, limit: float | None) -> None:
+        self._last, self._limit = time.monotonic(), limit
+
+    def close(self) -> None:
+        self._closed.set()
+
+    def _watch(self) -> None:
+        while True:
+            limit = self._limit
+            left = 1.0 if limit is None else self._last + limit - time.monotonic()
+            if left <= 0:
+                self.stalled_for = limit
+                self._token.cancel()
+                return
+            if self._closed.wait(left):
+                return
+
+
 class OllamaProvider(KeyedProvider):
     """Ollama's native API. Thread-safe: one pooled client serves every caller."""
 
@@ -147,9 +187,13 @@ class OllamaProvider(KeyedProvider):
         self._require_key()
         try:
             yield from self._chat(messages, model, options, cancel)
-        except errors.NotFound as exc:  # Ollama's words, and the command that fixes it
-            exc.args = (f"{exc.message} (%llm pull ollama:{model})",)
-            raise
+        except errors.NotFound as exc:
+            raise self._with_pull_hint(exc, model) from None
+
+    def _with_pull_hint(self, exc: errors.NotFound, model: str) -> errors.NotFound:
+        """Ollama's words for a model it lacks, and the command that fixes it."""
+        exc.args = (f"{exc.message} (%llm pull {self.name}:{model})",)
+        return exc
 
     def _chat(
         self, messages: list[Message], model: str, options: Options, cancel: CancelToken | None
@@ -258,9 +302,12 @@ class OllamaProvider(KeyedProvider):
 
     def show(self, model: str) -> dict[str, Any]:
         """Everything `/api/show` knows about a local model (details, model_info, template...)."""
-        body = self._http.call_json(
-            "POST", "/api/show", json_body={"model": model}, timeouts=ADMIN_TIMEOUT
-        )
+        try:
+            body = self._http.call_json(
+                "POST", "/api/show", json_body={"model": model}, timeouts=ADMIN_TIMEOUT
+            )
+        except errors.NotFound as exc:
+            raise self._with_pull_hint(exc, model) from None
         if not isinstance(body, dict):
             raise errors.BadResponse("/api/show did not reply with an object", provider=self.name)
         return body
@@ -269,25 +316,46 @@ class OllamaProvider(KeyedProvider):
         """Progress objects of a pull ({"status", "digest", "total", "completed"}), as they come.
 
         A failed pull (unknown model, registry down) arrives as an error line after a 200
-        and is raised as ProviderError with Ollama's own words.
+        and is raised as ProviderError with Ollama's own words. No progress line for
+        PULL_STALL_S seconds (outside verification) stops the pull with TimedOut.
         """
+        stop = CancelToken()  # cancelled by the caller's token or by the stall watch
+        if cancel is not None:
+            cancel.on_cancel(stop.cancel)
         exchange = self._http.exchange(
             "POST",
             "/api/pull",
             json_body={"model": model, "stream": True},
             timeouts=_PULL_TIMEOUT,
-            cancel=cancel,
+            cancel=stop,
             accept="application/x-ndjson",
         )
-        with exchange:
-            for line in exchange.lines():
-                if line.strip():
-                    yield self._parse(exchange, line)
+        watch = _StallWatch(stop, PULL_STALL_S)
+        status = ""
+        try:
+            with exchange:
+                for line in exchange.lines():
+                    if line.strip():
+                        progress = self._parse(exchange, line)
+                        status = str(progress.get("status") or status)
+                        watch.heard(None if status.startswith("verifying") else PULL_STALL_S)
+                        yield progress
+        except errors.Cancelled:
+            if watch.stalled_for is None:
+                raise  # the caller cancelled
+            last = f"last status: {status!r}" if status else "nothing received"
+            raise errors.TimedOut(
+                f"no progress for {watch.stalled_for:g} s ({last}); "
+                "pull stopped, run it again to resume",
+                provider=self.name,
+            ) from None
+        finally:
+            watch.close()
 
     def delete(self, model: str) -> None:
         """Remove a local model (404 NotFound when there is no such model)."""
         self._http.call_json(
-            "DELETE", "/api/delete", json_body={"model": model}, timeouts=ADMIN_TIMEOUT
+            "DELETE", "/api/delete", json_body={"model": model}, timeouts=_DELETE_TIMEOUT
         )
 
     def running(self) -> list[dict[str, Any]]:
