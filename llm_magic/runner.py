@@ -103,10 +103,11 @@ def run_jobs(
     finished = _Countdown(len(jobs))
 
     clean = Redactor()
+    run = _Run(run_id, get_provider, policy, events, limits)
 
     def work(i: int) -> None:
         try:
-            record = _run_one(jobs[i], run_id, get_provider, policy, tokens[i], events, limits)
+            record = _run_one(jobs[i], run, tokens[i])
             record.output = clean(record.output)  # a model or proxy may echo the key it was sent
             records[i] = record
             if events is not None:
@@ -244,20 +245,23 @@ def _backoff(policy: Policy, attempt: int, error: ProviderError) -> float:
     return delay * (1 - 0.25 * random.random())  # jitter spreads out retries of parallel jobs
 
 
-def _run_one(
-    job: Job,
-    run_id: str,
-    get_provider: Callable[[str], Provider],
-    policy: Policy,
-    token: CancelToken,
-    events: Events | None,
-    limits: Mapping[str, threading.BoundedSemaphore],
-) -> RunRecord:
+@dataclass(frozen=True)
+class _Run:
+    """What every job of one run shares."""
+
+    run_id: str
+    get_provider: Callable[[str], Provider]
+    policy: Policy
+    events: Events | None
+    limits: Mapping[str, threading.BoundedSemaphore]  # per-provider requests in flight
+
+
+def _run_one(job: Job, run: _Run, token: CancelToken) -> RunRecord:
     failed: list[str] = []
     why: list[str] = []
     record: RunRecord | None = None
     for target in job.spec.chain:
-        record = _try_target(job, target, run_id, get_provider, policy, token, events, limits)
+        record = _try_target(job, target, run, token)
         if record.error is None or record.finish_reason == "interrupted" or record.output:
             break  # answered, interrupted, or broke mid-stream with text worth keeping
         failed.append(str(target))
@@ -269,18 +273,9 @@ def _run_one(
     return record
 
 
-def _try_target(
-    job: Job,
-    target: Target,
-    run_id: str,
-    get_provider: Callable[[str], Provider],
-    policy: Policy,
-    token: CancelToken,
-    events: Events | None,
-    limits: Mapping[str, threading.BoundedSemaphore],
-) -> RunRecord:
+def _try_target(job: Job, target: Target, run: _Run, token: CancelToken) -> RunRecord:
     record = RunRecord(
-        run_id=run_id,
+        run_id=run.run_id,
         target=str(target),
         provider=target.provider,
         model=target.model,
@@ -288,9 +283,9 @@ def _try_target(
         repeat=job.repeat,
         params=_params(job),
     )
-    key = _cache_key(job, target, get_provider) if policy.cache else None
+    key = _cache_key(job, target, run.get_provider) if run.policy.cache else None
     if key is None:
-        _fetch(job, target, record, get_provider, policy, token, events, limits)
+        _fetch(job, target, record, run, token)
         return record
     from .store import copy_answer, default_store
 
@@ -301,32 +296,24 @@ def _try_target(
         if hit is not None:
             record.started_at = datetime.now(timezone.utc)
             copy_answer(hit, record)
-            if events is not None:
-                events.on_text(job, record.output)
+            if run.events is not None:
+                run.events.on_text(job, record.output)
             return record
-        _fetch(job, target, record, get_provider, policy, token, events, limits)
+        _fetch(job, target, record, run, token)
         default_store().cache_put(key, record)  # only answers that finished without error
     return record
 
 
-def _fetch(
-    job: Job,
-    target: Target,
-    record: RunRecord,
-    get_provider: Callable[[str], Provider],
-    policy: Policy,
-    token: CancelToken,
-    events: Events | None,
-    limits: Mapping[str, threading.BoundedSemaphore],
-) -> None:
+def _fetch(job: Job, target: Target, record: RunRecord, run: _Run, token: CancelToken) -> None:
     """Ask `target`, retrying as the policy allows; fills `record`, timings and accounts."""
+    policy = run.policy
     attempt = 0
     while not token.cancelled:
-        limit = limits.get(target.provider)
+        limit = run.limits.get(target.provider)
         if limit is not None and not _acquire(limit, token):
             continue  # cancelled while queued: the loop ends as "interrupted before it was sent"
         try:
-            error = _attempt(job, target, record, get_provider, token, events)
+            error = _attempt(job, target, record, run.get_provider, token, run.events)
         finally:
             if limit is not None:
                 limit.release()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -131,29 +129,20 @@ def test_no_ollama_running(refused_url: str, monkeypatch: pytest.MonkeyPatch) ->
     assert "no Ollama at" in reason and "ollama serve" in reason
 
 
-@pytest.fixture
-def silent_url() -> Iterator[str]:
-    """A loopback port that accepts connections and never answers."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(8)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
-
-
 def test_a_server_that_never_answers_is_unavailable(
     silent_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("LLAMACPP_BASE_URL", silent_url)
+    monkeypatch.setenv("LLAMACPP_BASE_URL", silent_url + "/v1")
     ok, reason = reasons("llamacpp:smollm2")["llamacpp:smollm2"]
     assert not ok
     # Something took the connection: it runs, it is silent. Not "nothing answers".
-    assert reason == f"the server at {silent_url} did not answer within 0.5 s"
+    assert reason == f"the server at {silent_url}/v1 did not answer within 0.5 s"
 
 
 def test_a_silent_ollama_is_not_told_to_start(
     silent_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    host = silent_url.removesuffix("/v1")
+    host = silent_url  # a root URL, as OLLAMA_HOST / MISTRAL_BASE_URL take it
     monkeypatch.setenv("OLLAMA_HOST", host)
     (a,) = check_targets(["ollama:llama3.2"], timeout=0.3)
     assert not a.ok
@@ -178,7 +167,7 @@ def test_loopback_mistral_is_probed_where_the_provider_lists_models(
 def test_loopback_mistral_whose_listing_is_silent_is_unavailable(
     silent_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    host = silent_url.removesuffix("/v1")
+    host = silent_url  # a root URL, as OLLAMA_HOST / MISTRAL_BASE_URL take it
     monkeypatch.setenv("MISTRAL_API_KEY", "sk-test-000000000000")
     monkeypatch.setenv("MISTRAL_BASE_URL", host)
     ok, reason = reasons("mistral:mistral-small-latest")["mistral:mistral-small-latest"]

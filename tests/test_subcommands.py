@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import _thread
 import re
-import socket
 import threading
 import time
-from collections.abc import Iterator
 
 import pandas as pd
 import pytest
@@ -165,23 +163,14 @@ def test_models_one_table_and_a_note_for_a_dead_backend(
     assert set(only["model"]) == {"llama3.2:latest", "qwen2.5:0.5b"}
 
 
-@pytest.fixture
-def silent_host() -> Iterator[str]:
-    """http://127.0.0.1:PORT that takes connections and never answers (a wedged server)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(8)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-
-
 def test_models_and_show_give_up_on_a_silent_server_in_seconds(
-    ip, servers, monkeypatch, silent_host, capsys
+    ip, servers, monkeypatch, silent_url, capsys
 ):
-    monkeypatch.setenv("OLLAMA_HOST", silent_host)
+    monkeypatch.setenv("OLLAMA_HOST", silent_url)
     started = time.monotonic()
     frame = line(ip, "%llm models")
     assert time.monotonic() - started < 9  # the 5 s listing limit, not the old 30 s
-    assert f"skipped ollama ({silent_host}): did not answer within 5 s" in capsys.readouterr().out
+    assert f"skipped ollama ({silent_url}): did not answer within 5 s" in capsys.readouterr().out
     assert {"openai", "mistral"} <= set(frame["provider"])  # the others are listed meanwhile
     started = time.monotonic()
     with pytest.raises(UsageError) as err:

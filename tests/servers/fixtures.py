@@ -26,6 +26,7 @@ __all__ = [
     "openai_server",
     "openai_server_session",
     "refused_url",
+    "silent_url",
 ]
 
 
@@ -74,6 +75,15 @@ def refused_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def silent_url() -> Iterator[str]:
+    """http://127.0.0.1:PORT that takes connections and never answers (a wedged server)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 TEST_KEY = "sk-test-not-real-000000"
