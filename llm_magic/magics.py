@@ -6,6 +6,7 @@ display.py. This module only wires them to IPython: the user namespace, `%config
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -139,6 +140,13 @@ class LLMMagics(Magics):
             raise KeyboardInterrupt(
                 f"{done} of {len(records)} answers finished; every row is in _llm"
             ) from None
+        if cmd.quiet and records and all(r.error is not None for r in records):
+            # -q hides answers, not a run with none: say so in one line (Run All goes on)
+            print(
+                f"%%llm -q: all {len(records)} answers failed ({records[0].error});"
+                " the rows are in _llm",
+                file=sys.stderr,
+            )
         if cmd.quiet or len(jobs) == 1:
             return None  # the single answer is already on screen; the row is in _llm
         return df

@@ -41,7 +41,13 @@ def mask(key: str | None) -> str | None:
 def _frame(rows: list[dict[str, Any]], dtypes: dict[str, str]) -> pd.DataFrame:
     import pandas as pd
 
-    return pd.DataFrame(rows, columns=list(dtypes)).astype(dtypes)
+    frame = pd.DataFrame(rows, columns=list(dtypes))
+    for column, dtype in dtypes.items():
+        if dtype.startswith("datetime64"):  # Ollama writes ISO 8601 with its own UTC offset
+            frame[column] = pd.to_datetime(
+                frame[column], utc=True, errors="coerce", format="ISO8601"
+            )
+    return frame.astype(dtypes)
 
 
 # --------------------------------------------------------------------------- providers, config
@@ -357,7 +363,7 @@ _PS_COLUMNS = {
     "size_gb": "float64",
     "vram_gb": "float64",
     "context_length": "Int64",
-    "expires_at": "string",
+    "expires_at": "datetime64[ns, UTC]",
     "details": "object",
 }
 

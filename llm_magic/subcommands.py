@@ -47,14 +47,17 @@ def _help(magics: LLMMagics, args: list[str]) -> None:
 def _reset(magics: LLMMagics, args: list[str]) -> None:
     """`%llm reset` forgets every --chat conversation; `%llm reset TARGET` just that one's."""
     conversations = magics.session.conversations
-    if not args:
-        conversations.clear()
-        return
-    for target in args:
+    forget = list(args or conversations)
+    for target in forget:  # all checked before any is forgotten
         if target not in conversations:
             known = ", ".join(conversations) or "none yet"
             raise UsageProblem(f"no --chat conversation with {target!r}; conversations: {known}")
+    for target in forget:
         del conversations[target]
+    print(
+        f"forgot {len(forget)} conversation{'s' if len(forget) != 1 else ''}: "
+        + (", ".join(forget) or "there were none")
+    )
 
 
 @handler("alias")

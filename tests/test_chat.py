@@ -39,14 +39,19 @@ def test_a_failed_turn_is_not_remembered(wired) -> None:
     assert [m["content"] for m in openai_server.requests[-1].body["messages"]] == ["Kept."]
 
 
-def test_reset_forgets_all_or_one(wired) -> None:
+def test_reset_forgets_all_or_one(wired, capsys) -> None:
     ip, openai_server, ollama_server = wired
     ip.run_cell("%%llm openai:gpt-4o-mini ollama:llama3.2 --chat\nOne.")
+    with pytest.raises(UsageError, match="no --chat conversation with 'nosuch:target'"):
+        ip.run_line_magic("llm", "reset ollama:llama3.2 nosuch:target")  # all or nothing
+    capsys.readouterr()
     ip.run_line_magic("llm", "reset ollama:llama3.2")
+    assert capsys.readouterr().out == "forgot 1 conversation: ollama:llama3.2\n"
     ip.run_cell("%%llm openai:gpt-4o-mini ollama:llama3.2 --chat\nTwo.")
     assert len(openai_server.requests[-1].body["messages"]) == 3
     assert len(ollama_server.requests[-1].body["messages"]) == 1
     ip.run_line_magic("llm", "reset")
+    assert "forgot 2 conversations" in capsys.readouterr().out
     ip.run_cell("%%llm openai:gpt-4o-mini --chat\nThree.")
     assert len(openai_server.requests[-1].body["messages"]) == 1
     with pytest.raises(UsageError):

@@ -109,6 +109,16 @@ def test_alias_subcommand_defines_a_usable_target(ip, backends) -> None:
         ip.run_line_magic("llm", "alias bad nosuch:model")
 
 
+def test_quiet_still_says_when_no_target_answered(ip, backends, capsys) -> None:
+    openai_server, ollama_server, _ = backends
+    ip.run_cell("%%llm openai:gpt-4o-mini ollama:llama3.2 -q\nHi")
+    assert capsys.readouterr().err == ""  # quiet means quiet while answers come
+    openai_server.status = ollama_server.status = 400
+    ip.run_cell("%%llm openai:gpt-4o-mini ollama:llama3.2 -q\nHi")
+    err = capsys.readouterr().err
+    assert err.startswith("%%llm -q: all 2 answers failed (openai: HTTP 400") and "_llm" in err
+
+
 def test_config_sets_the_default_target(ip, backends) -> None:
     ip.run_line_magic("config", "LLMMagics.default_target = 'ollama:llama3.2'")
     ip.run_cell("%%llm\nHi")

@@ -347,7 +347,9 @@ def test_ps_lists_what_ollama_has_loaded(ip, servers):
     frame = line(ip, "%llm ps")
     row = frame.set_index("model").loc["llama3.2:latest"]
     assert row["provider"] == "ollama" and row["context_length"] == 4096
-    assert row["vram_gb"] == pytest.approx(2.019, abs=1e-3) and row["expires_at"]
+    assert row["vram_gb"] == pytest.approx(2.019, abs=1e-3)
+    assert str(frame["expires_at"].dtype) == "datetime64[ns, UTC]"  # as %llm models' modified
+    assert row["expires_at"] > pd.Timestamp.now(tz="UTC")  # Ollama keeps it loaded a while
 
 
 def test_ps_with_ollama_down_still_answers(ip, monkeypatch, refused_url, capsys):
