@@ -127,6 +127,9 @@ def _check(target: Target, probes: _Probes) -> tuple[bool, str]:
         return False, f"nothing answers at {mask_url(base)}"
     if reply.status == 401 or reply.status == 403:
         return False, _refusal(base, reply.status, endpoint.api_key, spec.key_env)
+    if reply.status == 404:  # some web server, but not the API this provider speaks
+        hint = "" if spec.kind == "mistral" else " (an OpenAI-compatible one usually ends in /v1)"
+        return False, f"{mask_url(base)} has no {path} (HTTP 404): is the base URL right?{hint}"
     return True, f"server answers at {mask_url(base)}"
 
 

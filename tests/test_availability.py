@@ -108,6 +108,21 @@ def test_keyless_endpoint_from_config_is_probed(
     assert [r.path for r in openai_server.requests] == ["/v1/models"]
 
 
+def test_a_base_url_without_the_api_is_not_taken_for_one(
+    openai_server, isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the server's root, not its /v1: a web server answers, but 404 for /models
+    (isolated_env / "config.toml").write_text(
+        f'[providers.mine]\nkind = "openai"\nbase_url = "{openai_server.root_url}"\n'
+    )
+    ((ok, reason),) = [(a.ok, a.reason) for a in check_targets(["mine:any-model"])]
+    assert not ok
+    assert reason == (
+        f"{openai_server.root_url} has no /models (HTTP 404): is the base URL right?"
+        " (an OpenAI-compatible one usually ends in /v1)"
+    )
+
+
 def test_ollama_needs_the_server_and_the_pulled_model(
     ollama_server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
