@@ -94,6 +94,14 @@ def _pre(text: str) -> str:
     return f'<pre style="{_S_PRE}">{escape(text)}</pre>'
 
 
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(_unfence(text))
+    except ValueError:
+        return False
+    return True
+
+
 def body_html(text: str, fmt: str) -> str:
     """The HTML of one answer's text in the given format; escaped unless fmt is "html"."""
     text = redact(text)  # a model (or a proxy) may repeat a key it was sent
@@ -123,6 +131,8 @@ def _entry_html(entry: Entry, fmt: str, first: bool) -> str:
     if entry.error:
         parts.append(f'<div style="{_S_ERROR}">error: {escape(entry.error)}</div>')
     caption = entry.caption or ("streaming…" if entry.pending and entry.text else "")
+    if fmt == "json" and entry.text and not entry.pending and not _is_json(entry.text):
+        caption = " · ".join(filter(None, ["not valid JSON", caption]))  # -f json as a check
     if caption:
         parts.append(f'<div style="{_S_CAPTION}">{escape(caption)}</div>')
     parts.append("</div>")

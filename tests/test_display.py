@@ -166,6 +166,11 @@ def test_formats() -> None:
     page = js.render()["text/html"]
     assert html.escape(json.dumps({"k": [1, "<x>"]}, indent=2)) in page
     assert "{&quot;k&quot;: " in page
+    assert "not valid JSON" not in page  # a stream on its way is not judged yet
+    js.finish(1, '{"k": ', caption="b · 0.1 s")
+    js.finish(0, '```json\n{"k": [1, "<x>"]}\n```', caption="a · 0.1 s")
+    page = js.render()["text/html"]
+    assert page.count("not valid JSON") == 1 and "not valid JSON · b · 0.1 s" in page
     code = LiveView(["a"], fmt="code")
     code.update(0, "```python\nif a < b:\n    pass\n```")
     page = code.render()["text/html"]
