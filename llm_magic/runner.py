@@ -332,7 +332,9 @@ def _fetch(job: Job, target: Target, record: RunRecord, run: _Run, token: Cancel
             break
         # The wait is itself interruptible: cancel() sets the event.
         if token.wait(_backoff(policy, attempt, error)):
-            record.finish_reason, record.error = "interrupted", "interrupted"
+            # keep why it was waiting: that is what the user needs to know about this target
+            record.finish_reason = "interrupted"
+            record.error = f"interrupted while waiting to retry after: {error.message}"
             break
         attempt += 1
     else:

@@ -287,6 +287,21 @@ def test_jobs_beyond_concurrency_wait_their_turn() -> None:
     assert len(records) == 12 and peak == 3
 
 
+def test_a_stop_during_a_retry_wait_keeps_the_reason_it_was_waiting() -> None:
+    def down(n: int, cancel: CancelToken | None) -> Iterator[Chunk]:
+        raise ConnectFailed("cannot connect: refused", provider="a")
+        yield Chunk()
+
+    providers = {"a": ScriptedProvider("a", down)}
+    stop = threading.Event()
+    threading.Timer(0.3, stop.set).start()  # Stop pressed while the job waits to retry
+    with pytest.raises(RunInterrupted) as info:
+        run_jobs([job("a:m")], providers.__getitem__, Policy(backoff_base=5.0), stop=stop)
+    (rec,) = info.value.records
+    assert rec.finish_reason == "interrupted"
+    assert rec.error == "interrupted while waiting to retry after: a: cannot connect: refused"
+
+
 def test_stop_event_cancels_a_run_on_another_thread() -> None:
     """A widget's Stop button: the run is on a background thread, no KeyboardInterrupt there."""
     started = threading.Event()
