@@ -166,6 +166,15 @@ def test_discovery_lists_models_of_configured_providers(
     assert "sk-test-panel" not in note
 
 
+def test_ollama_models_are_offered_as_they_are_typed(openai_env, ollama_server, monkeypatch):
+    monkeypatch.setenv("OLLAMA_HOST", ollama_server.root_url)
+    panel = Panel(["ollama:llama3.2"], session=api.Session())
+    assert panel.discovery.finished.wait(15)
+    ollama = [o for o in panel.picker.options if o.startswith("ollama:")]
+    assert "ollama:llama3.2" in ollama and "ollama:qwen2.5:0.5b" in ollama  # tags kept
+    assert not any(o.endswith(":latest") for o in ollama)  # not a second name for llama3.2
+
+
 def test_llm_panel_magic_builds_a_panel(ip, refused_url, monkeypatch) -> None:
     from IPython.core.error import UsageError
 
