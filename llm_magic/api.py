@@ -226,9 +226,9 @@ def compare(
     prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
     if not prompt_list:
         raise UsageProblem("compare() got no prompts: nothing to send")
-    if targets is not None and not isinstance(targets, str) and not list(targets):
-        raise UsageProblem("compare() got no targets; leave targets out for the default one")
     target_list = [targets] if isinstance(targets, str) else list(targets or [])
+    if targets is not None and not target_list:
+        raise UsageProblem("compare() got no targets; leave targets out for the default one")
     specs = session.specs(target_list)
     configured = session.settings()
     options = make_options(

@@ -30,6 +30,11 @@ def test_compare_gives_one_row_per_prompt_target_repeat(wired) -> None:
     assert all(p == {"temperature": 0.5} for p in df["params"])
 
 
+def test_compare_takes_targets_from_any_iterable(wired) -> None:
+    df = llm_magic.compare("Hi", (t for t in ["openai:gpt-4o-mini", "ollama:llama3.2"]))
+    assert list(df["target"]) == ["openai:gpt-4o-mini", "ollama:llama3.2"]
+
+
 def test_compare_never_raises_for_a_failing_backend(wired) -> None:
     openai_server, _ = wired
     openai_server.status = 500
