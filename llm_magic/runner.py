@@ -266,10 +266,11 @@ def _run_one(job: Job, run: _Run, token: CancelToken) -> RunRecord:
             break  # answered, interrupted, or broke mid-stream with text worth keeping
         failed.append(str(target))
         why.append(record.error or "")
+    else:
+        if len(why) > 1 and record is not None:  # every link failed: say why for each
+            record.error = "; ".join(why)
     assert record is not None
     record.fallback_from = "|".join(t for t in failed if t != record.target) or None
-    if len(why) > 1 and record.error is not None:  # every link failed: say why for each
-        record.error = "; ".join(why)
     return record
 
 

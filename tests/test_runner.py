@@ -213,6 +213,20 @@ def test_fallback_chain_all_failing_reports_every_links_error() -> None:
     assert rec.target == "b:m" and rec.fallback_from == "a:m"
     assert rec.error == "a: refused; b: refused"  # one line, why each link failed
 
+    def stalls(n: int, cancel: CancelToken | None) -> Iterator[Chunk]:
+        assert cancel is not None
+        cancel.wait(30)
+        yield Chunk(text="never")
+
+    providers["c"] = ScriptedProvider("c", stalls)
+    stop = threading.Event()
+    threading.Timer(0.3, stop.set).start()  # the third link is interrupted, not failed
+    with pytest.raises(RunInterrupted) as info:
+        run_jobs([job("a:m|b:m|c:m")], providers.__getitem__, Policy(retries=0), stop=stop)
+    (rec,) = info.value.records
+    assert rec.target == "c:m" and rec.finish_reason == "interrupted"
+    assert rec.error.startswith("interrupted") and rec.fallback_from == "a:m|b:m"
+
 
 def test_a_provider_bug_becomes_an_error_row() -> None:
     def buggy(n: int, cancel: CancelToken | None) -> Iterator[Chunk]:
