@@ -158,7 +158,8 @@ def resolve_targets(
             earlier = first_label[first]
             how = "" if earlier == spec.label else f" (as {earlier!r} and {spec.label!r})"
             raise UsageProblem(
-                f"target {first} is given twice{how}; use -r/--repeat N to ask it several times"
+                f"target {first} is given twice{how}; to ask it several times use -r/--repeat N"
+                " (in the panel: the repeat box)"
             )
         first_label[first] = spec.label
         specs.append(spec)
@@ -175,7 +176,7 @@ def validate_alias_name(name: str, known: Collection[str] | None = None) -> str:
     """
     if not _ALIAS_NAME.fullmatch(name):
         raise UsageProblem(
-            f"alias name {name!r} is not allowed: use letters, digits, _ . - "
+            f"alias name {name!r} is not allowed: use ASCII letters, digits, _ . - "
             "(starting with a letter or _), no ':' or '|'"
         )
     if known is None:

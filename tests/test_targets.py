@@ -192,7 +192,7 @@ DUPLICATES = [
 def test_duplicate_targets_are_rejected(words: list[str], fragment: str) -> None:
     with pytest.raises(UsageProblem) as info:
         resolve_targets(words, ALIASES, KNOWN, "local:smollm2")
-    assert_one_line(info.value, fragment, "-r/--repeat")
+    assert_one_line(info.value, fragment, "-r/--repeat", "the panel: the repeat box")
 
 
 def test_a_target_may_be_another_chains_fallback() -> None:
