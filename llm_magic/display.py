@@ -85,10 +85,18 @@ class LiveView:
                 caption = " · ".join(filter(None, [self.labels[0], col.caption]))
                 md += f'\n\n<div style="font-size:11px;opacity:.7">{html.escape(caption)}</div>'
             return {"text/plain": plain, "text/markdown": md}
-        entries = [[html.Entry(c.text, c.caption, c.error, pending=not c.done)] for c in columns]
+        # Answers under the same label (repeats of one target) stack in one column, tagged
+        # #0, #1, ... as side_by_side() shows them: every target stays in view.
+        heads = list(dict.fromkeys(self.labels))
+        cells: dict[str, list[html.Entry]] = {head: [] for head in heads}
+        stacked = len(heads) < len(self.labels)
+        for label, c in zip(self.labels, columns, strict=True):
+            tag = f"#{len(cells[label])}" if stacked else ""
+            cells[label].append(html.Entry(c.text, c.caption, c.error, tag, pending=not c.done))
+        row = [cells[head] for head in heads]
         return {
             "text/plain": plain,
-            "text/html": html.grid_html(self.labels, [(None, entries)], self.fmt),
+            "text/html": html.grid_html(heads, [(None, row)], self.fmt),
         }
 
     def render(self) -> dict[str, str]:

@@ -161,11 +161,10 @@ class LLMMagics(Magics):
 
 
 def _label(job: Job, jobs: list[Job]) -> str:
+    """A live column's header; the repeats of one target share it and stack in the column."""
     label = job.spec.label
     if any(j.prompt_no for j in jobs):
         label += f" · prompt {job.prompt_no + 1}"
-    if any(j.repeat for j in jobs):
-        label += f" · run {job.repeat + 1}"
     return label
 
 

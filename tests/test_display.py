@@ -156,6 +156,19 @@ def test_single_markdown_target_is_markdown_without_html(published: RecordingPub
     assert XSS in data["text/plain"]  # plain text is never interpreted
 
 
+def test_repeats_of_a_target_stack_in_its_column() -> None:
+    view = LiveView(["a:x", "a:x", "b:y", "b:y"], fmt="text")
+    for i, text in enumerate(["a first", "a second", "b first", "b second"]):
+        view.finish(i, text)
+    page = view.render()["text/html"]
+    assert page.count("a:x") == 1 and page.count("b:y") == 1  # two columns, not four
+    assert "repeat(2," in page  # the grid's column count
+    assert page.index("a first") < page.index("a second") < page.index("b first")
+    assert page.count(">#0<") == 2 and page.count(">#1<") == 2
+    single = LiveView(["a:x", "b:y"], fmt="text").render()["text/html"]
+    assert ">#0<" not in single  # nothing to tell apart: no tags
+
+
 def test_formats() -> None:
     raw = LiveView(["a", "b"], fmt="html")
     raw.update(0, "<b>bold</b>")

@@ -157,12 +157,13 @@ def test_live_columns_name_the_prompt_and_the_run() -> None:
     # two --over items that render the same text are still two prompts
     jobs = api.plan_jobs(["Same", "Same", "Other"], specs, Options(), repeat=2)
     labels = [_label(j, jobs) for j in jobs]
-    assert len(set(labels)) == len(jobs) == 12
-    assert labels[:3] == [
-        "openai:gpt-4o-mini · prompt 1 · run 1",
-        "openai:gpt-4o-mini · prompt 1 · run 2",
-        "ollama:llama3.2 · prompt 1 · run 1",
+    assert len(jobs) == 12 and len(set(labels)) == 6  # a column per prompt and target
+    assert labels[:4] == [  # the two runs of a target share its column (they stack there)
+        "openai:gpt-4o-mini · prompt 1",
+        "openai:gpt-4o-mini · prompt 1",
+        "ollama:llama3.2 · prompt 1",
+        "ollama:llama3.2 · prompt 1",
     ]
-    assert labels[4] == "openai:gpt-4o-mini · prompt 2 · run 1"
+    assert labels[4] == "openai:gpt-4o-mini · prompt 2"
     single = api.plan_jobs(["Hi"], specs, Options())
     assert [_label(j, single) for j in single] == ["openai:gpt-4o-mini", "ollama:llama3.2"]
