@@ -193,8 +193,11 @@ def _check_table(path: Path, where: str, table: dict[str, Any], keys: dict[str, 
             close = difflib.get_close_matches(key, list(keys), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(keys)}"
             raise ConfigProblem(f"{path}: [{where}] unknown key {key!r}{hint}")
-        numeric = kind is float and isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not (numeric or (kind is not float and isinstance(value, kind))):
+        if kind is float:  # a TOML integer is a fine number; true/false is not one
+            fits = isinstance(value, (int, float)) and not isinstance(value, bool)
+        else:
+            fits = isinstance(value, kind)
+        if not fits:
             words = _KIND_WORDS[kind]
             raise ConfigProblem(f"{path}: [{where}] {key} must be {words}, not {value!r}")
 

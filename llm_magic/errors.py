@@ -125,6 +125,13 @@ class LLMMagicError(Exception):
     def message(self) -> str:
         return str(self.args[0])
 
+    def extended(self, more: str) -> LLMMagicError:
+        """The same error with `more` after its message (a hint, how far it got), kept as one
+        redacted line; returns itself so that `raise exc.extended(...)` reads as it does."""
+        if more.strip():  # the message was trimmed at its birth; what is added stays whole
+            self.args = (f"{self.message} {one_line(redact(more))}",)
+        return self
+
 
 class UsageProblem(LLMMagicError):
     """The user's input is wrong. The magic shows it as a single UsageError line."""

@@ -237,7 +237,7 @@ def pull(target: Target, cfg: FileConfig | None = None) -> PullResult:
     except ProviderError as exc:
         where = _downloaded(layers)
         if where:
-            exc.args = (f"{exc.message} ({where})",)
+            exc.extended(f" ({where})")
         raise
     finally:
         bar.close()

@@ -326,9 +326,8 @@ def _fetch(job: Job, target: Target, record: RunRecord, run: _Run, token: Cancel
             break
         why_not = _why_not_retry(error, record, attempt, policy)
         if why_not is not None:
-            record.error, record.failure = error.message + why_not, error
-            if why_not:
-                error.args = (record.error,)  # complete() raises it: the same words as the row
+            record.failure = error.extended(why_not)  # complete() raises it: the row's words
+            record.error = error.message
             record.finish_reason = "error"
             break
         # The wait is itself interruptible: cancel() sets the event.

@@ -192,7 +192,7 @@ class OllamaProvider(KeyedProvider):
 
     def _with_pull_hint(self, exc: errors.NotFound, model: str) -> errors.NotFound:
         """Ollama's words for a model it lacks, and the command that fixes it."""
-        exc.args = (f"{exc.message} (%llm pull {self.name}:{model})",)
+        exc.extended(f" (%llm pull {self.name}:{model})")
         return exc
 
     def _chat(
