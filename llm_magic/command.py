@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import keyword
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import UsageProblem
 from .ranges import RANGES, Range
+from .request import Request
 
 __all__ = [
     "FORMATS",
@@ -64,6 +65,7 @@ class Command:
     format: str = "markdown"
     stream: bool = True
     timeout: float | None = None
+    deadline: float | None = None
     retries: int | None = None
     concurrency: int | None = None
     cache: bool | None = None
@@ -71,6 +73,36 @@ class Command:
     quiet: bool = False
     interpolate: bool = True
     help: bool = False
+
+    def request(self, namespace: Mapping[str, Any]) -> Request:
+        """The run this cell asks for; `--over VAR` and `{name}` fields read `namespace`."""
+        over = None
+        if self.over:
+            if self.over not in namespace:
+                raise UsageProblem(f"--over {self.over}: no variable {self.over!r} in the notebook")
+            over = namespace[self.over]
+        return Request(
+            prompts=(self.template,),
+            targets=self.targets,
+            system=self.system,
+            variables=namespace if self.interpolate else None,
+            over=over,
+            over_name=self.over or "over",
+            temperature=self.temperature,
+            max_tokens=self.max_tokens,
+            top_p=self.top_p,
+            seed=self.seed,
+            stop=self.stop,
+            repeat=self.repeat,
+            stream=self.stream,
+            timeout=self.timeout,
+            deadline=self.deadline,
+            retries=self.retries,
+            concurrency=self.concurrency,
+            cache=self.cache,
+            chat=self.chat,
+            format=self.format,
+        )
 
 
 def split_line(line: str) -> list[str]:
@@ -193,6 +225,7 @@ def _build_parser() -> _Parser:
     p.add_argument("-f", "--format", type=_format_name, default="markdown")
     p.add_argument("--no-stream", dest="stream", action="store_false")
     p.add_argument("--timeout", type=_ranged(RANGES["timeout"]))
+    p.add_argument("--deadline", type=_ranged(RANGES["deadline"]))
     p.add_argument("--retries", type=_ranged(RANGES["retries"]))
     p.add_argument("-c", "--concurrency", type=_ranged(RANGES["concurrency"]))
     cache = p.add_mutually_exclusive_group()
@@ -227,12 +260,6 @@ def parse_command(line: str, cell: str | None) -> Command:
         raise UsageProblem("the cell is empty: write the prompt below %%llm")
     if ns.over and not ns.interpolate:
         raise UsageProblem("--over fills {fields} of the cell; it cannot go with --no-interpolate")
-    if ns.chat and ns.over:
-        raise UsageProblem("--chat cannot be combined with --over: a chat continues one prompt")
-    if ns.chat and ns.repeat > 1:
-        raise UsageProblem(
-            "--chat cannot be combined with -r/--repeat: which answer would continue?"
-        )
     return Command(
         targets=tuple(ns.targets),
         template=template,
@@ -248,6 +275,7 @@ def parse_command(line: str, cell: str | None) -> Command:
         format=ns.format,
         stream=ns.stream,
         timeout=ns.timeout,
+        deadline=ns.deadline,
         retries=ns.retries,
         concurrency=ns.concurrency,
         cache=ns.cache,
@@ -307,7 +335,9 @@ Options:
   -o, --out VAR           also store the result DataFrame in VAR
   -f, --format FMT        {" | ".join(FORMATS)} (default markdown)
   --no-stream             show answers only when complete
-  --timeout S             read timeout in seconds, {allowed["timeout"]}
+  --timeout S             seconds without a byte before a request fails, {allowed["timeout"]}
+  --deadline S            seconds in all for one answer, retries included ({allowed["deadline"]};
+                          0: none)
   --retries N             retries on transient errors, {allowed["retries"]}
   -c, --concurrency N     requests in flight at once, {allowed["concurrency"]}
   --cache, --no-cache     use or skip the response cache

@@ -56,6 +56,7 @@ DEFAULTS: dict[str, Any] = {
     "default_target": "local:smollm2",
     "timeout": 120.0,
     "connect_timeout": 5.0,
+    "deadline": 600.0,
     "retries": 2,
     "concurrency": 8,
     "cache": False,
@@ -67,6 +68,7 @@ DEFAULTS: dict[str, Any] = {
 ENV_SETTINGS: dict[str, str] = {
     "default_target": "LLM_MAGIC_DEFAULT_TARGET",
     "timeout": "LLM_MAGIC_TIMEOUT",
+    "deadline": "LLM_MAGIC_DEADLINE",
     "retries": "LLM_MAGIC_RETRIES",
     "concurrency": "LLM_MAGIC_CONCURRENCY",
     "cache": "LLM_MAGIC_CACHE",

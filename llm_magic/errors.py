@@ -16,7 +16,10 @@
         │   └── ServerFailed    5xx
         ├── StreamBroken        the stream ended or errored after it had started
         ├── BadResponse         the server said something that is not the protocol
+        ├── DeadlinePassed      a row took longer in all than its --deadline
         └── Cancelled           the user interrupted the run
+
+    RunInterrupted (a KeyboardInterrupt)   a run was stopped; `records` holds every row
 
 Every message is one line and never holds an API key: `redact()` removes the values of the
 key variables known to the process before a message leaves a provider. A base URL is shown
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Any
 
 __all__ = [
     "AuthFailed",
@@ -34,10 +38,12 @@ __all__ = [
     "Cancelled",
     "ConfigProblem",
     "ConnectFailed",
+    "DeadlinePassed",
     "LLMMagicError",
     "NotFound",
     "ProviderError",
     "RateLimited",
+    "RunInterrupted",
     "Redactor",
     "ServerFailed",
     "StatusError",
@@ -217,8 +223,21 @@ class BadResponse(ProviderError):
     """The server's reply does not follow the protocol (malformed line, missing field)."""
 
 
+class DeadlinePassed(ProviderError):
+    """The row's deadline (seconds in all, retries included) ran out; any text is kept."""
+
+
 class Cancelled(ProviderError):
     """The user interrupted the run."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A run was interrupted (■, Ctrl-C, the panel's Stop); `records` holds every row, the
+    finished ones and those marked interrupted. A KeyboardInterrupt, so Run All stops."""
+
+    def __init__(self, records: list[Any]) -> None:
+        super().__init__("interrupted")
+        self.records = records
 
 
 _BY_STATUS: dict[int, type[StatusError]] = {

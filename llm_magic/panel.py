@@ -24,12 +24,15 @@ from traitlets import Bool
 
 from . import __version__, api, ranges
 from .config import resolve_setting
-from .errors import LLMMagicError, UsageProblem, one_line, redact
+from .errors import LLMMagicError, RunInterrupted, UsageProblem, one_line, redact
 from .panel_models import ALWAYS_OFFERED, ModelDiscovery
 from .panel_run import LiveRun
 from .panel_view import chart_png, header_html, metrics_html, note_html, status_html
+from .plan import Plan, make_plan
 from .records import RunRecord
-from .runner import Job, RunInterrupted
+from .request import Request
+from .session import Session
+from .session import session as kernel_session
 
 __all__ = ["Panel"]
 
@@ -54,12 +57,17 @@ class Panel(w.VBox):
         temperature: float = 0.7,
         max_tokens: int = 256,
         repeat: int = 1,
+        deadline: float | None = None,
         discover: bool = True,
-        session: api.Session | None = None,
+        session: Session | None = None,
     ) -> None:
-        self._session = session or api.session
+        self._session = session or kernel_session
         # Refused like the API's arguments, never clamped quietly by the widgets' bounds.
-        for name, value in (("temperature", temperature), ("max_tokens", max_tokens)):
+        for name, value in (
+            ("temperature", temperature),
+            ("max_tokens", max_tokens),
+            ("deadline", deadline),
+        ):
             ranges.check(name, value, "Panel")
         if not 1 <= repeat <= PANEL_REPEAT_MAX:
             raise UsageProblem(
@@ -76,6 +84,7 @@ class Panel(w.VBox):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._build(list(targets), prompt, system, temperature, max_tokens, repeat)
+        self.deadline.value = "" if deadline is None else f"{deadline:g}"
         super().__init__(
             children=self._layout(),
             layout=w.Layout(
@@ -154,6 +163,14 @@ class Panel(w.VBox):
         self.system = w.Textarea(
             value=system, placeholder="optional system prompt", rows=2, layout=_FULL
         )
+        # Text, not a number box: empty means "the setting" (%config, env, file, 600 s).
+        self.deadline = w.Text(
+            placeholder="the setting (600)",
+            description="deadline (s)",
+            tooltip="seconds in all for one answer, retries included; 0: none",
+            style=_LABELLED,
+            layout=w.Layout(width="16em"),
+        )
         self.run_button = w.Button(
             description="Run",
             icon="play",
@@ -184,7 +201,10 @@ class Panel(w.VBox):
 
     def _layout(self) -> list[w.Widget]:
         system_box = w.Accordion(
-            [self.system], titles=("System prompt",), selected_index=None, layout=_FULL
+            [self.system, self.deadline],
+            titles=("System prompt", "Advanced"),
+            selected_index=None,
+            layout=_FULL,
         )
         row = w.Layout(width="100%", align_items="center", flex_flow="row wrap", grid_gap="6px")
         return [
@@ -232,9 +252,9 @@ class Panel(w.VBox):
     def _problem(self, message: str) -> None:
         self.status.value = status_html("problem", message)
 
-    def _plan(self) -> tuple[list[Job], Any, list[str]] | None:
-        """Jobs, policy and column labels for the current inputs; None (and the reason in the
-        status line) when the inputs are not runnable. Nothing is sent before this passes."""
+    def _plan(self) -> Plan | None:
+        """The plan for the current inputs; None (and the reason in the status line) when
+        they are not runnable. Nothing is sent before this passes."""
         prompt = self.prompt.value.strip()
         if not prompt:
             self._problem("write a prompt first")
@@ -243,30 +263,34 @@ class Panel(w.VBox):
             self._problem("add at least one target (e.g. local:smollm2)")
             return None
         try:
-            specs = self._session.specs(list(self.targets.value))
-            configured = self._session.settings()  # read at each run: %config may have changed
-            options = api.make_options(
-                temperature=float(self.temperature.value),
-                max_tokens=int(self.max_tokens.value),
-                configured=configured,
-            )
-            policy = api.make_policy(configured=configured)
+            deadline = _seconds(self.deadline.value, "deadline")
+        except UsageProblem as exc:
+            self._problem(exc.message)
+            return None
+        request = Request(
+            prompts=(prompt,),
+            deadline=deadline,
+            targets=tuple(self.targets.value),
+            system=self.system.value.strip() or None,
+            temperature=float(self.temperature.value),
+            max_tokens=int(self.max_tokens.value),
+            repeat=int(self.repeat.value),
+        )
+        try:
+            return make_plan(request, self._session)
         except LLMMagicError as exc:
             self._problem(exc.message)
             return None
-        system = self.system.value.strip() or None
-        jobs = api.plan_jobs([prompt], specs, options, system=system, repeat=int(self.repeat.value))
-        return jobs, policy, [s.label for s in specs]
 
     def start(self) -> bool:
         """What Run does: start a run in the background; False if one is going or the inputs
         are not runnable (the reason is in the status line)."""
         if self.running:
             return False
-        planned = self._plan()
-        if planned is None:
+        plan = self._plan()
+        if plan is None:
             return False
-        jobs, policy, labels = planned
+        labels = plan.labels
         self.columns = [w.HTML("", layout=w.Layout(min_width="0")) for _ in labels]
         for column in self.columns:
             column.add_class("llm-panel-column")
@@ -274,13 +298,13 @@ class Panel(w.VBox):
         self.outputs.layout.grid_template_columns = f"repeat({len(labels)}, minmax(16em, 1fr))"
         self.metrics.value = ""
         self.chart.layout.display = "none"
-        live = LiveRun(jobs, labels, self.columns, self.status)
+        live = LiveRun(plan.jobs, labels, self.columns, self.status)
         self._stop = threading.Event()
         self.running = True
         self.run_button.disabled, self.stop_button.disabled = True, False
         live.start()
         self._thread = threading.Thread(
-            target=self._run, args=(jobs, policy, live), daemon=True, name="llm-magic-panel-run"
+            target=self._run, args=(plan, live), daemon=True, name="llm-magic-panel-run"
         )
         self._thread.start()
         return True
@@ -297,27 +321,25 @@ class Panel(w.VBox):
             return not thread.is_alive()
         return True
 
-    def _run(self, jobs: list[Job], policy: Any, live: LiveRun) -> None:
+    def _run(self, plan: Plan, live: LiveRun) -> None:
         phase, note = "done", ""
         records: list[RunRecord] = []
         try:
-            records = api.run(jobs, policy, live, self._session, stop=self._stop)
+            records = api.run(plan, live, self._session, stop=self._stop)
         except RunInterrupted as exc:
             records, phase = exc.records, "stopped"
         except Exception as exc:  # a bug here must show, not kill the thread silently
             phase, note = "failed", one_line(f"{type(exc).__name__}: {redact(str(exc))}")
         try:
-            self._finish(jobs, records, live, phase, note)
+            self._finish(plan, records, live, phase, note)
         finally:
             self.run_button.disabled, self.stop_button.disabled = False, True
             self.running = False
 
     def _finish(
-        self, jobs: list[Job], records: list[RunRecord], live: LiveRun, phase: str, note: str
+        self, plan: Plan, records: list[RunRecord], live: LiveRun, phase: str, note: str
     ) -> None:
-        # records is empty when the run failed outright; otherwise one per job, in order
-        for job, record in zip(jobs, records, strict=False):
-            live.on_done(job, record)  # jobs never started get their "interrupted" row too
+        # The runner has reported every job to `live`, those never started included.
         elapsed = live.close()
         self.records = records
         from .results import to_dataframe
@@ -335,9 +357,20 @@ class Panel(w.VBox):
         # The status first: the chart can take a moment (matplotlib's first import).
         live.render_status(phase, message)
         if records:
-            repeated = any(job.repeat for job in jobs)  # not the widget: it may have changed
+            repeated = plan.request.repeat > 1  # not the widget: it may have changed
             self.metrics.value = metrics_html(records, show_repeat=repeated)
             png = chart_png(frame)
             if png is not None:
                 self.chart.value = png
                 self.chart.layout.display = "block"
+
+
+def _seconds(text: str, name: str) -> float | None:
+    """A number typed in a text box; empty is None (the setting applies)."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise UsageProblem(f"{name}: {text!r} is not a number of seconds") from None

@@ -74,12 +74,12 @@ class LiveRun:
         self.started = time.monotonic()
 
     # ---- runner events (worker threads): store only ---------------------------------------
-    def on_text(self, job: Job, text: str) -> None:
+    def on_text(self, job: Job, piece: str) -> None:
         column, repeat = self._slot[job.index]
         with self._lock:
             answer = self._answers[column][repeat]
             if answer.record is None:  # a late chunk must not undo on_done
-                answer.text = text
+                answer.text += piece
                 self._dirty.add(column)
 
     def on_done(self, job: Job, record: RunRecord) -> None:

@@ -58,6 +58,7 @@ RANGES: dict[str, Range] = {
     "repeat": Range(1, 1000, whole=True),
     "timeout": _SECONDS,
     "connect_timeout": _SECONDS,
+    "deadline": Range(0),  # 0: no deadline
     "retries": Range(0, 10, whole=True),
     "concurrency": Range(1, 256, whole=True),
 }

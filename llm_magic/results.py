@@ -18,7 +18,7 @@ from llm_magic import html
 from llm_magic.errors import UsageProblem
 from llm_magic.records import COLUMNS, RunRecord
 
-__all__ = ["DTYPES", "LLMAccessor", "SideBySide", "empty_frame", "to_dataframe"]
+__all__ = ["DTYPES", "LLMAccessor", "SideBySide", "compact", "empty_frame", "to_dataframe"]
 
 _STRING = (
     "run_id",
@@ -69,6 +69,33 @@ def to_dataframe(records: Iterable[RunRecord]) -> pd.DataFrame:
 
 def empty_frame() -> pd.DataFrame:
     return to_dataframe([])
+
+
+PREVIEW_CHARS = 80
+
+
+def _preview(text: Any) -> Any:
+    if not isinstance(text, str):
+        return text
+    flat = " ".join(text[: PREVIEW_CHARS * 4].split())
+    return flat if len(flat) <= PREVIEW_CHARS else flat[: PREVIEW_CHARS - 1] + "…"
+
+
+def compact(frame: pd.DataFrame) -> pd.DataFrame:
+    """What a run shows when it ends: one short line per answer. The prompt and the repeat
+    appear only when the run had several; the full frame (every column) stays in `_llm`."""
+    columns = ["target"]
+    if frame["prompt"].nunique(dropna=False) > 1:
+        columns.append("prompt")
+    if frame["repeat"].nunique(dropna=False) > 1:
+        columns.append("repeat")
+    view = frame[columns].copy()
+    if "prompt" in view.columns:
+        view["prompt"] = frame["prompt"].map(_preview).astype("string")
+    view["answer"] = frame["output"].map(_preview).astype("string")
+    for name in ("latency_s", "ttft_s", "completion_tokens", "tokens_per_s", "cost_usd", "error"):
+        view[name] = frame[name]
+    return view.rename(columns={"completion_tokens": "tokens"})
 
 
 def _value(x: Any) -> Any:

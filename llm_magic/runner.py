@@ -7,6 +7,7 @@ cancels every job's CancelToken, which closes the streams the workers are blocke
 from __future__ import annotations
 
 import contextlib
+import heapq
 import random
 import threading
 import time
@@ -19,9 +20,11 @@ from typing import Any, Protocol
 
 from .errors import (
     Cancelled,
+    DeadlinePassed,
     LLMMagicError,
     ProviderError,
     Redactor,
+    RunInterrupted,
     StreamBroken,
     one_line,
     redact,
@@ -31,7 +34,15 @@ from .providers.base import CancelToken, Message, Options, Provider
 from .records import RunRecord
 from .targets import Target, TargetSpec
 
-__all__ = ["Events", "Job", "Policy", "estimate_tokens", "new_run_id", "run_jobs"]
+__all__ = [
+    "Events",
+    "Job",
+    "Policy",
+    "RunInterrupted",
+    "estimate_tokens",
+    "new_run_id",
+    "run_jobs",
+]
 
 
 @dataclass(frozen=True)
@@ -55,10 +66,18 @@ class Policy:
     retry_after_max: float = 60.0
     prices: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     cache: bool = False  # serve repeated requests from the response cache (store.py)
+    deadline: float | None = None  # seconds in all for one row, retries included
 
 
 class Events(Protocol):
-    def on_text(self, job: Job, text: str) -> None: ...
+    """What a view hears of a run, from the worker threads.
+
+    `on_text` gets each new piece of an answer (never the whole text again: a long answer
+    would cost quadratic time); `on_done` comes exactly once per job, with its final row, for
+    jobs an interrupt stopped before they started too.
+    """
+
+    def on_text(self, job: Job, piece: str) -> None: ...
 
     def on_done(self, job: Job, record: RunRecord) -> None: ...
 
@@ -94,26 +113,21 @@ def run_jobs(
     run_id = run_id or new_run_id()
     get_provider = _resolved_once(get_provider)
     tokens = [CancelToken() for _ in jobs]
-    records: list[RunRecord | None] = [None] * len(jobs)
     limits = {name: threading.BoundedSemaphore(n) for name, n in policy.limits.items() if n > 0}
     workers = max(1, min(policy.concurrency, len(jobs)))
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llm_magic")
-    # One counter and one event, not futures.wait(): that re-arms a waiter on every pending
-    # future each time it wakes, which costs real time on a run of thousands of jobs.
-    finished = _Countdown(len(jobs))
-
+    deadlines = _Deadlines()
+    run = _Run(run_id, get_provider, policy, events, limits, deadlines)
+    rows = _Rows(jobs, events)
     clean = Redactor()
-    run = _Run(run_id, get_provider, policy, events, limits)
 
     def work(i: int) -> None:
+        record = None
         try:
             record = _run_one(jobs[i], run, tokens[i])
             record.output = clean(record.output)  # a model or proxy may echo the key it was sent
-            records[i] = record
-            if events is not None:
-                events.on_done(jobs[i], record)
         finally:
-            finished.tick()
+            rows.report(i, record or _interrupted_record(jobs[i], run_id))
 
     try:
         # Inside the try: an interrupt during a first SDK import still leaves every row.
@@ -121,7 +135,7 @@ def run_jobs(
         for i in range(len(jobs)):
             pool.submit(work, i)
         # Short waits keep the main thread responsive to KeyboardInterrupt.
-        while not finished.wait(0.05):
+        while not rows.wait(0.05):
             if stop is not None and stop.is_set():
                 raise KeyboardInterrupt  # a stop request takes the interrupt's path below
     except KeyboardInterrupt:
@@ -133,13 +147,100 @@ def run_jobs(
         closer = threading.Thread(target=pool.shutdown, kwargs={"cancel_futures": True})
         closer.start()
         closer.join(timeout=2.0)
-        for i, job in enumerate(jobs):
-            if records[i] is None:
-                records[i] = _interrupted_record(job, run_id)
-        raise RunInterrupted([r for r in records if r is not None]) from None
+        raise RunInterrupted(rows.finish(lambda job: _interrupted_record(job, run_id))) from None
     finally:
         pool.shutdown(wait=False)
-    return [r for r in records if r is not None]
+        deadlines.close()
+    return rows.finish(lambda job: _interrupted_record(job, run_id))
+
+
+class _Rows:
+    """One record per job, each reported to the events exactly once, whoever ends it first:
+    its worker, or the interrupt that stopped it before it started (or in a stuck read)."""
+
+    def __init__(self, jobs: Sequence[Job], events: Events | None) -> None:
+        self._jobs = jobs
+        self._events = events
+        self._records: list[RunRecord | None] = [None] * len(jobs)
+        self._lock = threading.Lock()
+        # One counter and one event, not futures.wait(): that re-arms a waiter on every
+        # pending future each time it wakes, which costs real time on a run of thousands.
+        self._left = len(jobs)
+        self._done = threading.Event()
+        if not jobs:
+            self._done.set()
+
+    def report(self, i: int, record: RunRecord) -> None:
+        with self._lock:
+            if self._records[i] is not None:
+                return  # the interrupt has already reported this row
+            self._records[i] = record
+            self._left -= 1
+            if self._left == 0:
+                self._done.set()
+        if self._events is not None:
+            self._events.on_done(self._jobs[i], record)
+
+    def wait(self, timeout: float) -> bool:
+        return self._done.wait(timeout)
+
+    def finish(self, missing: Callable[[Job], RunRecord]) -> list[RunRecord]:
+        """Every row, in job order; jobs not ended yet get (and report) `missing(job)`."""
+        for i, job in enumerate(self._jobs):
+            if self._records[i] is None:
+                self.report(i, missing(job))
+        return [r for r in self._records if r is not None]
+
+
+class _Deadlines:
+    """One thread per run that cancels a job's request when its row's time is up.
+
+    Cheaper than a timer thread per job on runs of thousands; it ends with the run.
+    """
+
+    def __init__(self) -> None:
+        self._due: list[tuple[float, int, CancelToken, threading.Event]] = []
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._count = 0
+
+    def arm(self, seconds: float, token: CancelToken) -> threading.Event:
+        """Cancel `token` in `seconds`; the event returned is set if that happened."""
+        fired = threading.Event()
+        with self._cond:
+            self._count += 1
+            heapq.heappush(self._due, (time.monotonic() + seconds, self._count, token, fired))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._watch, daemon=True, name="llm_magic-deadlines"
+                )
+                self._thread.start()
+            self._cond.notify()
+        return fired
+
+    def _watch(self) -> None:
+        while True:
+            with self._cond:
+                if self._closed:
+                    return
+                now = time.monotonic()
+                due = []
+                while self._due and self._due[0][0] <= now:
+                    due.append(heapq.heappop(self._due))
+                if not due:
+                    self._cond.wait(self._due[0][0] - now if self._due else None)
+                    continue
+            for _, _, token, fired in due:  # outside the lock: closing a stream may block
+                if not token.cancelled:
+                    fired.set()
+                    token.cancel()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._due.clear()
+            self._cond.notify()
 
 
 def _resolved_once(get_provider: Callable[[str], Provider]) -> Callable[[str], Provider]:
@@ -163,34 +264,6 @@ def _build_providers(get_provider: Callable[[str], Provider], jobs: Sequence[Job
         # A provider that cannot be built fails again in its job's attempt, as the row's error.
         with contextlib.suppress(LLMMagicError):
             get_provider(name)
-
-
-class _Countdown:
-    """Set once `tick()` has been called `n` times."""
-
-    def __init__(self, n: int) -> None:
-        self._left = n
-        self._lock = threading.Lock()
-        self._done = threading.Event()
-        if n <= 0:
-            self._done.set()
-
-    def tick(self) -> None:
-        with self._lock:
-            self._left -= 1
-            if self._left <= 0:
-                self._done.set()
-
-    def wait(self, timeout: float) -> bool:
-        return self._done.wait(timeout)
-
-
-class RunInterrupted(KeyboardInterrupt):
-    """The user interrupted a run; `records` holds every row, finished or interrupted."""
-
-    def __init__(self, records: list[RunRecord]) -> None:
-        super().__init__("interrupted")
-        self.records = records
 
 
 def _interrupted_record(job: Job, run_id: str) -> RunRecord:
@@ -254,6 +327,10 @@ class _Run:
     policy: Policy
     events: Events | None
     limits: Mapping[str, threading.BoundedSemaphore]  # per-provider requests in flight
+    deadlines: _Deadlines
+
+
+_FINAL = ("interrupted", "deadline")  # no fallback after these: the row itself is over
 
 
 def _run_one(job: Job, run: _Run, token: CancelToken) -> RunRecord:
@@ -262,8 +339,8 @@ def _run_one(job: Job, run: _Run, token: CancelToken) -> RunRecord:
     record: RunRecord | None = None
     for target in job.spec.chain:
         record = _try_target(job, target, run, token)
-        if record.error is None or record.finish_reason == "interrupted" or record.output:
-            break  # answered, interrupted, or broke mid-stream with text worth keeping
+        if record.error is None or record.finish_reason in _FINAL or record.output:
+            break  # answered, stopped, or broke mid-stream with text worth keeping
         failed.append(str(target))
         why.append(record.error or "")
     else:
@@ -309,16 +386,23 @@ def _fetch(job: Job, target: Target, record: RunRecord, run: _Run, token: Cancel
     """Ask `target`, retrying as the policy allows; fills `record`, timings and accounts."""
     policy = run.policy
     attempt = 0
+    fired: threading.Event | None = None  # set when the row's deadline cancelled it
     while not token.cancelled:
         limit = run.limits.get(target.provider)
         if limit is not None and not _acquire(limit, token):
             continue  # cancelled while queued: the loop ends as "interrupted before it was sent"
+        if fired is None and policy.deadline:
+            # From the first time it is sent: a row queued behind others has not started.
+            fired = run.deadlines.arm(policy.deadline, token)
         try:
             error = _attempt(job, target, record, run.get_provider, token, run.events)
         finally:
             if limit is not None:
                 limit.release()
         if error is None:
+            break
+        if fired is not None and fired.is_set():
+            _deadline_passed(record, policy.deadline or 0, attempt, target)
             break
         if token.cancelled or isinstance(error, Cancelled):
             record.finish_reason = "interrupted"
@@ -332,6 +416,9 @@ def _fetch(job: Job, target: Target, record: RunRecord, run: _Run, token: Cancel
             break
         # The wait is itself interruptible: cancel() sets the event.
         if token.wait(_backoff(policy, attempt, error)):
+            if fired is not None and fired.is_set():
+                _deadline_passed(record, policy.deadline or 0, attempt, target, error)
+                break
             # keep why it was waiting: that is what the user needs to know about this target
             record.finish_reason = "interrupted"
             record.error = f"interrupted while waiting to retry after: {error.message}"
@@ -340,6 +427,23 @@ def _fetch(job: Job, target: Target, record: RunRecord, run: _Run, token: Cancel
     else:
         record.finish_reason, record.error = "interrupted", "interrupted before it was sent"
     _account(record, job, policy)
+
+
+def _deadline_passed(
+    record: RunRecord,
+    seconds: float,
+    attempt: int,
+    target: Target,
+    retrying: ProviderError | None = None,
+) -> None:
+    """The row's time is up: its error names the deadline; any text so far is kept."""
+    how = f" after {attempt + 1} attempts" if attempt else ""
+    why = f" (it was waiting to retry after: {retrying.message})" if retrying else ""
+    failure = DeadlinePassed(
+        f"the deadline of {seconds:g} s passed{how}{why}; --deadline sets it (0: none)",
+        provider=target.provider,
+    )
+    record.failure, record.error, record.finish_reason = failure, failure.message, "deadline"
 
 
 class _OnePerKey:
@@ -423,9 +527,8 @@ def _attempt(
                 if record.ttft_s is None and job.options.stream:
                     record.ttft_s = time.perf_counter() - start
                 parts.append(chunk.text)
-                record.pieces = len(parts)
                 if events is not None:
-                    events.on_text(job, "".join(parts))
+                    events.on_text(job, chunk.text)
             if chunk.usage is not None:
                 if chunk.usage.prompt_tokens is not None:
                     record.prompt_tokens = chunk.usage.prompt_tokens
@@ -443,10 +546,28 @@ def _attempt(
     except Exception as exc:  # a provider bug must still become a row, never lose the others
         error = StreamBroken(f"{type(exc).__name__}: {one_line(redact(str(exc)))}")
     record.latency_s = time.perf_counter() - start
-    record.output = "".join(parts)
+    record.pieces = len(parts)
+    record.output = _utf8_safe("".join(parts), record)
     if error is not None and token.cancelled:
         error = Cancelled("interrupted", provider=target.provider)
     return error
+
+
+def _utf8_safe(text: str, record: RunRecord) -> str:
+    """Text that UTF-8 can hold: a lone surrogate (legal in JSON as "\\ud800") becomes U+FFFD,
+    noted on the row, so the log, the cache and every view can take the answer."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    # UTF-16 with surrogatepass joins the pairs that are whole and marks only the lone ones.
+    fixed = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    lone = sum(1 for c in text if "\ud800" <= c <= "\udfff") - 2 * (len(text) - len(fixed))
+    record.params["notes"] = [f"{lone} character(s) UTF-8 cannot hold became U+FFFD"]
+    return fixed
 
 
 def _account(record: RunRecord, job: Job, policy: Policy) -> None:

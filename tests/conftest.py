@@ -68,13 +68,13 @@ def ip() -> Iterator[InteractiveShell]:
     InteractiveShell.clear_instance()  # another test may have made a plain shell
     shell = ShellForTests.instance(config=config)
     shell.extension_manager.load_extension("llm_magic")
-    from llm_magic import api
+    from llm_magic.session import Session
 
     magics = shell.magics_manager.registry["LLMMagics"]
-    magics.session = api.Session()
+    magics.session = Session()
     yield shell
     shell.extension_manager.unload_extension("llm_magic")
-    for name in ("default_target", "timeout", "connect_timeout", "retries", "concurrency", "cache"):
+    for name in magics.trait_names(config=True):
         setattr(magics, name, None)
     shell.user_ns.clear()
     shell.init_user_ns()

@@ -37,8 +37,8 @@ def test_command_fields_are_the_agreed_contract() -> None:
     names = [f.name for f in dataclasses.fields(Command)]
     assert names == [
         "targets", "template", "temperature", "max_tokens", "top_p", "seed", "system", "stop",
-        "repeat", "over", "out", "format", "stream", "timeout", "retries", "concurrency",
-        "cache", "chat", "quiet", "interpolate", "help",
+        "repeat", "over", "out", "format", "stream", "timeout", "deadline", "retries",
+        "concurrency", "cache", "chat", "quiet", "interpolate", "help",
     ]  # fmt: skip
     cmd = parse_command("", CELL)
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -153,8 +153,6 @@ INVALID = [
     ('a -s "unclosed', "unbalanced quote"),
     ("a 'b", "unbalanced quote"),
     ("--cache --no-cache", "--no-cache: not allowed with --cache"),
-    ("--chat --over items", "--chat cannot be combined with --over"),
-    ("--chat -r 2", "--chat cannot be combined with -r/--repeat"),
 ]
 
 

@@ -12,6 +12,8 @@ import pandas as pd
 import pytest
 from servers.fixtures import TEST_KEY
 
+from tests.cells import run_frame
+
 TARGETS = {
     "openai": "openai:gpt-4o-mini",
     "ollama": "ollama:llama3.2",
@@ -31,7 +33,7 @@ def healthy_partner(name: str) -> str:
 def run_pair(ip, servers, faulty: str, options: str = "") -> tuple[pd.Series, pd.Series]:
     """Run the faulty backend beside a healthy one; return (faulty row, healthy row)."""
     other = healthy_partner(faulty)
-    df = ip.run_cell(f"%%llm {TARGETS[faulty]} {TARGETS[other]} {options}\nCount to five.").result
+    df = run_frame(ip, f"%%llm {TARGETS[faulty]} {TARGETS[other]} {options}\nCount to five.")
     assert len(df) == 2
     healthy = df.iloc[1]
     assert pd.isna(healthy["error"]), healthy["error"]
@@ -134,10 +136,11 @@ def test_all_three_fail_differently_and_nothing_is_lost(ip, servers) -> None:
     servers["openai"].status = 401
     servers["ollama"].reply, servers["ollama"].cut_after = "a b c d", 2
     servers["mistral"].status = 503
-    df = ip.run_cell(
+    df = run_frame(
+        ip,
         "%%llm openai:gpt-4o-mini ollama:llama3.2 mistral:mistral-small-latest local:nosuch.gguf"
-        " --retries 0\nHi"
-    ).result
+        " --retries 0\nHi",
+    )
     assert len(df) == 4 and df["error"].notna().all()
     assert df.iloc[1]["output"] == "a b "
     assert TEST_KEY not in df.to_string()

@@ -7,6 +7,7 @@ import pytest
 from IPython.core.error import UsageError
 
 from llm_magic.records import COLUMNS
+from tests.cells import run_frame
 
 KEY = "sk-SENTINEL-magic-0123456789"
 
@@ -32,12 +33,19 @@ def test_load_ext_registers_magics_and_imports_nothing_heavy() -> None:
 
 def test_one_cell_three_providers_gives_one_row_each(ip, backends) -> None:
     openai_server, ollama_server, mistral_server = backends
-    df = ip.run_cell(
+    shown = ip.run_cell(
         "%%llm openai:gpt-4o-mini ollama:llama3.2 mistral:mistral-small-latest -t 0.2 -n 50\n"
         "Why is the sky blue?"
     ).result
+    # the cell shows one short line per answer; _llm keeps every column
+    assert list(shown.columns) == [
+        "target", "answer", "latency_s", "ttft_s", "tokens", "tokens_per_s", "cost_usd", "error"
+    ]  # fmt: skip
+    df = ip.user_ns["_llm"]
     assert isinstance(df, pd.DataFrame)
     assert list(df.columns) == list(COLUMNS)
+    for preview, output in zip(shown["answer"], df["output"], strict=True):
+        assert len(preview) <= 80 and " ".join(output.split()).startswith(preview.rstrip("…"))
     assert list(df["target"]) == [
         "openai:gpt-4o-mini",
         "ollama:llama3.2",
@@ -80,7 +88,7 @@ def test_a_dead_target_is_an_error_row_and_the_others_survive(
     ip, backends, refused_url, monkeypatch
 ):
     monkeypatch.setenv("VLLM_BASE_URL", refused_url + "/v1")
-    df = ip.run_cell("%%llm openai:gpt-4o-mini vllm:some-model --retries 0\nHello").result
+    df = run_frame(ip, "%%llm openai:gpt-4o-mini vllm:some-model --retries 0\nHello")
     ok, dead = df.iloc[0], df.iloc[1]
     assert pd.isna(ok["error"]) and ok["output"]
     assert dead["error"].startswith("vllm:") and dead["finish_reason"] == "error"
@@ -103,7 +111,7 @@ def test_usage_errors_are_one_line_and_send_nothing(ip, backends) -> None:
 
 def test_alias_subcommand_defines_a_usable_target(ip, backends) -> None:
     ip.run_line_magic("llm", "alias fast ollama:llama3.2")
-    df = ip.run_cell("%%llm fast openai:gpt-4o-mini\nHi").result
+    df = run_frame(ip, "%%llm fast openai:gpt-4o-mini\nHi")
     assert list(df["target"]) == ["ollama:llama3.2", "openai:gpt-4o-mini"]
     with pytest.raises(UsageError):
         ip.run_line_magic("llm", "alias bad nosuch:model")

@@ -10,7 +10,8 @@ import time
 import pandas as pd
 import pytest
 
-from llm_magic.magics import LIVE_COLUMNS_MAX
+from llm_magic.live import LIVE_COLUMNS_MAX
+from tests.cells import run_frame
 
 
 @pytest.fixture
@@ -20,7 +21,9 @@ def wired(ip, backends):
 
 def test_repeat_gives_one_row_per_run_and_percentiles(wired) -> None:
     ip, openai_server, ollama_server = wired
-    df = ip.run_cell("%%llm openai:gpt-4o-mini ollama:llama3.2 -r 3\nHi").result
+    shown = ip.run_cell("%%llm openai:gpt-4o-mini ollama:llama3.2 -r 3\nHi").result
+    assert list(shown["repeat"]) == [0, 1, 2, 0, 1, 2] and "prompt" not in shown.columns
+    df = ip.user_ns["_llm"]
     assert len(df) == 6 and list(df["repeat"]) == [0, 1, 2, 0, 1, 2]
     summary = df.llm.summary()
     assert list(summary["n"]) == [3, 3]
@@ -31,10 +34,8 @@ def test_repeat_gives_one_row_per_run_and_percentiles(wired) -> None:
 def test_over_a_dataframe_renders_each_row(wired) -> None:
     ip, openai_server, _ = wired
     ip.user_ns["questions"] = pd.DataFrame({"city": ["Paris", "Rome"], "topic": ["food", "art"]})
-    df = ip.run_cell(
-        "%%llm openai:gpt-4o-mini ollama:llama3.2 --over questions\n"
-        "Tell me about {topic} in {city}."
-    ).result
+    df = run_frame(ip, "%%llm openai:gpt-4o-mini ollama:llama3.2 --over questions\n"
+        "Tell me about {topic} in {city}.")
     assert (
         list(df["prompt"])
         == ["Tell me about food in Paris."] * 2 + ["Tell me about art in Rome."] * 2
@@ -74,7 +75,7 @@ def test_a_large_run_shows_a_progress_bar_and_respects_concurrency(wired, capsys
     ip, openai_server, _ = wired
     openai_server.delay = 0.05
     ip.user_ns["many"] = [f"q{i}" for i in range(LIVE_COLUMNS_MAX + 28)]
-    df = ip.run_cell("%%llm openai:gpt-4o-mini --over many -c 4\n{item}").result
+    df = run_frame(ip, "%%llm openai:gpt-4o-mini --over many -c 4\n{item}")
     assert len(df) == LIVE_COLUMNS_MAX + 28 and df["error"].isna().all()
     assert openai_server.max_in_flight == 4
     err = capsys.readouterr().err
@@ -149,14 +150,17 @@ def test_interrupting_the_kernel_keeps_rows_and_stops_within_a_second(wired) -> 
 
 
 def test_live_columns_name_the_prompt_and_the_run() -> None:
-    from llm_magic import api
-    from llm_magic.magics import _label
-    from llm_magic.providers.base import Options
+    from llm_magic.plan import make_plan
+    from llm_magic.request import Request
+    from llm_magic.session import Session
 
-    specs = api.Session().specs(["openai:gpt-4o-mini", "ollama:llama3.2"])
+    targets = ("openai:gpt-4o-mini", "ollama:llama3.2")
     # two --over items that render the same text are still two prompts
-    jobs = api.plan_jobs(["Same", "Same", "Other"], specs, Options(), repeat=2)
-    labels = [_label(j, jobs) for j in jobs]
+    items = ["Same", "Same", "Other"]
+    request = Request(("{item}",), targets, variables={}, over=items, repeat=2)
+    plan = make_plan(request, Session())
+    jobs = plan.jobs
+    labels = [plan.job_label(j) for j in jobs]
     assert len(jobs) == 12 and len(set(labels)) == 6  # a column per prompt and target
     assert labels[:4] == [  # the two runs of a target share its column (they stack there)
         "openai:gpt-4o-mini · prompt 1",
@@ -165,5 +169,6 @@ def test_live_columns_name_the_prompt_and_the_run() -> None:
         "ollama:llama3.2 · prompt 1",
     ]
     assert labels[4] == "openai:gpt-4o-mini · prompt 2"
-    single = api.plan_jobs(["Hi"], specs, Options())
-    assert [_label(j, single) for j in single] == ["openai:gpt-4o-mini", "ollama:llama3.2"]
+    single = make_plan(Request(("Hi",), targets), Session())
+    assert [single.job_label(j) for j in single.jobs] == list(targets)
+    assert single.labels == targets

@@ -12,8 +12,9 @@ from collections.abc import Callable
 import pandas as pd
 import pytest
 
-from llm_magic import api, html
+from llm_magic import html
 from llm_magic.panel import Panel
+from llm_magic.session import Session
 
 RUN_TIMEOUT = 60.0
 
@@ -37,7 +38,7 @@ def openai_env(openai_server, monkeypatch: pytest.MonkeyPatch):
 
 def make_panel(targets: list[str], prompt: str = "", **kwargs) -> Panel:
     kwargs.setdefault("discover", False)  # discovery has its own test
-    return Panel(targets, prompt=prompt, session=api.Session(), **kwargs)
+    return Panel(targets, prompt=prompt, session=Session(), **kwargs)
 
 
 def run(panel: Panel) -> None:
@@ -57,7 +58,7 @@ def test_run_streams_each_target_into_its_own_escaped_column(openai_env) -> None
     assert list(df["target"]) == ["openai:gpt-4o-mini", "openai:gpt-4o"]
     assert df["output"].str.startswith("Echo from").all() and df["error"].isna().all()
     assert (df["latency_s"] > 0).all() and df["completion_tokens"].notna().all()
-    assert api.Session().last == []  # the panel's own session got the rows, not a new one
+    assert Session().last == []  # the panel's own session got the rows, not a new one
     metrics = panel.metrics.value
     assert "<table" in metrics and "openai:gpt-4o-mini" in metrics and "tokens/s" in metrics
     assert panel.chart.value[:8] == b"\x89PNG\r\n\x1a\n" and panel.chart.layout.display == "block"
@@ -147,7 +148,7 @@ def test_picker_adds_checked_targets_and_rejects_bad_ones() -> None:
 
 def test_no_targets_means_the_default_target() -> None:
     assert make_panel(None).targets.value == ["local:smollm2"]
-    session = api.Session(settings=lambda: {"default_target": "ollama:llama3.2"})  # as %config
+    session = Session(settings=lambda: {"default_target": "ollama:llama3.2"})  # as %config
     assert Panel(discover=False, session=session).targets.value == ["ollama:llama3.2"]
 
 
@@ -155,7 +156,7 @@ def test_discovery_lists_models_of_configured_providers(
     openai_env, refused_url, monkeypatch
 ) -> None:
     monkeypatch.setenv("OLLAMA_HOST", refused_url)
-    panel = Panel(["local:smollm2"], session=api.Session())
+    panel = Panel(["local:smollm2"], session=Session())
     assert panel.discovery.finished.wait(15)
     options = panel.picker.options
     assert options[0] == "local:smollm2"
@@ -168,7 +169,7 @@ def test_discovery_lists_models_of_configured_providers(
 
 def test_ollama_models_are_offered_as_they_are_typed(openai_env, ollama_server, monkeypatch):
     monkeypatch.setenv("OLLAMA_HOST", ollama_server.root_url)
-    panel = Panel(["ollama:llama3.2"], session=api.Session())
+    panel = Panel(["ollama:llama3.2"], session=Session())
     assert panel.discovery.finished.wait(15)
     ollama = [o for o in panel.picker.options if o.startswith("ollama:")]
     assert "ollama:llama3.2" in ollama and "ollama:qwen2.5:0.5b" in ollama  # tags kept

@@ -415,6 +415,8 @@ def test_an_interrupt_while_providers_are_built_keeps_every_row() -> None:
 
 
 def test_the_embedded_model_is_limited_to_one_request_by_default() -> None:
-    from llm_magic.api import make_policy
+    from llm_magic.plan import make_plan
+    from llm_magic.request import Request
+    from llm_magic.session import Session
 
-    assert make_policy().limits["local"] == 1
+    assert make_plan(Request(("Hi",)), Session()).policy.limits["local"] == 1

@@ -12,6 +12,7 @@ import pytest
 
 from llm_magic import api, discovery, providers
 from llm_magic.availability import check_targets
+from tests.cells import run_frame
 
 SENTINEL = "sk-SENTINEL-0123456789abcdef"
 XSS = "<script>alert('x')</script>"
@@ -40,20 +41,18 @@ def test_the_sentinel_reaches_the_server_and_nothing_else(keyed, capsys) -> None
     ip, openai_server, mistral_server, home = keyed
     texts: list[str] = []
     # Success, then failures whose server text echoes the key back (a careless proxy does that).
-    df = ip.run_cell("%%llm openai:gpt-4o-mini mistral:mistral-small-latest\nHi").result
+    df = run_frame(ip, "%%llm openai:gpt-4o-mini mistral:mistral-small-latest\nHi")
     texts.append(df.to_string() + df.to_json(date_format="iso"))
     assert openai_server.requests[-1].headers["authorization"] == f"Bearer {SENTINEL}"
     for status in (401, 429, 500):
         openai_server.status = mistral_server.status = status
         openai_server.error_message = mistral_server.error_message = f"key {SENTINEL} refused"
-        df = ip.run_cell(
-            "%%llm openai:gpt-4o-mini mistral:mistral-small-latest --retries 0\nHi"
-        ).result
+        df = run_frame(ip, "%%llm openai:gpt-4o-mini mistral:mistral-small-latest --retries 0\nHi")
         assert df["error"].notna().all()
         texts.append(df.to_string() + df.to_json(date_format="iso"))
     openai_server.status = mistral_server.status = None
     openai_server.reply = f"your key is {SENTINEL}"  # a model that repeats the key
-    df = ip.run_cell("%%llm openai:gpt-4o-mini --cache\nHi").result
+    df = run_frame(ip, "%%llm openai:gpt-4o-mini --cache\nHi")
     texts.append(repr(ip.user_ns["_llm"]) + ip.user_ns["_llm"].to_json(date_format="iso"))
     for sub in ("history 50", "config", "providers", "status", "models"):
         result = ip.run_line_magic("llm", sub)
@@ -74,7 +73,7 @@ def test_the_sentinel_reaches_the_server_and_nothing_else(keyed, capsys) -> None
 def test_model_html_is_escaped_everywhere(keyed) -> None:
     ip, openai_server, mistral_server, _ = keyed
     openai_server.reply = mistral_server.reply = XSS
-    df = ip.run_cell("%%llm openai:gpt-4o-mini mistral:mistral-small-latest\nHi").result
+    df = run_frame(ip, "%%llm openai:gpt-4o-mini mistral:mistral-small-latest\nHi")
     live = rendered(ip)
     assert "&lt;script&gt;" in live and "<script>" not in live
     side = df.llm.side_by_side()._repr_html_()

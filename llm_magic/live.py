@@ -1,0 +1,85 @@
+"""What a `%%llm` cell shows while it runs: live columns, or a progress bar for big runs.
+
+Both hear the runner's events (plan.py's jobs, from worker threads) and draw through
+display.py; the magic only picks one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .plan import Plan
+from .records import RunRecord
+from .runner import Job
+
+__all__ = ["LIVE_COLUMNS_MAX", "caption", "view_for"]
+
+# Up to this many answers stream live in columns; a larger run shows a progress bar instead.
+LIVE_COLUMNS_MAX = 12
+
+
+def caption(record: RunRecord) -> str:
+    """The line under an answer: timing and tokens as side_by_side() shows, plus any fallback."""
+    from .html import caption_text
+
+    text = caption_text(
+        record.latency_s,
+        record.completion_tokens,
+        record.tokens_per_s,
+        estimated=record.tokens_estimated,
+        cached=record.cached,
+    )
+    return f"{text} · after {record.fallback_from} failed" if record.fallback_from else text
+
+
+class _LiveColumns:
+    """Feeds runner events to the live columns (one per job)."""
+
+    def __init__(self, plan: Plan) -> None:
+        from .display import LiveView
+
+        labels = [plan.job_label(j) for j in plan.jobs]
+        self._view = LiveView(labels, fmt=plan.request.format)
+        self._texts = [""] * len(plan.jobs)  # TODO(merge): LiveView.append
+        self._view.show()
+
+    def on_text(self, job: Job, piece: str) -> None:
+        self._texts[job.index] += piece
+        self._view.update(job.index, self._texts[job.index])
+
+    def on_done(self, job: Job, record: RunRecord) -> None:
+        self._view.finish(job.index, record.output, caption(record), record.error)
+
+    def close(self) -> None:
+        self._view.close()
+
+
+class _ProgressBar:
+    """For large runs: one tqdm bar instead of hundreds of columns."""
+
+    def __init__(self, plan: Plan) -> None:
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(total=len(plan.jobs), desc="llm", unit="answer")
+        self._errors = 0
+
+    def on_text(self, job: Job, piece: str) -> None:
+        pass
+
+    def on_done(self, job: Job, record: RunRecord) -> None:
+        if record.error is not None:
+            self._errors += 1
+            self._bar.set_postfix(errors=self._errors, refresh=False)
+        self._bar.update(1)
+
+    def close(self) -> None:
+        if self._errors:  # a full bar alone would read as all well
+            self._bar.set_description(f"llm · {self._errors} failed", refresh=False)
+        self._bar.close()
+
+
+def view_for(plan: Plan) -> Any:
+    """Live columns for a run that fits on screen, else a progress bar."""
+    if len(plan.jobs) <= LIVE_COLUMNS_MAX:
+        return _LiveColumns(plan)
+    return _ProgressBar(plan)

@@ -1,0 +1,156 @@
+"""The one planner: a `Request` plus the session become a `Plan` (jobs, policy, columns).
+
+Every entry point — `%%llm`, `compare()`, `complete()`, the panel — goes through `make_plan`,
+so every check happens here, once, and raises `UsageProblem` before anything is sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from . import ranges
+from .config import load_file_config, resolve_setting
+from .errors import UsageProblem
+from .providers.base import Message, Options
+from .request import Request
+from .runner import Job, Policy
+from .session import Session
+from .targets import TargetSpec
+from .template import check_over_fields, expand_over, render
+
+__all__ = ["Plan", "make_plan", "plan_jobs"]
+
+
+@dataclass(frozen=True, eq=False)
+class Plan:
+    request: Request
+    jobs: tuple[Job, ...]
+    policy: Policy
+    labels: tuple[str, ...]  # one per target as written: the columns of the views
+
+    def job_label(self, job: Job) -> str:
+        """A live column's header; the repeats of one target share it and stack in it."""
+        several = len({j.prompt_no for j in self.jobs}) > 1
+        return f"{job.spec.label} · prompt {job.prompt_no + 1}" if several else job.spec.label
+
+
+def make_plan(request: Request, session: Session) -> Plan:
+    """Check everything and lay out the jobs: prompt x target x repeat, in that order."""
+    if not request.prompts:
+        raise UsageProblem("no prompt: nothing to send")
+    if request.chat and request.over is not None:
+        raise UsageProblem("--chat cannot be combined with --over: a chat continues one prompt")
+    if request.chat and request.repeat > 1:
+        raise UsageProblem(
+            "--chat cannot be combined with -r/--repeat: which answer would continue?"
+        )
+    from .html import check_format
+
+    check_format(request.format)
+    specs = session.specs(request.targets)
+    prompts, systems = _render(request)
+    configured = session.settings()  # read at each run: %config may have changed
+    options = _options(request, configured)
+    policy = _policy(request, configured)
+    conversations = session.conversations if request.chat else None
+    jobs = plan_jobs(
+        prompts, specs, options, system=systems, repeat=request.repeat, conversations=conversations
+    )
+    return Plan(request, tuple(jobs), policy, tuple(s.label for s in specs))
+
+
+def _render(request: Request) -> tuple[list[str], list[str | None]]:
+    """The prompts to send and the system prompt of each (--over renders it per item)."""
+    ns = request.variables
+    if ns is None and request.over is not None:
+        ns = {}  # compare(over=...): the prompts are templates of the items' fields alone
+    if ns is None:
+        return list(request.prompts), [request.system] * len(request.prompts)
+    rows: list[dict[str, Any]] = [{}]
+    if request.over is not None:
+        rows = expand_over(request.over, request.over_name)
+        for template in request.prompts:  # the system prompt may use the items' fields too
+            check_over_fields(template + "\n" + (request.system or ""), rows, request.over_name, ns)
+    prompts, systems = [], []
+    for row in rows:
+        scope = {**ns, **row} if row else ns
+        for template in request.prompts:
+            prompts.append(render(template, scope))
+            systems.append(render(request.system, scope) if request.system else None)
+    return prompts, systems
+
+
+def _options(request: Request, configured: Mapping[str, Any]) -> Options:
+    sampling = {
+        "temperature": request.temperature,
+        "max_tokens": request.max_tokens,
+        "top_p": request.top_p,
+        "seed": request.seed,
+    }
+    for name, value in sampling.items():
+        ranges.check(name, value, "")  # the magic's parser has checked its own; the API's too
+    return Options(
+        **sampling,
+        stop=tuple(request.stop) if request.stop else None,
+        stream=request.stream,
+        read_timeout=float(_setting("timeout", request.timeout, configured)),
+        connect_timeout=float(_setting("connect_timeout", None, configured)),
+    )
+
+
+def _policy(request: Request, configured: Mapping[str, Any]) -> Policy:
+    file = load_file_config()
+    deadline = float(_setting("deadline", request.deadline, configured))
+    return Policy(
+        retries=int(_setting("retries", request.retries, configured)),
+        concurrency=int(_setting("concurrency", request.concurrency, configured)),
+        # A provider's own limit (the embedded model answers one at a time) unless the config
+        # file sets one: queued before the clock, so latency never includes the wait.
+        limits={**_provider_limits(), **file.limits},
+        prices=file.prices,
+        cache=bool(_setting("cache", request.cache, configured)),
+        deadline=deadline or None,
+    )
+
+
+def _provider_limits() -> dict[str, int]:
+    return {"local": 1}  # TODO(merge): providers declare it
+
+
+def _setting(name: str, option: Any, configured: Mapping[str, Any]) -> Any:
+    return resolve_setting(name, option, configured.get(name)).value
+
+
+def plan_jobs(
+    prompts: Sequence[str],
+    specs: Sequence[TargetSpec],
+    options: Options,
+    *,
+    system: str | Sequence[str | None] | None = None,
+    repeat: int = 1,
+    conversations: Mapping[str, Sequence[Message]] | None = None,
+) -> list[Job]:
+    """One job per prompt x target x repeat, in that order.
+
+    `system` is one system prompt for all, or one per prompt (--over renders it per item).
+    With `conversations` (--chat), each target's earlier turns go before the new prompt.
+    An empty prompt (an empty field, a blank `--over` item) is a UsageProblem: never sent.
+    """
+    ranges.check("repeat", repeat, "")
+    for i, prompt in enumerate(prompts):
+        if not prompt.strip():
+            which = f"prompt {i + 1} of {len(prompts)}" if len(prompts) > 1 else "the prompt"
+            raise UsageProblem(f"{which} is empty once its fields are filled: nothing to send")
+    systems = [system] * len(prompts) if system is None or isinstance(system, str) else system
+    jobs: list[Job] = []
+    for prompt_no, prompt in enumerate(prompts):
+        said = systems[prompt_no]
+        head = (Message("system", said),) if said else ()
+        for spec in specs:
+            prior = tuple(conversations.get(spec.label, ())) if conversations else ()
+            messages = head + prior + (Message("user", prompt),)
+            for r in range(repeat):
+                jobs.append(Job(len(jobs), prompt, messages, spec, options, r, prompt_no))
+    return jobs
