@@ -16,7 +16,9 @@
         │   └── ServerFailed    5xx
         ├── StreamBroken        the stream ended or errored after it had started
         ├── BadResponse         the server said something that is not the protocol
-        └── Cancelled           the user interrupted the run
+        ├── Cancelled           the user interrupted the run
+        ├── ModelNotFound       a local model names no GGUF file (or the bundled one is missing)
+        └── GGUFError           a model file is not GGUF, or its header is cut short or corrupt
 
 Every message is one line and never holds an API key: `redact()` removes the values of the
 key variables known to the process before a message leaves a provider. A base URL is shown
@@ -34,7 +36,9 @@ __all__ = [
     "Cancelled",
     "ConfigProblem",
     "ConnectFailed",
+    "GGUFError",
     "LLMMagicError",
+    "ModelNotFound",
     "NotFound",
     "ProviderError",
     "RateLimited",
@@ -219,6 +223,15 @@ class BadResponse(ProviderError):
 
 class Cancelled(ProviderError):
     """The user interrupted the run."""
+
+
+class ModelNotFound(ProviderError):
+    """The local model names no GGUF file (or the bundled model is not installed)."""
+
+
+class GGUFError(ProviderError, ValueError):
+    """The file is not a GGUF file, or its header is cut short or corrupt. Also a ValueError,
+    as it was when it lived in providers/gguf.py."""
 
 
 _BY_STATUS: dict[int, type[StatusError]] = {

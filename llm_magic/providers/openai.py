@@ -37,7 +37,7 @@ from ._http import (
 )
 from ._sockets import make_client
 from ._sse_chat import chat_chunks, whole_chunk
-from .base import CancelToken, Chunk, Health, Message, ModelInfo, Options
+from .base import CancelToken, Chunk, Health, Message, ModelInfo, Options, ProviderFacts
 
 __all__ = ["DEFAULT_BASE_URL", "OpenAIProvider"]
 
@@ -78,8 +78,13 @@ def _sdk_error(exchange: Exchange, exc: BaseException) -> ProviderError:
     return exchange.error(errors.BadResponse, f"unexpected failure: {type(exc).__name__}: {exc}")
 
 
-class OpenAIProvider(KeyedProvider):
+class OpenAIProvider(KeyedProvider, ProviderFacts):
     """An OpenAI-protocol endpoint. Thread-safe: the SDK client and its pool are shared."""
+
+    server_label = "OpenAI-compatible"
+    listing_path = "/models"
+    admin_timeout_s = ADMIN_TIMEOUT.read
+    base_url_hint = " (an OpenAI-compatible one usually ends in /v1)"
 
     def __init__(
         self, *, name: str, base_url: str | None, api_key: str | None, key_env: str | None = None
@@ -164,7 +169,7 @@ class OpenAIProvider(KeyedProvider):
         SDK's internal error."""
         response = exchange.call(
             lambda: self._client.get(
-                "/models", cast_to=httpx2.Response, options={"timeout": timeout}
+                self.listing_path, cast_to=httpx2.Response, options={"timeout": timeout}
             ),
             lambda exc: _sdk_error(exchange, exc),
         )
