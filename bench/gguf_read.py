@@ -4,8 +4,9 @@ reader beside the `gguf` package that llama.cpp publishes (PyPI `gguf`).
     python bench/gguf_read.py [--runs 5]
 
 The first `%%llm local:...` cell reads the header once (for the trained context length) before
-llama.cpp loads the model. Each side runs in a fresh process: the clock covers importing the
-reader and reading SmolLM2's header (49k-token vocabulary, 48k merges). The `gguf` side needs
+llama.cpp loads the model. Each side runs in a fresh process; the clock covers reading
+SmolLM2's header (49k-token vocabulary, 48k merges) and, for `gguf`, importing it (ours is
+already imported: it is what finds the file). The `gguf` side needs
 `pip install gguf`; it reads every array entry into numpy, where ours skips long arrays.
 """
 
