@@ -298,15 +298,14 @@ def running_table(cfg: FileConfig | None = None) -> tuple[pd.DataFrame, list[str
     """Models loaded right now, from every configured backend that can say (Ollama's /api/ps,
     the embedded models of this process, asked once however many names point at them)."""
     cfg = cfg if cfg is not None else load_file_config()
+    can = set(providers.providers_with("ps", cfg))
     asking: dict[str, Callable[[], Any]] = {}
     seen_in_process: set[type] = set()
     able = []
     for b in backends.configured_backends(cfg):
-        if b.kind == "plugin":
+        if b.name not in can:
             continue
         facts = providers.kind_facts(b.kind)
-        if not callable(getattr(facts, "running_models", None)):
-            continue
         if facts.in_process:
             if facts in seen_in_process:
                 continue  # one process, one list of loaded models

@@ -21,7 +21,6 @@ from datetime import datetime, timezone
 from typing import Any
 
 import httpx2
-import openai
 
 from .. import errors
 from ..errors import ProviderError
@@ -51,6 +50,7 @@ _DEFAULT_TIMEOUT = httpx2.Timeout(120.0, connect=5.0)
 
 def _sdk_error(exchange: Exchange, exc: BaseException) -> ProviderError:
     """The llm_magic error for what the SDK raised while sending a request."""
+    import openai  # loaded by the time a request was sent: a dictionary lookup
     name, secret = exchange.name, exchange.secret
     if isinstance(exc, openai.APIStatusError):
         response = exc.response
@@ -94,6 +94,10 @@ class OpenAIProvider(KeyedProvider, ProviderFacts):
         self._key_env = key_env
         self._missing_key = api_key is None and key_env is not None
         self._secret = api_key
+        # The SDK (half a second to import) loads when a provider is built, not when the class
+        # is read for its facts (`%llm providers`, the panel's list, a run's plan).
+        import openai
+
         self._client = openai.OpenAI(
             api_key=api_key or _NO_KEY,
             base_url=self.base_url,
@@ -236,6 +240,8 @@ class OpenAIProvider(KeyedProvider, ProviderFacts):
 
 def _openai_only_headers(name: str) -> dict[str, object]:
     """OPENAI_ORG_ID / OPENAI_PROJECT_ID belong to OpenAI: never send them to another vendor."""
+    import openai
+
     omit = getattr(openai, "omit", None)
     if name == "openai" or omit is None:
         return {}
