@@ -74,6 +74,20 @@ def test_providers_lists_every_provider_with_its_origin(ip, servers, isolated_en
     assert work["base_url_source"] == f"config file {isolated_env / 'config.toml'}"
 
 
+def test_handlers_take_the_session_and_the_settings_not_the_magic(isolated_env, capsys):
+    from llm_magic import api
+    from llm_magic.subcommands import run_subcommand
+
+    session = api.Session()
+    assert run_subcommand(session, {}, "alias", ["fast", "local:smollm2"]) is None
+    assert session.aliases == {"fast": "local:smollm2"}
+    rows = run_subcommand(session, {"timeout": 30.0}, "config", []).set_index("setting")
+    assert (rows.loc["timeout", "value"], rows.loc["timeout", "source"]) == (30.0, "%config")
+    session.conversations["fast"] = []
+    run_subcommand(session, {}, "reset", [])
+    assert session.conversations == {} and "forgot 1 conversation: fast" in capsys.readouterr().out
+
+
 def test_config_shows_each_setting_and_where_it_came_from(ip, servers, monkeypatch, isolated_env):
     (isolated_env / "config.toml").write_text("concurrency = 3\n")
     monkeypatch.setenv("LLM_MAGIC_RETRIES", "5")

@@ -9,7 +9,8 @@ file's `[providers.NAME]` tables.
 What a provider is (how its base URL is normalised, its default concurrency, whether it lists
 models, which model commands it offers) is declared by its class (`base.ProviderFacts`);
 other modules ask here: `facts(name)`, `default_concurrency(name)`, `base_url_of(spec)`,
-`model_command(name, verb)`. Nothing outside this package imports a provider module.
+`model_command(provider, verb)`, `providers_with(verb)`. Nothing outside this package
+imports a provider module.
 """
 
 from __future__ import annotations
