@@ -229,9 +229,8 @@ class ModelNotFound(ProviderError):
     """The local model names no GGUF file (or the bundled model is not installed)."""
 
 
-class GGUFError(ProviderError, ValueError):
-    """The file is not a GGUF file, or its header is cut short or corrupt. Also a ValueError,
-    as it was when it lived in providers/gguf.py."""
+class GGUFError(ProviderError):
+    """The file is not a GGUF file, or its header is cut short or corrupt."""
 
 
 _BY_STATUS: dict[int, type[StatusError]] = {
