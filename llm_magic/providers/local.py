@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import codecs
 import ctypes
+import importlib.util
 import os
 import threading
 import time
@@ -286,8 +287,6 @@ class LocalProvider(ProviderFacts):
     @classmethod
     def check_in_process(cls, model: str) -> tuple[bool, str]:
         """llama-cpp-python installed and the GGUF found: checked without loading anything."""
-        import importlib.util
-
         if importlib.util.find_spec("llama_cpp") is None:
             return False, NO_LLAMA_CPP
         try:
