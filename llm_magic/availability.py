@@ -8,29 +8,38 @@ The checks are cheap and stay on this machine unless a key says otherwise:
 - a provider that needs a key (OpenAI, Mistral, Groq, ...) is available when its key variable is
   set; nothing is sent to it, so no cloud API is contacted to find out;
 - a keyless server (Ollama, llama.cpp, vLLM, LM Studio, LocalAI, a keyless endpoint of the config
-  file) is probed with one short GET, and only when its address is on this machine (loopback).
-  For Ollama the model must also be pulled. A keyless server elsewhere is taken as configured.
-- a server on this machine is probed with the provider's key when one is set (as a Bearer
-  token, like the provider sends it), so a local server that wants a key is not reported as
-  refusing us for want of one.
+  file) is asked for its model list, and only when its address is on this machine (loopback).
+  For a provider that answers only the models it lists (Ollama) the model must be listed. A
+  keyless server elsewhere is taken as configured.
+- the asking is the provider's own `list_models()` (the one way llm_magic asks a server
+  anything), so a server on this machine gets the key, headers and path a run would send.
 
 Notebooks use it to run the cells that need a key or a server only when it is there.
 """
 
 from __future__ import annotations
 
-import http.client
-import importlib.util
 import ipaddress
-import json
-import threading
 from collections.abc import Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from .errors import mask_url
+from . import providers
+from .discovery import gather
+from .errors import (
+    AuthFailed,
+    NotFound,
+    ProviderError,
+    StatusError,
+    TimedOut,
+    TransportError,
+    mask_url,
+)
 from .targets import Target, parse_target
+
+if TYPE_CHECKING:
+    from .providers.base import ModelInfo, ProviderFacts
 
 __all__ = ["Availability", "available", "check_targets"]
 
@@ -51,35 +60,35 @@ class Availability:
         return f"{'yes' if self.ok else 'no '}  {self.target}: {self.reason}"
 
 
-def available(targets: Iterable[str], *, timeout: float = DEFAULT_TIMEOUT) -> list[str]:
+def available(
+    targets: Iterable[str], *, timeout: float = DEFAULT_TIMEOUT, session: Any = None
+) -> list[str]:
     """The target words of `targets` that can answer now, in the order given.
 
-    A fallback chain `a|b` counts as available when any of its links is. Aliases are resolved
-    like in a `%%llm` cell; a malformed target or an unknown provider raises UsageProblem.
+    A fallback chain `a|b` counts as available when any of its links is. Aliases (the config
+    file's and `session`'s, by default the kernel's) are resolved as in a `%%llm` cell; a
+    malformed target or an unknown provider raises UsageProblem.
     """
-    return [a.target for a in check_targets(targets, timeout=timeout) if a.ok]
+    return [a.target for a in check_targets(targets, timeout=timeout, session=session) if a.ok]
 
 
 def check_targets(
-    targets: Iterable[str], *, timeout: float = DEFAULT_TIMEOUT
+    targets: Iterable[str], *, timeout: float = DEFAULT_TIMEOUT, session: Any = None
 ) -> list[Availability]:
     """One Availability per target word, with the reason, e.g. "no API key: set OPENAI_API_KEY".
 
-    Probes run in parallel, each at most `timeout` seconds, so a list of targets costs about one
+    Listings run in parallel, all within `timeout` seconds, so a list of targets costs about one
     timeout at worst.
     """
-    from . import providers
-    from .api import session
-
     words = list(targets)
-    aliases = session.all_aliases()
+    aliases = (session if session is not None else _kernel_session()).all_aliases()
     known = providers.known_providers()
 
     chains = [parse_target(word, aliases, known).chain for word in words]
     links = list(dict.fromkeys(t for chain in chains for t in chain))
-    probes = _Probes(timeout)
-    with ThreadPoolExecutor(max_workers=max(1, min(8, len(links)))) as pool:
-        verdicts = dict(zip(links, pool.map(lambda t: _check(t, probes), links), strict=True))
+    plans = {t: _plan(t) for t in links}
+    listings = _listings({p.provider for p in plans.values() if isinstance(p, _Ask)}, timeout)
+    verdicts = {t: _verdict(t, plan, listings, timeout) for t, plan in plans.items()}
     result = []
     for word, chain in zip(words, chains, strict=True):
         parts = [verdicts[t] for t in chain]
@@ -92,137 +101,101 @@ def check_targets(
     return result
 
 
-def _check(target: Target, probes: _Probes) -> tuple[bool, str]:
-    from . import providers
+def _kernel_session() -> Any:
+    # The kernel's session (its `%llm alias` aliases). Imported on use: availability sits
+    # below the modules that run things.
+    from .session import session
 
+    return session
+
+
+@dataclass(frozen=True)
+class _Ask:
+    """The verdict needs the provider's model list: its server is on this machine."""
+
+    provider: str
+    base: str
+    facts: type[ProviderFacts]
+    key: str | None
+    key_env: str | None
+
+
+def _plan(target: Target) -> tuple[bool, str] | _Ask:
+    """The verdict, when it needs no request; else what to ask."""
     spec = providers.spec_for(target.provider)
     if spec is None:
         # Registered at run time or by a plugin: we know nothing about how it connects.
         return True, "plugin provider, not checked"
-    if spec.kind == "local":
-        return _check_local(target)
+    facts = providers.kind_facts(spec.kind)
+    if facts.in_process:
+        return facts.check_in_process(target.model)
     endpoint = providers.resolve_endpoint(spec)
     if spec.key_required and not endpoint.api_key:
         return False, f"no API key: set {spec.key_env}"
-    base = endpoint.base_url or ""
-    if spec.kind == "ollama":
-        from .providers.ollama import parse_ollama_host
-
-        base = parse_ollama_host(base)
+    base = providers.base_url_of(spec, endpoint) or ""
     if not _is_loopback(base):
         if spec.key_required:
             return True, f"{spec.key_env} is set (not contacted)"
         return True, f"configured at {mask_url(base)} (not on this machine, not probed)"
-    if spec.kind == "ollama":
-        return _check_ollama(base, target.model, probes, endpoint.api_key, spec.key_env)
-    path = "/models"
-    if spec.kind == "mistral":
-        # Mistral's base URL has no /v1: the provider lists at {base}/v1/models (and drops a
-        # /v1 given in the base URL). Probe where it will really ask.
-        base, path = base.rstrip("/").removesuffix("/v1"), "/v1/models"
-    reply = probes.get(base, path, endpoint.api_key)
-    if reply.timed_out:
-        return False, _silent(base, probes.timeout)
-    if reply.status is None:
-        return False, f"nothing answers at {mask_url(base)}"
-    if reply.status == 401 or reply.status == 403:
-        return False, _refusal(base, reply.status, endpoint.api_key, spec.key_env)
-    if reply.status == 404:  # some web server, but not the API this provider speaks
-        hint = "" if spec.kind == "mistral" else " (an OpenAI-compatible one usually ends in /v1)"
-        return False, f"{mask_url(base)} has no {path} (HTTP 404): is the base URL right?{hint}"
-    return True, f"server answers at {mask_url(base)}"
+    return _Ask(target.provider, base, facts, endpoint.api_key, spec.key_env)
 
 
-def _silent(base: str, timeout: float) -> str:
-    # Something took the connection, so a server runs there: starting one is not the advice.
-    return f"the server at {mask_url(base)} did not answer within {timeout:g} s"
+def _listings(names: set[str], timeout: float) -> dict[str, Any]:
+    """Each provider's model list (or what it raised), all asked at once within `timeout`."""
+    # Built before the clock starts: building one may import its SDK.
+    built = {name: providers.get_provider(name) for name in sorted(names)}
+    return gather({name: p.list_models for name, p in built.items()}, deadline=timeout)
 
 
-def _refusal(base: str, status: int, key: str | None, key_env: str | None) -> str:
-    """Why a 401/403 came back, in one line that names the key's variable, never the key."""
-    where = f"the server at {mask_url(base)}"
-    if key:
-        return f"{where} refused the key in {key_env} (HTTP {status})"
-    hint = f": set {key_env}" if key_env else ""
-    return f"{where} refuses us (HTTP {status}){hint}"
-
-
-def _check_local(target: Target) -> tuple[bool, str]:
-    from .providers.local import INSTALL_HINT, ModelNotFound, resolve_model
-
-    if importlib.util.find_spec("llama_cpp") is None:
-        return False, f"llama-cpp-python is not installed: {INSTALL_HINT}"
-    try:
-        path = resolve_model(target.model, "")  # no "local: " prefix in the reason
-    except ModelNotFound as exc:
-        return False, exc.message
-    return True, f"embedded model, {path.name}"
-
-
-def _check_ollama(
-    base: str, model: str, probes: _Probes, key: str | None, key_env: str | None
+def _verdict(
+    target: Target, plan: tuple[bool, str] | _Ask, listings: dict[str, Any], timeout: float
 ) -> tuple[bool, str]:
-    reply = probes.get(base, "/api/tags", key)
-    status, body = reply.status, reply.body
-    if reply.timed_out:
-        return False, _silent(base, probes.timeout)
-    if status is None:
-        return False, f"no Ollama at {mask_url(base)} (start it with `ollama serve`)"
-    if status == 401 or status == 403:  # an Ollama behind a proxy that wants a key
-        return False, _refusal(base, status, key, key_env)
-    if status != 200:
-        return False, f"Ollama at {mask_url(base)} answered HTTP {status}"
-    names = _ollama_names(body)
-    if _tagged(model) not in names:
-        return False, f"Ollama runs, but {model} is not pulled: %llm pull ollama:{model}"
-    return True, f"Ollama at {mask_url(base)} has {model}"
+    if not isinstance(plan, _Ask):
+        return plan
+    listed, facts, where = listings[plan.provider], plan.facts, mask_url(plan.base)
+    if isinstance(listed, TimedOut):
+        # Something took the connection, so a server runs there: starting one is not the advice.
+        return False, f"the server at {where} did not answer within {timeout:g} s"
+    if isinstance(listed, TransportError):
+        if facts.start_hint:
+            return False, f"no {facts.server_label} at {where} ({facts.start_hint})"
+        return False, f"nothing answers at {where}"
+    if isinstance(listed, AuthFailed):
+        return False, _refusal(where, listed.status, plan.key, plan.key_env)
+    if isinstance(listed, NotFound):  # some web server, but not the API this provider speaks
+        path = facts.listing_path or "its model list"
+        hint = facts.base_url_hint
+        return False, f"{where} has no {path} (HTTP 404): is the base URL right?{hint}"
+    if isinstance(listed, StatusError):
+        return False, f"the server at {where} answered HTTP {listed.status}"
+    if isinstance(listed, ProviderError):
+        return False, listed.message.removeprefix(f"{plan.provider}: ")
+    if isinstance(listed, BaseException):  # a plugin's class may raise anything
+        return False, f"the server at {where} failed: {type(listed).__name__}"
+    if facts.listed_models_only:
+        return _listed(target, facts, where, listed)
+    return True, f"server answers at {where}"
 
 
-def _tagged(name: str) -> str:
-    # Ollama's names: no tag means `latest` ("llama3.2" is "llama3.2:latest").
-    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+def _listed(
+    target: Target, facts: type[ProviderFacts], where: str, listed: list[ModelInfo]
+) -> tuple[bool, str]:
+    """A server that answers only the models it lists: is this one among them?"""
+    short = facts.short_model_name
+    if short(target.model) in {short(m.model) for m in listed}:
+        return True, f"{facts.server_label} at {where} has {target.model}"
+    if callable(getattr(facts, "pull", None)):
+        pull = f"%llm pull {target.provider}:{target.model}"
+        return False, f"{facts.server_label} runs, but {target.model} is not pulled: {pull}"
+    return False, f"{facts.server_label} at {where} does not list {target.model}"
 
 
-def _ollama_names(body: bytes) -> set[str]:
-    try:
-        entries = json.loads(body).get("models") or []
-    except (ValueError, AttributeError):
-        return set()
-    names = set()
-    for entry in entries:
-        if isinstance(entry, dict):
-            for key in ("name", "model"):
-                if isinstance(entry.get(key), str):
-                    names.add(_tagged(entry[key]))
-    return names
-
-
-@dataclass(frozen=True)
-class _Reply:
-    """What one probe got: an HTTP status and body, or nothing (status None)."""
-
-    status: int | None
-    body: bytes = b""
-    timed_out: bool = False  # nothing within the timeout (connected, usually): not refused
-
-
-class _Probes:
-    """Each (server, path, key) is asked once per check, however many targets it serves."""
-
-    def __init__(self, timeout: float) -> None:
-        self.timeout = timeout
-        self._lock = threading.Lock()
-        self._asked: dict[tuple[str, str, str | None], Future[_Reply]] = {}
-
-    def get(self, base: str, path: str, key: str | None = None) -> _Reply:
-        with self._lock:
-            future = self._asked.get((base, path, key))
-            mine = future is None
-            if future is None:
-                future = self._asked[(base, path, key)] = Future()
-        if mine:
-            future.set_result(_get(base, path, self.timeout, key))
-        return future.result()
+def _refusal(where: str, status: int, key: str | None, key_env: str | None) -> str:
+    """Why a 401/403 came back, in one line that names the key's variable, never the key."""
+    if key:
+        return f"the server at {where} refused the key in {key_env} (HTTP {status})"
+    hint = f": set {key_env}" if key_env else ""
+    return f"the server at {where} refuses us (HTTP {status}){hint}"
 
 
 def _is_loopback(url: str) -> bool:
@@ -233,33 +206,3 @@ def _is_loopback(url: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def _get(base: str, path: str, timeout: float, key: str | None = None) -> _Reply:
-    """GET base+path on a loopback server: its status and body, or status None when nothing
-    answers. `key`, when given, goes as a Bearer token, as the providers send it.
-
-    http.client rather than an HTTP library: it reads no proxy variables, so a probe of
-    127.0.0.1 cannot be sent anywhere else, and it is in the standard library.
-    """
-    if not _is_loopback(base):  # the caller checks too; a key must never leave this machine
-        return _Reply(None)
-    parts = urlsplit(base)
-    host = "127.0.0.1" if parts.hostname == "localhost" else parts.hostname or ""
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    conn = cls(host, port, timeout=timeout)
-    headers = {"Accept": "application/json"}
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
-    try:
-        conn.request("GET", parts.path.rstrip("/") + path, headers=headers)
-        response = conn.getresponse()
-        # A model list is small; the cap keeps a confused server from holding us.
-        return _Reply(response.status, response.read(1 << 20))
-    except TimeoutError:  # socket.timeout: connected (or connecting) and then silence
-        return _Reply(None, timed_out=True)
-    except (OSError, http.client.HTTPException):
-        return _Reply(None)
-    finally:
-        conn.close()

@@ -29,7 +29,7 @@ from .discovery import (
     unprefixed,
 )
 from .errors import TimedOut, TransportError, UnknownProvider, mask_url
-from .providers.base import Health, ModelInfo, Provider
+from .providers.base import Health, ModelInfo, Provider, ProviderFacts
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -38,7 +38,6 @@ __all__ = [
     "MODEL_COLUMNS",
     "Backend",
     "configured_backends",
-    "context_from_show",
     "models_table",
     "notes_for",
     "plain_timeouts",
@@ -69,8 +68,6 @@ def _where(source: str) -> str:
 
 def configured_backends(cfg: FileConfig | None = None) -> list[Backend]:
     """Every backend worth contacting, in provider-name order (see the module docstring)."""
-    from .providers.ollama import parse_ollama_host
-
     cfg = cfg if cfg is not None else load_file_config()
     backends = []
     for name in providers.known_providers(cfg):
@@ -82,18 +79,15 @@ def configured_backends(cfg: FileConfig | None = None) -> list[Backend]:
         explicit = endpoint.base_url_source != "built-in" or spec.source != "built-in"
         if spec.key_required and not (endpoint.api_key or explicit):
             continue  # a cloud API without a key: never contacted
-        url = endpoint.base_url
-        if spec.kind == "ollama":
-            url = parse_ollama_host(url)
-        elif url:
-            url = url.rstrip("/")
+        url = providers.base_url_of(spec, endpoint)
+        in_process = providers.kind_facts(spec.kind).in_process
         default_local = (
             not explicit
             and not endpoint.api_key
-            and spec.kind != "local"
+            and not in_process
             and loopback_port(url) is not None
         )
-        source = "in-process" if spec.kind == "local" else _where(endpoint.base_url_source)
+        source = "in-process" if in_process else _where(endpoint.base_url_source)
         backends.append(Backend(name, spec.kind, url, source, default_local))
     return backends
 
@@ -142,13 +136,17 @@ def _provider(b: Backend, cfg: FileConfig) -> Provider:
     """The provider object for a backend: the registry's, or a fresh one for a discovered one."""
     if not b.adhoc:
         return providers.get_provider(b.name, cfg)
-    if b.kind == "ollama":
-        from .providers.ollama import OllamaProvider
+    assert b.base_url is not None  # discovery always found it at an address
+    return providers.adhoc_provider(b.kind, b.name, b.base_url)
 
-        return OllamaProvider(name=b.name, base_url=b.base_url, api_key=None)
-    from .providers.openai import OpenAIProvider
 
-    return OpenAIProvider(name=b.name, base_url=b.base_url, api_key=None)
+def _facts(b: Backend, cfg: FileConfig) -> type[ProviderFacts]:
+    if b.kind != "plugin":
+        return providers.kind_facts(b.kind)
+    try:
+        return providers.facts(b.name, cfg)
+    except Exception:  # a plugin that cannot be built: its health or listing says why
+        return ProviderFacts
 
 
 def _close_discovered(provider: Provider, b: Backend) -> None:
@@ -198,7 +196,7 @@ def status_table(
         rows.append(
             {
                 "provider": b.name,
-                "server": b.found.server if known else _KIND_SERVER.get(b.kind, b.kind),
+                "server": b.found.server if known else _facts(b, cfg).server_label,
                 "base_url": mask_url(url) if url else url,
                 "reachable": health.reachable,
                 "rtt_ms": None if health.rtt_s is None else round(health.rtt_s * 1000, 1),
@@ -210,13 +208,6 @@ def status_table(
     return pd.DataFrame(rows, columns=list(_STATUS_COLUMNS)).astype(_STATUS_COLUMNS)
 
 
-_KIND_SERVER = {
-    "ollama": "Ollama",
-    "openai": "OpenAI-compatible",
-    "mistral": "Mistral API",
-    "local": "llama.cpp in-process",
-    "plugin": "plugin",
-}
 _STATUS_COLUMNS = {
     "provider": "string",
     "server": "string",
@@ -242,49 +233,28 @@ MODEL_COLUMNS = {
 }
 
 
-def context_from_show(body: dict[str, Any]) -> int | None:
-    info = body.get("model_info") if isinstance(body.get("model_info"), dict) else {}
-    arch = info.get("general.architecture")
-    value = info.get(f"{arch}.context_length")
-    if not isinstance(value, int):  # architecture missing: any *.context_length will do
-        value = next((v for k, v in info.items() if k.endswith(".context_length")), None)
-    return value if isinstance(value, int) else None
-
-
-_HTTP_KINDS = ("ollama", "openai", "mistral")  # the built-in providers: they wait ADMIN_TIMEOUT
-
-
 @contextmanager
-def plain_timeouts(kind: str, name: str) -> Iterator[None]:
-    """A built-in provider's listing or show that timed out, said as what it means: the server
-    took the connection (or not) and gave no answer in time. A plugin's timeouts are its own."""
+def plain_timeouts(facts: type[ProviderFacts], name: str) -> Iterator[None]:
+    """A listing or show that timed out, said as what it means: the server took the connection
+    (or not) and gave no answer in time. A provider that declares no admin timeout (a plugin)
+    says its timeouts its own way."""
     try:
         yield
     except TimedOut:
-        if kind not in _HTTP_KINDS:
+        if facts.admin_timeout_s is None:
             raise
-        from .providers._http import ADMIN_TIMEOUT  # httpx2 only once a request has been made
-
         # Its connect limit is no longer than its read limit: either way, this long.
-        raise TimedOut(f"did not answer within {ADMIN_TIMEOUT.read:g} s", provider=name) from None
+        limit = facts.admin_timeout_s
+        raise TimedOut(f"did not answer within {limit:g} s", provider=name) from None
 
 
 def _list(b: Backend, cfg: FileConfig) -> list[ModelInfo]:
     provider = _provider(b, cfg)
+    # The detailed listing when the provider has one (Ollama: context lengths, a request each).
+    listing = getattr(provider, "list_models_in_detail", None) or provider.list_models
     try:
-        with plain_timeouts(b.kind, b.name):
-            models = provider.list_models()
-        show = getattr(provider, "show", None)
-        if b.kind == "ollama" and show is not None and models:
-            # /api/tags has no context length; /api/show has it, one request per model.
-            shows = gather({m.model: (lambda m=m: show(m.model)) for m in models}, 30.0)
-            models = [
-                replace(m, context_length=context_from_show(shows[m.model]))
-                if isinstance(shows.get(m.model), dict)
-                else m
-                for m in models
-            ]
-        return models
+        with plain_timeouts(_facts(b, cfg), b.name):
+            return listing()
     finally:
         _close_discovered(provider, b)
 

@@ -17,7 +17,9 @@
         ├── StreamBroken        the stream ended or errored after it had started
         ├── BadResponse         the server said something that is not the protocol
         ├── DeadlinePassed      a row took longer in all than its --deadline
-        └── Cancelled           the user interrupted the run
+        ├── Cancelled           the user interrupted the run
+        ├── ModelNotFound       a local model names no GGUF file (or the bundled one is missing)
+        └── GGUFError           a model file is not GGUF, or its header is cut short or corrupt
 
     RunInterrupted (a KeyboardInterrupt)   a run was stopped; `records` holds every row
 
@@ -39,7 +41,9 @@ __all__ = [
     "ConfigProblem",
     "ConnectFailed",
     "DeadlinePassed",
+    "GGUFError",
     "LLMMagicError",
+    "ModelNotFound",
     "NotFound",
     "ProviderError",
     "RateLimited",
@@ -238,6 +242,14 @@ class RunInterrupted(KeyboardInterrupt):
     def __init__(self, records: list[Any]) -> None:
         super().__init__("interrupted")
         self.records = records
+
+
+class ModelNotFound(ProviderError):
+    """The local model names no GGUF file (or the bundled model is not installed)."""
+
+
+class GGUFError(ProviderError):
+    """The file is not a GGUF file, or its header is cut short or corrupt."""
 
 
 _BY_STATUS: dict[int, type[StatusError]] = {

@@ -128,5 +128,5 @@ class LLMMagics(Magics):
         from .subcommands import run_subcommand
 
         name, args = parse_subcommand(line)
-        return run_subcommand(self, name, args)
+        return run_subcommand(self.session, self.configured(), name, args)
 

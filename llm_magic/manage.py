@@ -8,9 +8,8 @@ the `%llm` handlers show it as one line. Keys are shown masked, never whole.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import backends, discovery, providers
@@ -65,8 +64,6 @@ _PROVIDER_COLUMNS = {
 
 def providers_table(cfg: FileConfig | None = None) -> pd.DataFrame:
     """Every registered provider: configured or not, its key (masked), its URL and their origin."""
-    from .providers.ollama import parse_ollama_host
-
     cfg = cfg if cfg is not None else load_file_config()
     rows = []
     for name in providers.known_providers(cfg):
@@ -88,10 +85,9 @@ def providers_table(cfg: FileConfig | None = None) -> pd.DataFrame:
             key = f"missing: set {spec.key_env}"
         else:
             key = "not needed"
-        url = endpoint.base_url
-        if spec.kind == "ollama":
-            url = parse_ollama_host(url)
-        source = "in-process" if spec.kind == "local" else endpoint.base_url_source
+        url = providers.base_url_of(spec, endpoint)
+        in_process = providers.kind_facts(spec.kind).in_process
+        source = "in-process" if in_process else endpoint.base_url_source
         rows.append(
             {
                 "provider": name,
@@ -111,7 +107,6 @@ _CONFIG_COLUMNS = {"setting": "string", "value": "object", "source": "string"}
 
 def config_table(configured: Mapping[str, Any], cfg: FileConfig | None = None) -> pd.DataFrame:
     """Every resolved setting with where it came from; then files, folders and keys (masked)."""
-    from .providers import gguf
     from .store import log_location
 
     cfg = cfg if cfg is not None else load_file_config()
@@ -132,8 +127,9 @@ def config_table(configured: Mapping[str, Any], cfg: FileConfig | None = None) -
             "source": where,
         }
     )
-    folders = [str(f) for f in gguf.model_folders()]
-    sources = [f"environment {gguf.MODELS_ENV}"] if os.environ.get(gguf.MODELS_ENV) else []
+    found, models_env = providers.model_folders()
+    folders = [str(f) for f in found]
+    sources = [f"environment {models_env}"] if os.environ.get(models_env) else []
     sources += [f"config file {cfg.path}"] if cfg.model_dirs else []
     rows.append(
         {"setting": "model_dirs", "value": folders, "source": " + ".join(sources) or "default"}
@@ -165,16 +161,14 @@ def target_of(text: str, aliases: Mapping[str, str], cfg: FileConfig | None = No
     return spec.primary
 
 
-def _kind(name: str, cfg: FileConfig) -> str:
-    spec = providers.spec_for(name, cfg)
-    return spec.kind if spec is not None else "plugin"
-
-
-def _ollama(target: Target, verb: str, cfg: FileConfig) -> Any:
-    if _kind(target.provider, cfg) != "ollama":
-        # A fixed example: the model given is another provider's ("gpt-4o"), not Ollama's.
-        raise UsageProblem(f"%llm {verb} works with Ollama only (e.g. ollama:llama3.2)")
-    return providers.get_provider(target.provider, cfg)
+def _command(target: Target, verb: str, cfg: FileConfig) -> Callable[..., Any]:
+    """The method of `target`'s provider that does `%llm VERB`; UsageProblem when it has none."""
+    provider = providers.get_provider(target.provider, cfg)
+    method = providers.model_command(provider, verb)
+    if method is None:
+        able = ", ".join(providers.providers_with(verb, cfg)) or "no provider"
+        raise UsageProblem(f"%llm {verb} works with {able} only, not {target.provider}")
+    return method
 
 
 # --------------------------------------------------------------------------- pull, rm
@@ -209,13 +203,13 @@ def pull(target: Target, cfg: FileConfig | None = None) -> PullResult:
     from tqdm.auto import tqdm
 
     cfg = cfg if cfg is not None else load_file_config()
-    provider = _ollama(target, "pull", cfg)
+    pull_model = _command(target, "pull", cfg)
     layers: dict[str, tuple[int, int]] = {}  # digest -> (total, completed)
     status = ""
     # Decimal units, like the "GB" of the summary line; no total until the first layer says one.
     bar = tqdm(total=None, unit="B", unit_scale=True, desc=str(target))
     try:
-        for event in provider.pull(target.model):
+        for event in pull_model(target.model):
             status = str(event.get("status") or status)
             digest, total = event.get("digest"), event.get("total")
             if isinstance(digest, str) and isinstance(total, int):
@@ -249,56 +243,13 @@ def pull(target: Target, cfg: FileConfig | None = None) -> PullResult:
 
 
 def remove(target: Target, cfg: FileConfig | None = None) -> str:
-    """`rm ollama:M` deletes the model from Ollama; `rm local:M` unloads it from memory."""
+    """`rm ollama:M` deletes the model from Ollama; `rm local:M` unloads it from memory: each
+    provider says what removing means for it, in the line it returns."""
     cfg = cfg if cfg is not None else load_file_config()
-    if _kind(target.provider, cfg) == "local":
-        from .providers import local
-
-        if not local.unload(target.model):
-            names = ", ".join(m.model for m in local.loaded()) or "none"
-            raise UsageProblem(f"{target} is not loaded; loaded local models: {names}")
-        return f"unloaded {target} from memory (the file stays on disk)"
-    if _kind(target.provider, cfg) != "ollama":
-        raise UsageProblem("%llm rm works with ollama:MODEL (delete) and local:MODEL (unload)")
-    _ollama(target, "rm", cfg).delete(target.model)
-    return f"deleted {target}"
+    return str(_command(target, "rm", cfg)(target.model))
 
 
 # --------------------------------------------------------------------------- show
-
-
-def _parameters(text: Any) -> dict[str, Any]:
-    """Ollama's Modelfile parameters ("stop  \"<|eot_id|>\"" lines) as a dict; repeats -> list."""
-    out: dict[str, Any] = {}
-    for line in str(text or "").splitlines():
-        key, _, value = line.strip().partition(" ")
-        if not key:
-            continue
-        value = value.strip().strip('"')
-        if key in out:
-            out[key] = [*out[key], value] if isinstance(out[key], list) else [out[key], value]
-        else:
-            out[key] = value
-    return out
-
-
-def _show_ollama(target: Target, cfg: FileConfig) -> dict[str, Any]:
-    body = _ollama(target, "show", cfg).show(target.model)
-    details = body.get("details") if isinstance(body.get("details"), dict) else {}
-    info = body.get("model_info") if isinstance(body.get("model_info"), dict) else {}
-    return {
-        "target": str(target),
-        "family": details.get("family"),
-        "parameter_size": details.get("parameter_size"),
-        "quantization": details.get("quantization_level"),
-        "format": details.get("format"),
-        "context_length": backends.context_from_show(body),
-        "capabilities": body.get("capabilities"),
-        "parameters": _parameters(body.get("parameters")),
-        "template": body.get("template"),
-        "modified_at": body.get("modified_at"),
-        "model_info": {k: v for k, v in info.items() if not isinstance(v, (list, dict))},
-    }
 
 
 def _show_listed(target: Target, cfg: FileConfig) -> dict[str, Any]:
@@ -316,41 +267,16 @@ def _show_listed(target: Target, cfg: FileConfig) -> dict[str, Any]:
     raise UsageProblem(f"{target.provider} lists no model {target.model!r}; it has: {names}")
 
 
-def _show_local(target: Target) -> dict[str, Any]:
-    from .providers import gguf, local
-
-    path = local.resolve_model(target.model, target.provider)
-    try:
-        info = gguf.read_gguf(path)
-    except (gguf.GGUFError, OSError) as exc:
-        raise ProviderError(str(exc), provider=target.provider) from None
-    metadata = {
-        k: (f"[{v.length} items]" if isinstance(v, gguf.ArraySummary) else v)
-        for k, v in info.metadata.items()
-        if k != "tokenizer.chat_template"
-    }
-    loaded = any(m.details.get("path") == str(path) for m in local.loaded())
-    return {
-        "target": str(target),
-        "path": str(path),
-        "size_gb": round(info.size_bytes / 1e9, 3),
-        **info.summary(),
-        "loaded": loaded,
-        "chat_template": info.chat_template,
-        "metadata": metadata,
-    }
-
-
 def show(target: Target, cfg: FileConfig | None = None) -> dict[str, Any]:
-    """What a backend knows about one model, as a dict."""
+    """What a backend knows about one model, as a dict: the provider's own description when it
+    has one (Ollama's /api/show, a GGUF header), else its listing's entry for the model."""
     cfg = cfg if cfg is not None else load_file_config()
-    kind = _kind(target.provider, cfg)
-    if kind == "local":
-        return _show_local(target)
-    with backends.plain_timeouts(kind, target.provider):
-        if kind == "ollama":
-            return _show_ollama(target, cfg)
-        if kind in ("openai", "mistral"):
+    facts = providers.facts(target.provider, cfg)
+    describe = providers.model_command(providers.get_provider(target.provider, cfg), "show")
+    with backends.plain_timeouts(facts, target.provider):
+        if describe is not None:
+            return dict(describe(target.model))
+        if facts.lists_models:
             return _show_listed(target, cfg)
     raise UsageProblem(f"%llm show does not know how to ask {target.provider!r} about a model")
 
@@ -368,53 +294,29 @@ _PS_COLUMNS = {
 }
 
 
-def _gb(value: Any) -> float | None:
-    return round(value / 1e9, 3) if isinstance(value, (int, float)) else None
-
-
 def running_table(cfg: FileConfig | None = None) -> tuple[pd.DataFrame, list[str]]:
-    """Models loaded right now: Ollama's /api/ps and the embedded models of this process."""
-    from .providers import local
-
+    """Models loaded right now, from every configured backend that can say (Ollama's /api/ps,
+    the embedded models of this process, asked once however many names point at them)."""
     cfg = cfg if cfg is not None else load_file_config()
-    ollamas = [b for b in backends.configured_backends(cfg) if b.kind == "ollama"]
-    got = discovery.gather(
-        {b.name: (lambda b=b: providers.get_provider(b.name, cfg).running()) for b in ollamas},
-        deadline=35.0,
-    )
+    can = set(providers.providers_with("ps", cfg))
+    asking: dict[str, Callable[[], Any]] = {}
+    seen_in_process: set[type] = set()
+    able = []
+    for b in backends.configured_backends(cfg):
+        if b.name not in can:
+            continue
+        facts = providers.kind_facts(b.kind)
+        if facts.in_process:
+            if facts in seen_in_process:
+                continue  # one process, one list of loaded models
+            seen_in_process.add(facts)
+        able.append(b)
+        asking[b.name] = lambda b=b: providers.get_provider(b.name, cfg).running_models()
+    got = discovery.gather(asking, deadline=35.0)
     rows, failures = [], []
-    for b in ollamas:
+    for b in able:
         if isinstance(got[b.name], BaseException):
             failures.append((b, got[b.name]))
             continue
-        for m in got[b.name]:
-            details = m.get("details") if isinstance(m.get("details"), dict) else {}
-            rows.append(
-                {
-                    "provider": b.name,
-                    "model": m.get("model") or m.get("name"),
-                    "size_gb": _gb(m.get("size")),
-                    "vram_gb": _gb(m.get("size_vram")),
-                    "context_length": m.get("context_length"),
-                    "expires_at": m.get("expires_at"),
-                    "details": dict(details),
-                }
-            )
-    for m in local.loaded():
-        rows.append(
-            {
-                "provider": m.provider,
-                "model": m.model,
-                "size_gb": _size_of(m.details),
-                "context_length": m.context_length,
-                "details": dict(m.details),
-            }
-        )
+        rows.extend({"provider": b.name, **row} for row in got[b.name])
     return _frame(rows, _PS_COLUMNS), backends.notes_for(failures, quiet_defaults=True)
-
-
-def _size_of(details: Mapping[str, Any]) -> float | None:
-    try:
-        return _gb(Path(details["path"]).stat().st_size)
-    except (KeyError, OSError, TypeError):
-        return None

@@ -22,7 +22,8 @@ except ImportError as exc:  # an optional extra: say how to get it
     raise ImportError("llm_magic.Panel needs ipywidgets: pip install 'llm_magic[widgets]'") from exc
 from traitlets import Bool
 
-from . import __version__, api, ranges
+from . import api, ranges
+from ._version import __version__
 from .config import resolve_setting
 from .errors import LLMMagicError, RunInterrupted, UsageProblem, one_line, redact
 from .panel_models import ALWAYS_OFFERED, ModelDiscovery

@@ -32,20 +32,15 @@ def providers_to_ask() -> list[str]:
 
 
 def _list(name: str) -> list[str]:
-    from .providers.ollama import OllamaProvider
-
     provider = providers.get_provider(name)
     if provider.base_url is not None:
         health = provider.health()
         if not health.reachable or health.error:
             raise LLMMagicError(health.error or "not reachable")
-    # Ollama lists "llama3.2:latest" for what everyone types as "llama3.2": offer the short
-    # name, or picking the listed one beside a typed one would ask the same model twice.
-    short = isinstance(provider, OllamaProvider)
-    return [
-        f"{name}:{m.model.removesuffix(':latest') if short else m.model}"
-        for m in provider.list_models()
-    ]
+    # Offer the name people type (Ollama lists "llama3.2:latest" for "llama3.2"), or picking
+    # the listed one beside a typed one would ask the same model twice.
+    short = providers.facts(name).short_model_name
+    return [f"{name}:{short(m.model)}" for m in provider.list_models()]
 
 
 class ModelDiscovery:

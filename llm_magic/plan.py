@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import ranges
+from . import providers, ranges
 from .config import load_file_config, resolve_setting
 from .errors import UsageProblem
 from .providers.base import Message, Options
@@ -53,7 +53,7 @@ def make_plan(request: Request, session: Session) -> Plan:
     prompts, systems = _render(request)
     configured = session.settings()  # read at each run: %config may have changed
     options = _options(request, configured)
-    policy = _policy(request, configured)
+    policy = _policy(request, specs, configured)
     conversations = session.conversations if request.chat else None
     jobs = plan_jobs(
         prompts, specs, options, system=systems, repeat=request.repeat, conversations=conversations
@@ -100,7 +100,9 @@ def _options(request: Request, configured: Mapping[str, Any]) -> Options:
     )
 
 
-def _policy(request: Request, configured: Mapping[str, Any]) -> Policy:
+def _policy(
+    request: Request, specs: Sequence[TargetSpec], configured: Mapping[str, Any]
+) -> Policy:
     file = load_file_config()
     deadline = float(_setting("deadline", request.deadline, configured))
     return Policy(
@@ -108,15 +110,15 @@ def _policy(request: Request, configured: Mapping[str, Any]) -> Policy:
         concurrency=int(_setting("concurrency", request.concurrency, configured)),
         # A provider's own limit (the embedded model answers one at a time) unless the config
         # file sets one: queued before the clock, so latency never includes the wait.
-        limits={**_provider_limits(), **file.limits},
+        limits={**providers.default_limits(_providers_of(specs)), **file.limits},
         prices=file.prices,
         cache=bool(_setting("cache", request.cache, configured)),
         deadline=deadline or None,
     )
 
 
-def _provider_limits() -> dict[str, int]:
-    return {"local": 1}  # TODO(merge): providers declare it
+def _providers_of(specs: Sequence[TargetSpec]) -> list[str]:
+    return [target.provider for spec in specs for target in spec.chain]
 
 
 def _setting(name: str, option: Any, configured: Mapping[str, Any]) -> Any:

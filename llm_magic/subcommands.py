@@ -1,12 +1,14 @@
 """`%llm SUBCOMMAND ...`: one function per subcommand, found by name.
 
-Each handler takes the LLMMagics instance (for the session, the shell and %config values) and
-the already-counted argument words, and returns what the cell should show (or None).
+Each handler takes the session (aliases, --chat conversations), the `%config LLMMagics`
+settings and the already-counted argument words, and returns what the cell should show (or
+None). Nothing here knows the magic object: the magic calls
+`run_subcommand(session, settings, name, args)`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import providers
@@ -15,11 +17,12 @@ from .errors import UsageProblem
 from .targets import check_alias
 
 if TYPE_CHECKING:
-    from .magics import LLMMagics
+    from .session import Session
 
 __all__ = ["HANDLERS", "run_subcommand"]
 
-Handler = Callable[["LLMMagics", list[str]], Any]
+Settings = Mapping[str, Any]  # the %config LLMMagics values that are set
+Handler = Callable[["Session", Settings, list[str]], Any]
 HANDLERS: dict[str, Handler] = {}
 
 
@@ -31,22 +34,22 @@ def handler(name: str) -> Callable[[Handler], Handler]:
     return add
 
 
-def run_subcommand(magics: LLMMagics, name: str, args: list[str]) -> Any:
+def run_subcommand(session: Session, settings: Settings, name: str, args: list[str]) -> Any:
     fn = HANDLERS.get(name)
     if fn is None:
         raise UsageProblem(f"%llm {name} is not available in this version")
-    return fn(magics, args)
+    return fn(session, settings, args)
 
 
 @handler("help")
-def _help(magics: LLMMagics, args: list[str]) -> None:
+def _help(session: Session, settings: Settings, args: list[str]) -> None:
     print(usage_text())
 
 
 @handler("reset")
-def _reset(magics: LLMMagics, args: list[str]) -> None:
+def _reset(session: Session, settings: Settings, args: list[str]) -> None:
     """`%llm reset` forgets every --chat conversation; `%llm reset TARGET` just that one's."""
-    conversations = magics.session.conversations
+    conversations = session.conversations
     forget = list(args or conversations)
     for target in forget:  # all checked before any is forgotten
         if target not in conversations:
@@ -61,9 +64,8 @@ def _reset(magics: LLMMagics, args: list[str]) -> None:
 
 
 @handler("alias")
-def _alias(magics: LLMMagics, args: list[str]) -> Any:
+def _alias(session: Session, settings: Settings, args: list[str]) -> Any:
     """`%llm alias` lists aliases; `%llm alias NAME TARGET` adds one for this session."""
-    session = magics.session
     if not args:
         return dict(sorted(session.all_aliases().items()))
     name, target = args  # parse_subcommand let through none or two
@@ -74,7 +76,7 @@ def _alias(magics: LLMMagics, args: list[str]) -> Any:
 
 
 @handler("history")
-def _history(magics: LLMMagics, args: list[str]) -> Any:
+def _history(session: Session, settings: Settings, args: list[str]) -> Any:
     """`%llm history [N]`: the last N logged rows (default 20), oldest first, as a DataFrame
     with the schema of a run's."""
     from .errors import ConfigProblem
@@ -95,11 +97,11 @@ def _history(magics: LLMMagics, args: list[str]) -> Any:
 
 
 def _one_line_refusals(fn: Handler) -> Handler:
-    def run(magics: LLMMagics, args: list[str]) -> Any:
+    def run(session: Session, settings: Settings, args: list[str]) -> Any:
         from .errors import ProviderError
 
         try:
-            return fn(magics, args)
+            return fn(session, settings, args)
         except ProviderError as exc:
             raise UsageProblem(exc.message) from None
 
@@ -108,7 +110,7 @@ def _one_line_refusals(fn: Handler) -> Handler:
 
 
 @handler("providers")
-def _providers(magics: LLMMagics, args: list[str]) -> Any:
+def _providers(session: Session, settings: Settings, args: list[str]) -> Any:
     """Every registered provider: configured?, key (masked), base URL and where it came from."""
     from .manage import providers_table
 
@@ -116,7 +118,7 @@ def _providers(magics: LLMMagics, args: list[str]) -> Any:
 
 
 @handler("status")
-def _status(magics: LLMMagics, args: list[str]) -> Any:
+def _status(session: Session, settings: Settings, args: list[str]) -> Any:
     """Health of every configured backend and of local servers found on the usual ports."""
     from .backends import status_table
 
@@ -125,7 +127,7 @@ def _status(magics: LLMMagics, args: list[str]) -> Any:
 
 @handler("models")
 @_one_line_refusals
-def _models(magics: LLMMagics, args: list[str]) -> Any:
+def _models(session: Session, settings: Settings, args: list[str]) -> Any:
     """`%llm models [PROVIDER]`: one table of every reachable backend's models."""
     from .backends import models_table
 
@@ -135,20 +137,20 @@ def _models(magics: LLMMagics, args: list[str]) -> Any:
     return frame
 
 
-def _target(magics: LLMMagics, word: str) -> Any:
+def _target(session: Session, word: str) -> Any:
     from .manage import target_of
 
-    return target_of(word, magics.session.all_aliases())
+    return target_of(word, session.all_aliases())
 
 
 @handler("pull")
 @_one_line_refusals
-def _pull(magics: LLMMagics, args: list[str]) -> None:
+def _pull(session: Session, settings: Settings, args: list[str]) -> None:
     """`%llm pull ollama:MODEL`, with a progress bar."""
     from .manage import pull
 
     try:
-        result = pull(_target(magics, args[0]))
+        result = pull(_target(session, args[0]))
     except KeyboardInterrupt as exc:  # the stop button: one line on how far it got, no traceback
         raise UsageProblem(str(exc) or "pull interrupted") from None
     print(f"pulled {result.target} ({result.layers} layers, {result.total_bytes / 1e9:.2f} GB)")
@@ -156,25 +158,25 @@ def _pull(magics: LLMMagics, args: list[str]) -> None:
 
 @handler("rm")
 @_one_line_refusals
-def _rm(magics: LLMMagics, args: list[str]) -> None:
+def _rm(session: Session, settings: Settings, args: list[str]) -> None:
     """`%llm rm ollama:MODEL` deletes it from Ollama; `%llm rm local:MODEL` unloads it."""
     from .manage import remove
 
-    print(remove(_target(magics, args[0])))
+    print(remove(_target(session, args[0])))
 
 
 @handler("show")
 @_one_line_refusals
-def _show(magics: LLMMagics, args: list[str]) -> Any:
+def _show(session: Session, settings: Settings, args: list[str]) -> Any:
     """`%llm show TARGET`: what the backend knows about that model."""
     from .manage import show
 
-    return show(_target(magics, args[0]))
+    return show(_target(session, args[0]))
 
 
 @handler("ps")
 @_one_line_refusals
-def _ps(magics: LLMMagics, args: list[str]) -> Any:
+def _ps(session: Session, settings: Settings, args: list[str]) -> Any:
     """Models loaded right now (Ollama's and the embedded ones)."""
     from .manage import running_table
 
@@ -185,20 +187,20 @@ def _ps(magics: LLMMagics, args: list[str]) -> Any:
 
 
 @handler("config")
-def _config(magics: LLMMagics, args: list[str]) -> Any:
+def _config(session: Session, settings: Settings, args: list[str]) -> Any:
     """Every resolved setting with its source; keys masked."""
     from .manage import config_table
 
-    return config_table(magics.configured())
+    return config_table(settings)
 
 
 @handler("panel")
-def _panel(magics: LLMMagics, args: list[str]) -> Any:
+def _panel(session: Session, settings: Settings, args: list[str]) -> Any:
     """`%llm panel [TARGET ...]`: the comparison panel, with these targets chosen."""
     # A bad target is one UsageError line now, before any widget is built.
-    magics.session.specs(args)
+    session.specs(args)
     try:
         from .panel import Panel
     except ImportError as exc:
         raise UsageProblem(str(exc)) from None
-    return Panel(args or None, session=magics.session)
+    return Panel(args or None, session=session)

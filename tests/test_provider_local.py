@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from llm_magic import errors
 from llm_magic.errors import Cancelled, ProviderError
+from llm_magic.providers import local
 from llm_magic.providers.base import CancelToken, Message, Options
 from llm_magic.providers.gguf import GGUFError, bundled_gguf, read_gguf
 from llm_magic.providers.local import LocalProvider, ModelNotFound, loaded, unload
@@ -347,6 +349,33 @@ def test_unload_refuses_a_model_that_is_busy_answering(provider):
         assert "smollm2" in [m.model for m in loaded()]  # kept, still usable
     finally:
         busy.close()
+
+
+def test_the_private_llama_cpp_parts_we_use_are_still_there():
+    """local.py uses two private parts of llama-cpp-python where it has no public way (each
+    named there): `Llama._model.vocab`, which llama_token_to_piece and llama_vocab_is_eog take,
+    and `Llama._model.token_get_text`, the BOS/EOS text the chat template needs. An upgrade
+    that moves them fails here, by name, before any answer goes wrong."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    llm = llama_cpp.Llama(model_path=str(BUNDLED), n_ctx=256, vocab_only=True, verbose=False)
+    try:
+        model = llm._model
+        assert llama_cpp.llama_vocab_is_eog(model.vocab, llm.token_eos())
+        assert model.token_get_text(llm.token_eos()) == "<|im_end|>"
+        assert model.token_get_text(llm.token_bos()) == "<|im_start|>"
+        # The provider's own paths through them: a token's bytes, end-of-generation as None.
+        entry = local._Loaded("smollm2", str(BUNDLED), llm, 256, 0.0, None)
+        (hello,) = llm.tokenize(b"Hello", add_bos=False)
+        assert entry.piece(hello) == b"Hello"
+        assert entry.piece(llm.token_eos()) is None
+        assert local._make_formatter(llm).eos_token == "<|im_end|>"
+    finally:
+        llm.close()
+
+
+def test_errors_of_the_embedded_model_are_in_the_one_tree():
+    assert issubclass(ModelNotFound, ProviderError) and issubclass(GGUFError, ProviderError)
+    assert ModelNotFound is errors.ModelNotFound and GGUFError is errors.GGUFError
 
 
 def test_health_reports_llama_cpp_version(provider):

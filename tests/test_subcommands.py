@@ -74,6 +74,20 @@ def test_providers_lists_every_provider_with_its_origin(ip, servers, isolated_en
     assert work["base_url_source"] == f"config file {isolated_env / 'config.toml'}"
 
 
+def test_handlers_take_the_session_and_the_settings_not_the_magic(isolated_env, capsys):
+    from llm_magic import api
+    from llm_magic.subcommands import run_subcommand
+
+    session = api.Session()
+    assert run_subcommand(session, {}, "alias", ["fast", "local:smollm2"]) is None
+    assert session.aliases == {"fast": "local:smollm2"}
+    rows = run_subcommand(session, {"timeout": 30.0}, "config", []).set_index("setting")
+    assert (rows.loc["timeout", "value"], rows.loc["timeout", "source"]) == (30.0, "%config")
+    session.conversations["fast"] = []
+    run_subcommand(session, {}, "reset", [])
+    assert session.conversations == {} and "forgot 1 conversation: fast" in capsys.readouterr().out
+
+
 def test_config_shows_each_setting_and_where_it_came_from(ip, servers, monkeypatch, isolated_env):
     (isolated_env / "config.toml").write_text("concurrency = 3\n")
     monkeypatch.setenv("LLM_MAGIC_RETRIES", "5")
@@ -206,8 +220,8 @@ def test_a_refused_pull_is_one_line_in_the_servers_words(ip, servers):
     assert str(err.value) == "ollama: pull model manifest: file does not exist"
     with pytest.raises(UsageError) as err:
         ip.run_cell("%llm pull openai:gpt-4o")
-    # The example is a real Ollama model, not the other provider's model under Ollama's name.
-    assert str(err.value) == "%llm pull works with Ollama only (e.g. ollama:llama3.2)"
+    # The providers that can pull are named (those whose class offers it), not guessed at.
+    assert str(err.value) == "%llm pull works with ollama only, not openai"
 
 
 def test_a_pull_without_progress_stops_with_one_line(ip, servers, monkeypatch):
@@ -274,7 +288,7 @@ def test_rm_deletes_an_ollama_model(ip, servers, capsys):
     with pytest.raises(UsageError) as err:
         ip.run_cell("%llm rm ollama:qwen2.5:0.5b")
     assert str(err.value) == "ollama: HTTP 404: model 'qwen2.5:0.5b' not found"
-    with pytest.raises(UsageError, match="works with ollama:MODEL"):
+    with pytest.raises(UsageError, match="rm works with local, ollama only, not mistral"):
         ip.run_cell("%llm rm mistral:codestral-latest")
 
 

@@ -5,6 +5,12 @@ provider is first built, so loading the extension imports no SDK. Third parties 
 through the entry-point group `llm_magic.providers` (value: a callable `factory(name) ->
 Provider`) or at run time with `register(name, factory)`. User endpoints come from the config
 file's `[providers.NAME]` tables.
+
+What a provider is (how its base URL is normalised, its default concurrency, whether it lists
+models, which model commands it offers) is declared by its class (`base.ProviderFacts`);
+other modules ask here: `facts(name)`, `default_concurrency(name)`, `base_url_of(spec)`,
+`model_command(provider, verb)`, `providers_with(verb)`. Nothing outside this package
+imports a provider module.
 """
 
 from __future__ import annotations
@@ -12,20 +18,31 @@ from __future__ import annotations
 import importlib
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from ..config import FileConfig, load_file_config
 from ..errors import ConfigProblem, UnknownProvider
-from .base import Provider
+from .base import MODEL_COMMANDS, Provider, ProviderFacts
 
 __all__ = [
     "BUILTIN",
-    "close_all",
     "Endpoint",
     "ProviderSpec",
+    "adhoc_provider",
+    "base_url_of",
+    "close_all",
+    "default_concurrency",
+    "default_limits",
+    "facts",
     "get_provider",
+    "kind_facts",
     "known_providers",
+    "model_command",
+    "model_folders",
+    "providers_with",
     "register",
     "resolve_endpoint",
     "spec_for",
@@ -187,9 +204,7 @@ def get_provider(name: str, cfg: FileConfig | None = None) -> Provider:
     with _lock:
         provider = _instances.get(key)
         if provider is None:
-            module_name, cls_name = _KINDS[spec.kind].split(":")
-            cls = getattr(importlib.import_module(module_name), cls_name)
-            provider = cls(
+            provider = _kind_class(spec.kind)(
                 name=name,
                 base_url=endpoint.base_url,
                 api_key=endpoint.api_key,
@@ -209,3 +224,88 @@ def close_all() -> None:
         close = getattr(provider, "close", None)
         if callable(close):
             close()
+
+
+# --------------------------------------------------------------------------- what providers are
+
+
+class _Defaulted:
+    """A plugin class's facts: what it declares, else ProviderFacts' defaults."""
+
+    def __init__(self, cls: type) -> None:
+        self._cls = cls
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._cls, attr, getattr(ProviderFacts, attr))
+
+
+def _kind_class(kind: str) -> type:
+    module_name, cls_name = _KINDS[kind].split(":")
+    return getattr(importlib.import_module(module_name), cls_name)
+
+
+def kind_facts(kind: str) -> type[ProviderFacts]:
+    """The facts of the class that speaks protocol `kind`; the defaults for another word
+    (a "plugin", or the "http" of a server discovery could not identify)."""
+    return _kind_class(kind) if kind in _KINDS else ProviderFacts
+
+
+def facts(name: str, cfg: FileConfig | None = None) -> type[ProviderFacts]:
+    """What provider `name` declares about itself. A built-in or config-file provider's class
+    is imported, not built; a registered or plugin provider is built to find its class."""
+    cfg = cfg if cfg is not None else load_file_config()
+    spec = None if name in _registered else spec_for(name, cfg)
+    if spec is not None:
+        return kind_facts(spec.kind)
+    cls = type(get_provider(name, cfg))
+    return cls if issubclass(cls, ProviderFacts) else _Defaulted(cls)  # type: ignore[return-value]
+
+
+def default_concurrency(name: str, cfg: FileConfig | None = None) -> int | None:
+    """How many requests provider `name` takes at once unless the config file's [limits]
+    says otherwise (the embedded model: 1); None when it declares no limit."""
+    return facts(name, cfg).default_concurrency
+
+
+def default_limits(names: Iterable[str], cfg: FileConfig | None = None) -> dict[str, int]:
+    """{provider: its default concurrency} for the providers named that declare one."""
+    limits = {name: default_concurrency(name, cfg) for name in dict.fromkeys(names)}
+    return {name: n for name, n in limits.items() if n is not None}
+
+
+def base_url_of(spec: ProviderSpec, endpoint: Endpoint | None = None) -> str | None:
+    """Where requests to `spec`'s provider go, normalised as its class does it (Ollama reads
+    OLLAMA_HOST its own way, Mistral drops a /v1); None for an in-process provider."""
+    endpoint = endpoint if endpoint is not None else resolve_endpoint(spec)
+    return kind_facts(spec.kind).normalise_base_url(endpoint.base_url)
+
+
+def adhoc_provider(kind: str, name: str, base_url: str) -> Provider:
+    """A keyless provider of protocol `kind` for a server nobody configured (one discovery
+    found); not cached: the caller closes it."""
+    return _kind_class(kind)(name=name, base_url=base_url, api_key=None)
+
+
+def model_folders() -> tuple[list[Path], str]:
+    """The folders searched for GGUF files, and the environment variable that names them."""
+    from . import gguf
+
+    return gguf.model_folders(), gguf.MODELS_ENV
+
+
+def model_command(provider: Provider, verb: str) -> Callable[..., Any] | None:
+    """The provider's method for `%llm VERB` (a key of MODEL_COMMANDS), or None."""
+    method = getattr(provider, MODEL_COMMANDS[verb], None)
+    return method if callable(method) else None
+
+
+def providers_with(verb: str, cfg: FileConfig | None = None) -> list[str]:
+    """The built-in and config-file providers whose class offers `%llm VERB`."""
+    cfg = cfg if cfg is not None else load_file_config()
+    found = []
+    for name in sorted(set(BUILTIN) | set(cfg.providers)):
+        spec = spec_for(name, cfg)
+        method = getattr(kind_facts(spec.kind), MODEL_COMMANDS[verb], None) if spec else None
+        if callable(method):
+            found.append(name)
+    return found

@@ -10,7 +10,7 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from ..errors import mask_url
 
@@ -20,8 +20,10 @@ __all__ = [
     "Health",
     "Message",
     "ModelInfo",
+    "MODEL_COMMANDS",
     "Options",
     "Provider",
+    "ProviderFacts",
     "Usage",
 ]
 
@@ -169,3 +171,52 @@ class Provider(Protocol):
 
     # Optional: `prepare(model)` readies what a request to `model` needs in this process (the
     # embedded backend loads the model file). The runner calls it before its clock starts.
+
+
+class ProviderFacts:
+    """What a provider class says about itself, so that no module outside `providers/` has to
+    know it. The built-in classes inherit it and override what differs; a plugin class may
+    too, and one that does not is read with these defaults (see `providers.facts`).
+
+    Optional model management: a class offers a `%llm` model command by having its method,
+    named in MODEL_COMMANDS: `pull(model, cancel=None)` yields progress objects (`status`,
+    `digest`, `total`, `completed`); `remove_model(model)` returns the line to show;
+    `describe(model)` returns what `%llm show` shows; `running_models()` returns rows for `%llm
+    ps` (`model`, `size_gb`, `vram_gb`, `context_length`, `expires_at`, `details`). And
+    `list_models_in_detail()`, when present, is what `%llm models` lists (it may cost a request
+    per model, which the plain `list_models()` of the panel's picker must not).
+    """
+
+    server_label: ClassVar[str] = "plugin"  # what `%llm status` calls its kind of server
+    in_process: ClassVar[bool] = False  # runs in this process: no server to probe or discover
+    default_concurrency: ClassVar[int | None] = None  # most requests at once; None: the run's
+    lists_models: ClassVar[bool] = True  # list_models() says what it can answer with
+    listed_models_only: ClassVar[bool] = False  # answers only models its listing names
+    listing_path: ClassVar[str | None] = None  # where list_models() asks, below the base URL
+    admin_timeout_s: ClassVar[float | None] = None  # a listing's or show's wait (None: its own)
+    base_url_hint: ClassVar[str] = ""  # added when the base URL seems wrong (HTTP 404)
+    start_hint: ClassVar[str | None] = None  # how to start its server when nothing answers
+
+    @classmethod
+    def normalise_base_url(cls, url: str | None) -> str | None:
+        """The base URL requests go to, from the configured text (env, config file, default)."""
+        return url.rstrip("/") if url else url
+
+    @staticmethod
+    def short_model_name(name: str) -> str:
+        """The name people type for a model the listing names (one spelling per model)."""
+        return name
+
+    @classmethod
+    def check_in_process(cls, model: str) -> tuple[bool, str]:
+        """Whether an in-process provider can answer `model` here, with the reason in a line."""
+        return True, "in-process"
+
+
+# `%llm` model command -> the optional method of a provider that does it (see ProviderFacts).
+MODEL_COMMANDS = {
+    "pull": "pull",
+    "rm": "remove_model",
+    "show": "describe",
+    "ps": "running_models",
+}

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import GGUFError
+
 __all__ = [
     "BUNDLED_NAME",
     "GGUFError",
@@ -60,10 +62,6 @@ _SCALAR = {
     12: "d",
 }
 _STRING, _ARRAY = 8, 9
-
-
-class GGUFError(ValueError):
-    """The file is not a GGUF file, or its header is cut short."""
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import codecs
 import ctypes
+import importlib.util
 import os
 import threading
 import time
@@ -23,10 +24,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..errors import Cancelled, ProviderError, StreamBroken
+from ..errors import Cancelled, GGUFError, ModelNotFound, ProviderError, StreamBroken, UsageProblem
 from . import gguf
-from .base import CancelToken, Chunk, Health, Message, ModelInfo, Options, Usage
-from .gguf import BUNDLED_NAME, GGUFError
+from .base import CancelToken, Chunk, Health, Message, ModelInfo, Options, ProviderFacts, Usage
+from .gguf import BUNDLED_NAME
 
 __all__ = ["LocalProvider", "ModelNotFound", "loaded", "resolve_model", "unload"]
 
@@ -40,10 +41,6 @@ DEFAULT_N_CTX = 2048  # enough for notebook prompts, and keeps the KV cache (and
 DEFAULT_MAX_TOKENS = 512
 # llama-cpp-python's own sampling defaults, used when the user sets nothing.
 _TEMPERATURE, _TOP_P, _TOP_K, _MIN_P = 0.8, 0.95, 40, 0.05
-
-
-class ModelNotFound(ProviderError):
-    """The local model names no GGUF file (or the bundled model is not installed)."""
 
 
 @dataclass(eq=False)
@@ -64,6 +61,7 @@ class _Loaded:
     def piece(self, token: int) -> bytes | None:
         import llama_cpp
 
+        # Private: llama-cpp-python has no public handle on the vocab its low-level calls need.
         vocab = self.llama._model.vocab
         if llama_cpp.llama_vocab_is_eog(vocab, token):
             self.pieces[token] = None
@@ -127,6 +125,7 @@ def _make_formatter(llm: Any) -> Any:
         return llama_chat_format.format_llama2
 
     def token_text(token: int) -> str:
+        # Private: a special token's text (BOS/EOS) has no public getter in llama-cpp-python.
         return llm._model.token_get_text(token) if token != -1 else ""
 
     return llama_chat_format.Jinja2ChatFormatter(
@@ -271,10 +270,30 @@ class _StopScanner:
         return buf[: len(buf) - keep], False
 
 
-class LocalProvider:
+class LocalProvider(ProviderFacts):
     """Runs GGUF models in-process. `api_key` and `key_env` are accepted and ignored."""
 
     base_url: str | None = None
+    server_label = "llama.cpp in-process"
+    in_process = True
+    # One answer at a time per embedded model process-wide: a second would only queue on the
+    # model's lock, and its latency would then include the wait. The planner queues it instead.
+    default_concurrency = 1
+
+    @classmethod
+    def normalise_base_url(cls, url: str | None) -> None:
+        return None
+
+    @classmethod
+    def check_in_process(cls, model: str) -> tuple[bool, str]:
+        """llama-cpp-python installed and the GGUF found: checked without loading anything."""
+        if importlib.util.find_spec("llama_cpp") is None:
+            return False, NO_LLAMA_CPP
+        try:
+            path = resolve_model(model, "")  # no "local: " prefix in the reason
+        except ModelNotFound as exc:
+            return False, exc.message
+        return True, f"embedded model, {path.name}"
 
     def __init__(
         self,
@@ -413,6 +432,49 @@ class LocalProvider:
         details["loaded"] = str(path.resolve()) in _models  # one dict lookup: no lock needed
         return ModelInfo(self.name, name, st.st_size, modified, context, details)
 
+    # ------------------------------------------------------------------ %llm model commands
+
+    def describe(self, model: str) -> dict[str, Any]:
+        """What `%llm show` shows: the GGUF header, read without loading the model."""
+        path = resolve_model(model, self.name)
+        try:
+            info = gguf.read_gguf(path)
+        except (GGUFError, OSError) as exc:
+            raise ProviderError(str(exc), provider=self.name) from None
+        metadata = {
+            k: (f"[{v.length} items]" if isinstance(v, gguf.ArraySummary) else v)
+            for k, v in info.metadata.items()
+            if k != "tokenizer.chat_template"
+        }
+        return {
+            "target": f"{self.name}:{model}",
+            "path": str(path),
+            "size_gb": round(info.size_bytes / 1e9, 3),
+            **info.summary(),
+            "loaded": any(m.details.get("path") == str(path) for m in loaded()),
+            "chat_template": info.chat_template,
+            "metadata": metadata,
+        }
+
+    def remove_model(self, model: str) -> str:
+        """Unload the model from memory (the file stays on disk)."""
+        if not unload(model):
+            names = ", ".join(m.model for m in loaded()) or "none"
+            raise UsageProblem(f"{self.name}:{model} is not loaded; loaded local models: {names}")
+        return f"unloaded {self.name}:{model} from memory (the file stays on disk)"
+
+    def running_models(self) -> list[dict[str, Any]]:
+        """`%llm ps` rows for the models loaded in this process."""
+        return [
+            {
+                "model": m.model,
+                "size_gb": _size_gb(m.details),
+                "context_length": m.context_length,
+                "details": dict(m.details),
+            }
+            for m in loaded()
+        ]
+
     def health(self) -> Health:
         try:
             import llama_cpp
@@ -422,3 +484,10 @@ class LocalProvider:
         if gguf.bundled_gguf() is None:
             return Health(self.name, None, reachable=False, version=version, error=NO_BUNDLED)
         return Health(self.name, None, reachable=True, version=version)
+
+
+def _size_gb(details: dict[str, Any]) -> float | None:
+    try:
+        return round(Path(details["path"]).stat().st_size / 1e9, 3)
+    except (KeyError, OSError, TypeError):
+        return None

@@ -16,7 +16,7 @@ from typing import Any
 from .. import errors
 from ._http import ADMIN_TIMEOUT, HTTPService, KeyedProvider, timeout_for
 from ._sse_chat import chat_chunks, whole_chunk
-from .base import CancelToken, Chunk, Health, Message, ModelInfo, Options
+from .base import CancelToken, Chunk, Health, Message, ModelInfo, Options, ProviderFacts
 
 __all__ = ["DEFAULT_BASE_URL", "MistralProvider"]
 
@@ -45,16 +45,24 @@ def _chat_body(messages: list[Message], model: str, options: Options) -> dict[st
     return body
 
 
-class MistralProvider(KeyedProvider):
+class MistralProvider(KeyedProvider, ProviderFacts):
     """Mistral's La Plateforme API. Thread-safe: one pooled client serves every caller."""
+
+    server_label = "Mistral API"
+    listing_path = _MODELS
+    admin_timeout_s = ADMIN_TIMEOUT.read
+
+    @classmethod
+    def normalise_base_url(cls, url: str | None) -> str:
+        base = (url or DEFAULT_BASE_URL).rstrip("/")
+        # An OpenAI-style base URL ending in /v1 would double the version in every path.
+        return base.removesuffix("/v1")
 
     def __init__(
         self, *, name: str, base_url: str | None, api_key: str | None, key_env: str | None = None
     ) -> None:
         self.name = name
-        base = (base_url or DEFAULT_BASE_URL).rstrip("/")
-        # An OpenAI-style base URL ending in /v1 would double the version in every path.
-        self.base_url = base[: -len("/v1")] if base.endswith("/v1") else base
+        self.base_url = self.normalise_base_url(base_url)
         self._key_env = key_env
         self._missing_key = api_key is None and key_env is not None
         self._http = HTTPService(name, self.base_url, api_key)

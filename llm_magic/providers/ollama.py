@@ -13,15 +13,17 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import replace
 from typing import Any
 
 import httpx2
 
 from .. import errors
 from ._http import ADMIN_TIMEOUT, Exchange, HTTPService, KeyedProvider, timeout_for
-from .base import CancelToken, Chunk, Health, Message, ModelInfo, Options, Usage
+from .base import CancelToken, Chunk, Health, Message, ModelInfo, Options, ProviderFacts, Usage
 
-__all__ = ["DEFAULT_HOST", "OllamaProvider", "parse_ollama_host"]
+__all__ = ["DEFAULT_HOST", "OllamaProvider", "context_from_show", "parse_ollama_host"]
 
 DEFAULT_PORT = 11434
 DEFAULT_HOST = f"http://127.0.0.1:{DEFAULT_PORT}"
@@ -143,8 +145,56 @@ class _StallWatch:
                 return
 
 
-class OllamaProvider(KeyedProvider):
+def context_from_show(body: dict[str, Any]) -> int | None:
+    """The context length in an /api/show reply (`model_info`, keyed by architecture)."""
+    info = body.get("model_info") if isinstance(body.get("model_info"), dict) else {}
+    arch = info.get("general.architecture")
+    value = info.get(f"{arch}.context_length")
+    if not isinstance(value, int):  # architecture missing: any *.context_length will do
+        value = next((v for k, v in info.items() if k.endswith(".context_length")), None)
+    return value if isinstance(value, int) else None
+
+
+def _parameters(text: Any) -> dict[str, Any]:
+    """Ollama's Modelfile parameters ("stop  \"<|eot_id|>\"" lines) as a dict; repeats -> list."""
+    out: dict[str, Any] = {}
+    for line in str(text or "").splitlines():
+        key, _, value = line.strip().partition(" ")
+        if not key:
+            continue
+        value = value.strip().strip('"')
+        if key in out:
+            out[key] = [*out[key], value] if isinstance(out[key], list) else [out[key], value]
+        else:
+            out[key] = value
+    return out
+
+
+def _gb(value: Any) -> float | None:
+    return round(value / 1e9, 3) if isinstance(value, (int, float)) else None
+
+
+# /api/show for every listed model, at once, within this many seconds (`%llm models`).
+_SHOW_ALL_DEADLINE = 30.0
+
+
+class OllamaProvider(KeyedProvider, ProviderFacts):
     """Ollama's native API. Thread-safe: one pooled client serves every caller."""
+
+    server_label = "Ollama"
+    listed_models_only = True  # it answers only the models pulled into it
+    listing_path = "/api/tags"
+    admin_timeout_s = ADMIN_TIMEOUT.read
+    start_hint = "start it with `ollama serve`"
+
+    @classmethod
+    def normalise_base_url(cls, url: str | None) -> str:
+        return parse_ollama_host(url)
+
+    @staticmethod
+    def short_model_name(name: str) -> str:
+        # No tag means `latest`: "llama3.2" is what people type for "llama3.2:latest".
+        return name.removesuffix(":latest")
 
     def __init__(
         self, *, name: str, base_url: str | None, api_key: str | None, key_env: str | None = None
@@ -262,7 +312,7 @@ class OllamaProvider(KeyedProvider):
 
     def list_models(self) -> list[ModelInfo]:
         self._require_key()
-        body = self._http.call_json("GET", "/api/tags", timeouts=ADMIN_TIMEOUT)
+        body = self._http.call_json("GET", self.listing_path, timeouts=ADMIN_TIMEOUT)
         entries = body.get("models") if isinstance(body, dict) else None
         models = []
         for entry in entries or []:
@@ -363,6 +413,67 @@ class OllamaProvider(KeyedProvider):
         body = self._http.call_json("GET", "/api/ps", timeouts=ADMIN_TIMEOUT)
         models = body.get("models") if isinstance(body, dict) else None
         return [m for m in models or [] if isinstance(m, dict)]
+
+    # ------------------------------------------------------------------ %llm model commands
+
+    def list_models_in_detail(self) -> list[ModelInfo]:
+        """The listing with context lengths: /api/tags has none, /api/show has it, one request
+        per model, all at once. A model whose show fails or is late keeps None."""
+        models = self.list_models()
+        if not models:
+            return models
+        pool = ThreadPoolExecutor(max_workers=min(8, len(models)), thread_name_prefix="llm-show")
+        futures = [pool.submit(self.show, m.model) for m in models]
+        try:
+            wait(futures, timeout=_SHOW_ALL_DEADLINE)
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+        detailed = []
+        for m, future in zip(models, futures, strict=True):
+            ok = future.done() and not future.cancelled() and future.exception() is None
+            context = context_from_show(future.result()) if ok else None
+            detailed.append(m if context is None else replace(m, context_length=context))
+        return detailed
+
+    def describe(self, model: str) -> dict[str, Any]:
+        """What `%llm show` shows: /api/show's facts, the Modelfile parameters as a dict."""
+        body = self.show(model)
+        details = body.get("details") if isinstance(body.get("details"), dict) else {}
+        info = body.get("model_info") if isinstance(body.get("model_info"), dict) else {}
+        return {
+            "target": f"{self.name}:{model}",
+            "family": details.get("family"),
+            "parameter_size": details.get("parameter_size"),
+            "quantization": details.get("quantization_level"),
+            "format": details.get("format"),
+            "context_length": context_from_show(body),
+            "capabilities": body.get("capabilities"),
+            "parameters": _parameters(body.get("parameters")),
+            "template": body.get("template"),
+            "modified_at": body.get("modified_at"),
+            "model_info": {k: v for k, v in info.items() if not isinstance(v, (list, dict))},
+        }
+
+    def remove_model(self, model: str) -> str:
+        self.delete(model)
+        return f"deleted {self.name}:{model}"
+
+    def running_models(self) -> list[dict[str, Any]]:
+        """`%llm ps` rows for the models Ollama holds in memory."""
+        rows = []
+        for m in self.running():
+            details = m.get("details") if isinstance(m.get("details"), dict) else {}
+            rows.append(
+                {
+                    "model": m.get("model") or m.get("name"),
+                    "size_gb": _gb(m.get("size")),
+                    "vram_gb": _gb(m.get("size_vram")),
+                    "context_length": m.get("context_length"),
+                    "expires_at": m.get("expires_at"),
+                    "details": dict(details),
+                }
+            )
+        return rows
 
     def close(self) -> None:
         """Close the pooled connections (the registry keeps providers for the whole session)."""

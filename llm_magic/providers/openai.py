@@ -21,7 +21,6 @@ from datetime import datetime, timezone
 from typing import Any
 
 import httpx2
-import openai
 
 from .. import errors
 from ..errors import ProviderError
@@ -37,7 +36,7 @@ from ._http import (
 )
 from ._sockets import make_client
 from ._sse_chat import chat_chunks, whole_chunk
-from .base import CancelToken, Chunk, Health, Message, ModelInfo, Options
+from .base import CancelToken, Chunk, Health, Message, ModelInfo, Options, ProviderFacts
 
 __all__ = ["DEFAULT_BASE_URL", "OpenAIProvider"]
 
@@ -51,6 +50,7 @@ _DEFAULT_TIMEOUT = httpx2.Timeout(120.0, connect=5.0)
 
 def _sdk_error(exchange: Exchange, exc: BaseException) -> ProviderError:
     """The llm_magic error for what the SDK raised while sending a request."""
+    import openai  # loaded by the time a request was sent: a dictionary lookup
     name, secret = exchange.name, exchange.secret
     if isinstance(exc, openai.APIStatusError):
         response = exc.response
@@ -78,8 +78,13 @@ def _sdk_error(exchange: Exchange, exc: BaseException) -> ProviderError:
     return exchange.error(errors.BadResponse, f"unexpected failure: {type(exc).__name__}: {exc}")
 
 
-class OpenAIProvider(KeyedProvider):
+class OpenAIProvider(KeyedProvider, ProviderFacts):
     """An OpenAI-protocol endpoint. Thread-safe: the SDK client and its pool are shared."""
+
+    server_label = "OpenAI-compatible"
+    listing_path = "/models"
+    admin_timeout_s = ADMIN_TIMEOUT.read
+    base_url_hint = " (an OpenAI-compatible one usually ends in /v1)"
 
     def __init__(
         self, *, name: str, base_url: str | None, api_key: str | None, key_env: str | None = None
@@ -89,6 +94,10 @@ class OpenAIProvider(KeyedProvider):
         self._key_env = key_env
         self._missing_key = api_key is None and key_env is not None
         self._secret = api_key
+        # The SDK (half a second to import) loads when a provider is built, not when the class
+        # is read for its facts (`%llm providers`, the panel's list, a run's plan).
+        import openai
+
         self._client = openai.OpenAI(
             api_key=api_key or _NO_KEY,
             base_url=self.base_url,
@@ -164,7 +173,7 @@ class OpenAIProvider(KeyedProvider):
         SDK's internal error."""
         response = exchange.call(
             lambda: self._client.get(
-                "/models", cast_to=httpx2.Response, options={"timeout": timeout}
+                self.listing_path, cast_to=httpx2.Response, options={"timeout": timeout}
             ),
             lambda exc: _sdk_error(exchange, exc),
         )
@@ -231,6 +240,8 @@ class OpenAIProvider(KeyedProvider):
 
 def _openai_only_headers(name: str) -> dict[str, object]:
     """OPENAI_ORG_ID / OPENAI_PROJECT_ID belong to OpenAI: never send them to another vendor."""
+    import openai
+
     omit = getattr(openai, "omit", None)
     if name == "openai" or omit is None:
         return {}
