@@ -3,7 +3,10 @@
 The runner calls `on_text` / `on_done` from its worker threads for every token; those calls
 only store text under a lock. A ticker thread renders what changed at most every `interval`
 seconds by assigning widget values (the thread-safe way to reach a widget; `with Output():`
-from a thread would land in the wrong cell), and refreshes the elapsed time.
+from a thread would land in the wrong cell), and refreshes the elapsed time. Answers render as
+Markdown (html.markdown_html) and stay bounded as in the magic's live view: at most
+`STREAM_TAIL` characters each while the run goes on, the first `SHOWN_HEAD` at the end; an
+answer that did not change is not rendered again.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from . import html
 from .panel_view import column_html, status_html
 from .records import RunRecord
 from .runner import Job
+from .view_text import SHOWN_HEAD, STREAM_TAIL
 
 __all__ = ["LiveRun", "caption"]
 
@@ -59,6 +63,7 @@ class LiveRun:
         columns: Sequence[Any],
         status: Any,
         interval: float = 0.1,
+        fmt: str = "markdown",
     ) -> None:
         self.labels = list(labels)
         self.columns = list(columns)
@@ -69,6 +74,8 @@ class LiveRun:
         self._slot = {j.index: (self.labels.index(j.spec.label), j.repeat) for j in jobs}
         self._lock = threading.Lock()
         self._dirty: set[int] = set(range(len(self.labels)))
+        self._caches = [html.EntryCache(fmt) for _ in self.labels]
+        self._final = False  # set by close(): the last render shows more of each answer
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
         self.started = time.monotonic()
@@ -106,7 +113,9 @@ class LiveRun:
         return out
 
     def _entries(self, column: int) -> list[html.Entry]:
+        """The column's answers as they stand (caller holds the lock)."""
         tagged = self._repeats > 1
+        done_limit = SHOWN_HEAD if self._final else STREAM_TAIL
         entries = []
         for i, a in enumerate(self._answers[column]):
             r = a.record
@@ -117,6 +126,7 @@ class LiveRun:
                     error=r.error if r is not None else None,
                     tag=f"run {i + 1}" if tagged else "",
                     pending=r is None,
+                    limit=STREAM_TAIL if r is None else done_limit,
                 )
             )
         return entries
@@ -132,11 +142,11 @@ class LiveRun:
         self.status.value = status_html(phase, message, chips)
 
     def _flush(self) -> None:
-        with self._lock:
+        with self._lock:  # only the snapshot under the lock: workers never wait for a render
             dirty, self._dirty = self._dirty, set()
-            bodies = {c: column_html(self.labels[c], self._entries(c)) for c in sorted(dirty)}
-        for c, body in bodies.items():
-            self.columns[c].value = body
+            entries = {c: self._entries(c) for c in sorted(dirty)}
+        for c, answers in entries.items():
+            self.columns[c].value = column_html(self.labels[c], answers, self._caches[c])
 
     def _tick(self) -> None:
         while not self._stop.wait(self.interval):
@@ -155,5 +165,8 @@ class LiveRun:
         self._stop.set()
         if self._ticker is not None:
             self._ticker.join()
+        with self._lock:
+            self._final = True
+            self._dirty = set(range(len(self.labels)))
         self._flush()
         return time.monotonic() - self.started

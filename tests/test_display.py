@@ -6,6 +6,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from html.parser import HTMLParser
 from typing import Any
 
 import pytest
@@ -142,17 +143,19 @@ def test_grid_escapes_model_text_and_errors() -> None:
     assert "var(--jp-layout-color1" in page and "display:grid" in page
 
 
-def test_single_markdown_target_is_markdown_without_html(published: RecordingPublisher) -> None:
+def test_single_markdown_target_is_rendered_markdown_without_model_html(
+    published: RecordingPublisher,
+) -> None:
     view = LiveView(["ollama:llama3.2"])
     view.show()
     view.finish(0, f"# Title\n\n{XSS} **bold**\n\n```python\nprint(1)\n```", caption="0.5 s")
     view.close()
     data = published.outputs[-1]["data"]
-    assert "text/html" not in data
-    md = data["text/markdown"]
-    assert "# Title" in md and "**bold**" in md and "```python\nprint(1)\n```" in md
-    assert "&lt;script>alert(1)&lt;/script>" in md and "<script>" not in md
-    assert "ollama:llama3.2 · 0.5 s" in md
+    page = data["text/html"]
+    assert "<h1>Title</h1>" in page and "<strong>bold</strong>" in page
+    assert '<pre><code class="language-python">print(1)\n</code></pre>' in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>" not in page
+    assert "ollama:llama3.2 · 0.5 s" in page
     assert XSS in data["text/plain"]  # plain text is never interpreted
 
 
@@ -209,59 +212,119 @@ def test_context_manager_shows_and_closes(published: RecordingPublisher) -> None
     assert len(published.outputs) >= 2 and "ok" in published.outputs[-1]["data"]["text/html"]
 
 
-# ---- safe_markdown: no model text can become HTML -----------------------------------------
+# ---- Markdown: rendered by markdown-it, no model text can become HTML -----------------------
+
+# What rendered Markdown may hold: CommonMark's elements, tables, strikethrough, our wrapper.
+SAFE_TAGS = {
+    "p", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "li", "blockquote", "pre", "code",
+    "em", "strong", "s", "a", "hr", "br", "table", "thead", "tbody", "tr", "th", "td", "div",
+}  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    "attack",
-    [
-        XSS,
-        "<img src=x onerror=alert(1)>",
-        "text\n<div>\n<script>x</script>\n</div>",
-        "`code` then <b>tag</b>",
-        "    ```\n<img src=x onerror=alert(1)>\n```",  # fence rules a renderer may read otherwise
-        "- item\n  ```\n  code\nnot indented <img src=x onerror=y>",
-        "```\n````\n<svg onload=alert(1)>\n```",
-        "~~~~\n~~~\n<b>x</b>",
-    ],
-)
-def test_safe_markdown_leaves_no_raw_tag(attack: str) -> None:
-    out = html.safe_markdown(attack)
-    # every '<' left is one of our own tags around escaped code
-    for tag in ("<pre><code>", "</code></pre>", "<code>", "</code>"):
-        out = out.replace(tag, "")
-    assert "<" not in out
+class TagAudit(HTMLParser):
+    """Every tag and attribute a browser would build from the markup."""
+
+    def __init__(self, markup: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.feed(markup)
+        self.close()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
 
 
-@pytest.mark.parametrize(
-    "link",
-    [
-        "[click](javascript:alert(1))",
-        "![img](JavaScript:alert(1))",
-        "[x](javascript\\:alert(1))",
-        "[ref]: javascript:alert(1)\n\n[ref]",
-        "[d](data:text/html;base64,PHNjcmlwdD4=)",
-    ],
-)
-def test_safe_markdown_breaks_script_links(link: str) -> None:
-    out = html.safe_markdown(link)
-    assert "](" not in out.replace("]\\(", "") and "]: " not in out
+def assert_inert(markup: str) -> TagAudit:
+    """Only Markdown's own tags, no event handler, every live link to the web or to mail."""
+    audit = TagAudit(markup)
+    for tag, attrs in audit.tags:
+        assert tag in SAFE_TAGS, (tag, markup)
+        assert not any(name.startswith("on") for name in attrs), (tag, attrs)
+        assert set(attrs) <= {"href", "title", "class", "style"}, (tag, attrs)
+        href = (attrs.get("href") or "").strip().lower()
+        if ":" in href.split("/")[0]:
+            assert href.startswith(("http:", "https:", "mailto:")), href
+    return audit
 
 
-def test_safe_markdown_keeps_ordinary_markdown() -> None:
-    text = "# H\n\n* a\n* b\n\n> quote\n\n| x | y |\n|---|---|\n| 1 | 2 |\n\n[ok](https://e.org)"
-    assert html.safe_markdown(text) == text
-    fenced = "```python\nprint('x')\n```"
-    assert html.safe_markdown(fenced) == fenced  # no '<': left to the renderer, highlighted
-    assert html.safe_markdown("```\nif a < b: pass\n```") == (
-        "<pre><code>if a &lt; b: pass</code></pre>"
+HOSTILE = [
+    XSS,
+    "<img src=x onerror=alert(1)>",
+    "text\n<div>\n<script>x</script>\n</div>",
+    "`code` then <b onclick=alert(1)>tag</b>",
+    "<!-- a comment --><iframe src=javascript:alert(1)>",
+    "    ```\n<img src=x onerror=alert(1)>\n```",
+    "- item\n  ```\n  code\nnot indented <img src=x onerror=y>",
+    "```\n````\n<svg onload=alert(1)>\n```",  # a longer fence inside a shorter one
+    "~~~~\n~~~\n<b>x</b>",  # an unclosed fence swallows the rest
+    "[click](javascript:alert(1))",
+    "![img](JavaScript:alert(1))",
+    "[x](java&#x73;cript:alert(1))",
+    "[x](<javascript:alert(1)>)",
+    "[x]( vbscript:msgbox(1) )",
+    "[ref]: javascript:alert(1)\n\n[ref]",
+    "[d](data:text/html;base64,PHNjcmlwdD4=)",
+    "[d](data:image/png;base64,iVBORw0KGgo=)",
+    "<javascript:alert(1)> <data:text/html,x> <https://ok.example>",
+    "[t](https://e.org \"x\" onmouseover=\"alert(1)\")",
+    "&lt;script&gt;alert(1)&lt;/script&gt; &#60;img src=x onerror=alert(1)&#62;",
+    "| a | <b>b</b> |\n|---|---|\n| <script>x</script> | [j](javascript:x) |",
+]
+
+
+@pytest.mark.parametrize("attack", HOSTILE)
+def test_hostile_markdown_renders_inert(attack: str) -> None:
+    out = html.markdown_html(attack)
+    assert_inert(out)
+    assert "<script" not in out.lower() and "<img" not in out.lower()
+
+
+def test_script_links_stay_literal_text() -> None:
+    for link in ("[click](javascript:alert(1))", "[x](java&#x73;cript:alert(1))"):
+        audit = assert_inert(html.markdown_html(link))
+        assert [t for t, _ in audit.tags] == ["p"]  # no <a>: the link is shown as written
+    assert "![img](" not in html.markdown_html("![img](https://e.org/x.png)")
+    image = assert_inert(html.markdown_html("![img](https://e.org/x.png)"))
+    assert ("a", {"href": "https://e.org/x.png"}) in image.tags  # a link, never loaded unasked
+    assert not any(t == "img" for t, _ in image.tags)
+
+
+def test_ordinary_markdown_renders_as_jupyterlab_does() -> None:
+    text = (
+        "# H\n\n## Sub\n\n* a\n* b\n\n1. one\n2. two\n\n> quote\n\n"
+        "| x | y |\n|---|:-:|\n| 1 | 2 |\n\n**bold** _em_ ~~gone~~ `a < b` "
+        "[ok](https://e.org) <https://auto.example> [m](mailto:a@e.org)\n\n"
+        "```python\nif a < b:\n    print('x')\n```"
     )
-    assert html.safe_markdown("use `List<int>` & `x`") == (
-        "use <code>List&lt;int&gt;</code> &amp; `x`"
-    )
-    assert html.safe_markdown("a\n```\nstill streaming <") == (
-        "a\n<pre><code>still streaming &lt;</code></pre>"
-    )
+    out = html.markdown_html(text)
+    assert_inert(out)
+    for piece in (
+        "<h1>H</h1>",
+        "<h2>Sub</h2>",
+        "<ul>\n<li>a</li>\n<li>b</li>\n</ul>",
+        "<ol>\n<li>one</li>",
+        "<blockquote>",
+        "<th>x</th>",
+        '<td style="text-align:center">2</td>',
+        "<strong>bold</strong> <em>em</em> <s>gone</s> <code>a &lt; b</code>",
+        '<a href="https://e.org">ok</a>',
+        '<a href="https://auto.example">https://auto.example</a>',
+        '<a href="mailto:a@e.org">m</a>',
+        '<pre><code class="language-python">if a &lt; b:\n    print(\'x\')\n</code></pre>',
+    ):
+        assert piece in out, piece
+
+
+def test_markdown_is_the_grid_format_too() -> None:
+    view = LiveView(["a:x", "b:y"])  # markdown, the magic's default
+    view.finish(0, "# A\n\n- one", caption="1 s")
+    view.update(1, "**half")
+    page = view.render()["text/html"]
+    assert "<h1>A</h1>" in page and "<li>one</li>" in page and "**half" in page
+    assert_inert(page.replace('<div class="llm-magic" style=', "<div style="))
 
 
 def test_caption_text() -> None:
