@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from traitlets.config import Config
 from llm_magic import html
 from llm_magic.display import LiveView
 from llm_magic.errors import UsageProblem
+from llm_magic.view_text import SHOWN_HEAD, STREAM_TAIL, excerpt, visible
 
 XSS = "<script>alert(1)</script>"
 
@@ -333,3 +335,153 @@ def test_caption_text() -> None:
         "1.00 s · ~42 tok · cached"
     )
     assert html.caption_text(float("nan"), None, None) == ""
+
+
+# ---- what a view shows of an answer: bounded, controls visible, never an exception ----------
+
+
+class KernelLikePublisher(CapturingDisplayPublisher):
+    """Encodes every message as a kernel does (JSON, then UTF-8, which refuses lone
+    surrogates), noting its size and any failure; LiveView itself swallows display errors, so
+    this is where a bad one shows."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.sizes: list[int] = []
+        self.failures: list[BaseException] = []
+
+    def publish(self, data, metadata=None, source=None, *, transient=None, update=False):
+        try:
+            self.sizes.append(len(json.dumps(data, ensure_ascii=False).encode("utf-8")))
+        except Exception as exc:  # noqa: BLE001 - recorded for the test to see
+            self.failures.append(exc)
+        super().publish(data, metadata, source, transient=transient, update=update)
+
+
+@pytest.fixture
+def kernel_pub(shell: InteractiveShell):
+    saved = shell.display_pub
+    shell.display_pub = KernelLikePublisher(shell=shell)
+    yield shell.display_pub
+    shell.display_pub = saved
+
+
+def test_visible_shows_controls_bidi_and_surrogates_as_text() -> None:
+    assert visible("\x1b[31mred\x1b[0m") == "\\x1b[31mred\\x1b[0m"
+    assert visible("\x1b]0;owned\x07") == "\\x1b]0;owned\\x07"  # window title
+    assert visible("\x1b]52;c;aGk=\x07") == "\\x1b]52;c;aGk=\\x07"  # OSC 52: clipboard
+    assert visible("\x9b31m \x00 \x7f \x0c") == "\\x9b31m \\x00 \\x7f \\x0c"  # C1 CSI, NUL, DEL
+    for code in [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]:
+        assert visible(f"a{chr(code)}b") == f"a<U+{code:04X}>b"
+    assert visible("a\ud800b\udfff") == "a\ufffdb\ufffd"
+    assert visible("keep\n\ttabs\r\nand lines\rbut not CR") == (
+        "keep\n\ttabs\nand lines\\x0dbut not CR"
+    )
+    text = "plain, ünïcode, 漢字, emoji 🙂, U+2028\u2028 kept"
+    assert visible(text) == text
+    assert visible(visible("\x1b\u202e\ud800")) == visible("\x1b\u202e\ud800")  # idempotent
+    assert visible("\u202e", markup=True) == "&lt;U+202E&gt;"  # inside rendered HTML
+
+
+def test_excerpt_bounds_what_is_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    text = "".join(f"{i:07d} " for i in range(10_000))  # 80,000 characters
+    tail = excerpt(text, streaming=True)
+    assert tail.text == text[-STREAM_TAIL:] and tail.earlier == len(text) - STREAM_TAIL
+    assert tail.note == f"… {len(text) - STREAM_TAIL:,} earlier characters"
+    assert tail.plain() == f"{tail.note}\n{tail.text}"
+    head = excerpt(text)
+    assert head.text == text[:SHOWN_HEAD] and head.later == len(text) - SHOWN_HEAD
+    assert head.plain().endswith("\n… 60,000 more characters in the DataFrame")
+    short = excerpt("short \x1b[2J", streaming=True)
+    assert (short.text, short.note, short.plain()) == ("short \\x1b[2J", "", "short \\x1b[2J")
+    # a key that crosses the cut is redacted whole, not half shown
+    key = "kq-" + "Z" * 60
+    monkeypatch.setenv("SOME_PROVIDER_API_KEY", key)
+    crossing = "x" * (SHOWN_HEAD - 30) + key + "y" * 100
+    assert "ZZZ" not in excerpt(crossing).text and "x***y" in excerpt(crossing).text
+    crossing = "y" * 100 + key + "x" * (STREAM_TAIL - 30)
+    assert "ZZZ" not in excerpt(crossing, streaming=True).text
+
+
+def test_a_huge_answer_sends_a_bounded_amount(kernel_pub: KernelLikePublisher) -> None:
+    answer = "".join(f"word{i} " for i in range(240_000))  # about 2.1 MB
+    view = LiveView(["a:x", "b:y"], interval=0.002)
+    view.show()
+    view.finish(1, answer, caption="1 s")  # a finished huge answer beside one that streams
+    pieces = 400
+    for n in range(1, pieces + 1):
+        view.update(0, answer[: len(answer) * n // pieces])
+        time.sleep(0.002)  # streams take time: the flusher publishes while this one grows
+    view.finish(0, answer, caption="2 s")
+    view.close()
+    assert kernel_pub.failures == []
+    sizes = kernel_pub.sizes
+    assert len(sizes) >= 5, "too few updates to tell"
+    # Each update is bounded by the constants, whatever the answer's length: two columns, an
+    # HTML and a plain-text twin of each, markup around them.
+    while_running = 2 * (3 * STREAM_TAIL + 3_000)
+    at_the_end = 2 * (3 * SHOWN_HEAD + 3_000)
+    assert max(sizes[:-1]) <= while_running < len(answer) // 30
+    assert sizes[-1] <= at_the_end
+    outputs = kernel_pub.outputs
+    streaming = [o["data"]["text/html"] for o in outputs[1:-1]]
+    assert any("earlier characters" in page for page in streaming)
+    final = outputs[-1]["data"]
+    more = f"… {len(answer) - SHOWN_HEAD:,} more characters in the DataFrame"
+    assert final["text/html"].count(more) == 2 and final["text/plain"].count(more) == 2
+    assert answer[: SHOWN_HEAD - 10] in final["text/plain"]
+
+
+def test_an_unchanged_answer_is_not_rendered_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    rendered: list[str] = []
+    render_entry = html._entry_html
+
+    def counting(entry: html.Entry, fmt: str, first: bool) -> str:
+        rendered.append(entry.text[:4])
+        return render_entry(entry, fmt, first)
+
+    monkeypatch.setattr(html, "_entry_html", counting)
+    view = LiveView(["a:x", "b:y", "c:z"])
+    view.finish(0, "done " * 10_000, caption="1 s")
+    for n in range(1, 21):
+        view.update(1, "more " * n)
+        view.render()
+    assert rendered.count("done") == 1 and rendered.count("more") == 20
+    assert rendered.count("") == 1  # the column still waiting, rendered once
+
+
+WEIRD = [
+    "\ud800",
+    "lone \udfff low surrogate and \ud83d high",
+    "\x00" * 5,
+    "NUL\x00inside **bold**",
+    "\ufffe\uffff\U0010ffff",
+    "&#xd800; &#0; &#x202e; &#27;",
+    "```\n\ud800\x1b[31m",
+    "[x](\ud800) <\ud800> `\x00`",
+    '{"k": "\\ud800\\u202e\\u001b"}',
+    "",
+]
+
+
+@pytest.mark.parametrize("fmt", html.FORMATS)
+def test_views_never_raise_on_any_text(fmt: str, kernel_pub: KernelLikePublisher) -> None:
+    labels = ["a:\ud800", "b:\x1b[31m", "c:x"]
+    grid = LiveView(labels, fmt=fmt, interval=0.001)
+    one = LiveView(["solo\ud800"], fmt=fmt, interval=0.001)
+    grid.show()
+    one.show()
+    for text in WEIRD:
+        for i in range(len(labels)):
+            grid.update(i, text)
+        one.update(0, text)
+        time.sleep(0.003)
+    grid.finish(0, WEIRD[0], caption="\ud800 s", error="bad \ud800 \x1b[2J")
+    grid.finish(1, "".join(WEIRD) * 3_000)
+    one.finish(0, "".join(WEIRD), caption="1 s", error="\x00")
+    grid.close()
+    one.close()
+    assert kernel_pub.failures == []
+    shown = json.dumps([o["data"] for o in kernel_pub.outputs], ensure_ascii=False)
+    assert "\ufffd" in shown and "\\\\x1b[2J" in shown  # json.dumps doubles the backslash
+    assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]", shown)
