@@ -5,6 +5,7 @@ end-of-run view, `side_by_side()`, the panel, and the text/plain twin of each â€
 `excerpt()`: at most `STREAM_TAIL` characters of an answer that is still streaming (its newest)
 and at most `SHOWN_HEAD` of a finished one (its first), with a note saying how many were left
 out. So the bytes a run sends to the front-end stay bounded whatever an answer's length.
+Cutting first keeps the cost of every later step (redaction, `visible()`, Markdown) bounded too.
 
 `visible()` is the one place that decides how text that could act instead of being read is
 shown: ANSI/OSC escape sequences and every other C0/C1 control but newline and tab (they could
@@ -59,7 +60,8 @@ def visible(text: str, *, markup: bool = False) -> str:
 
 @dataclass(frozen=True)
 class Excerpt:
-    """The part of an answer a view shows (redacted, visible) and how much it leaves out."""
+    """The part of an answer a view shows and how much it leaves out. `text` is redacted but
+    not yet made visible: each view does that as its medium needs (`plain()`, html.escape)."""
 
     text: str
     earlier: int = 0  # characters left out before it (the oldest of a streaming answer)
@@ -74,12 +76,13 @@ class Excerpt:
         return ""
 
     def plain(self) -> str:
-        """The excerpt as plain text, its note on a line of its own where the gap is."""
+        """The excerpt as plain text to show, its note on a line of its own where the gap is."""
+        text = visible(self.text)
         if self.earlier:
-            return f"{self.note}\n{self.text}"
+            return f"{self.note}\n{text}"
         if self.later:
-            return f"{self.text}\n{self.note}"
-        return self.text
+            return f"{text}\n{self.note}"
+        return text
 
 
 def excerpt(text: str, *, streaming: bool = False, limit: int | None = None) -> Excerpt:
@@ -89,12 +92,12 @@ def excerpt(text: str, *, streaming: bool = False, limit: int | None = None) -> 
     if streaming:
         limit = STREAM_TAIL if limit is None else limit
         if len(text) <= limit:
-            return Excerpt(visible(redact(text)))
+            return Excerpt(redact(text))
         start = len(text) - limit
         tail = redact(text[max(0, start - _REDACT_MARGIN) :])[-limit:]
-        return Excerpt(visible(tail), earlier=start)
+        return Excerpt(tail, earlier=start)
     limit = SHOWN_HEAD if limit is None else limit
     if len(text) <= limit:
-        return Excerpt(visible(redact(text)))
+        return Excerpt(redact(text))
     head = redact(text[: limit + _REDACT_MARGIN])[:limit]
-    return Excerpt(visible(head), later=len(text) - limit)
+    return Excerpt(head, later=len(text) - limit)

@@ -393,7 +393,7 @@ def test_excerpt_bounds_what_is_shown(monkeypatch: pytest.MonkeyPatch) -> None:
     assert head.text == text[:SHOWN_HEAD] and head.later == len(text) - SHOWN_HEAD
     assert head.plain().endswith("\n… 60,000 more characters in the DataFrame")
     short = excerpt("short \x1b[2J", streaming=True)
-    assert (short.text, short.note, short.plain()) == ("short \\x1b[2J", "", "short \\x1b[2J")
+    assert (short.text, short.note, short.plain()) == ("short \x1b[2J", "", "short \\x1b[2J")
     # a key that crosses the cut is redacted whole, not half shown
     key = "kq-" + "Z" * 60
     monkeypatch.setenv("SOME_PROVIDER_API_KEY", key)
