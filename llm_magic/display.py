@@ -26,11 +26,11 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from llm_magic import html
-from llm_magic.view_text import SHOWN_HEAD, STREAM_TAIL, excerpt, visible
+from llm_magic.view_text import SHOWN_HEAD, STREAM_TAIL, Tail, excerpt, visible
 
 __all__ = ["LiveView"]
 
@@ -40,10 +40,21 @@ _BYTES_PER_S = 500_000
 
 @dataclass
 class _Column:
-    text: str = ""
+    tail: Tail = field(default_factory=Tail)  # the answer so far (all of it once done)
     caption: str = ""
     error: str | None = None
     done: bool = False
+
+
+@dataclass(frozen=True)
+class _State:
+    """A column as one render sees it, copied under the lock."""
+
+    text: str
+    skipped: int
+    caption: str
+    error: str | None
+    done: bool
 
 
 def _has_frontend() -> bool:
@@ -80,19 +91,21 @@ class LiveView:
         self._cache = html.EntryCache(self.fmt)
 
     # ---- what gets displayed -------------------------------------------------------------
-    def _plain(self, label: str, column: _Column, limit: int) -> str:
-        shown = excerpt(column.text, streaming=not column.done, limit=limit)
+    def _plain(self, label: str, column: _State, limit: int) -> str:
+        streaming = not column.done
+        shown = excerpt(column.text, streaming=streaming, limit=limit, skipped=column.skipped)
         error = f"\nerror: {visible(column.error)}" if column.error else ""
         return f"[{visible(label)}]\n{shown.plain()}{error}"
 
-    def _bundle(self, columns: list[_Column], final: bool) -> dict[str, str]:
+    def _bundle(self, columns: list[_State], final: bool) -> dict[str, str]:
         # The final view shows more of each finished answer; until then every answer is held
         # to the streaming bound, so each update stays small however many answers are done.
         limit = SHOWN_HEAD if final else STREAM_TAIL
 
-        def entry(c: _Column, tag: str = "", caption: str = "") -> html.Entry:
+        def entry(c: _State, tag: str = "", caption: str = "") -> html.Entry:
             shown = limit if c.done else STREAM_TAIL
-            return html.Entry(c.text, caption or c.caption, c.error, tag, not c.done, shown)
+            caption = caption or c.caption
+            return html.Entry(c.text, caption, c.error, tag, not c.done, shown, c.skipped)
 
         plain = "\n\n".join(
             self._plain(label, c, limit if c.done else STREAM_TAIL)
@@ -119,9 +132,12 @@ class LiveView:
         `final`: as close() shows it, with more of each finished answer."""
         return self._bundle(self._snapshot(), final)
 
-    def _snapshot(self) -> list[_Column]:
+    def _snapshot(self) -> list[_State]:
         with self._lock:
-            return [_Column(c.text, c.caption, c.error, c.done) for c in self._columns]
+            return [
+                _State(c.tail.text(), c.tail.skipped, c.caption, c.error, c.done)
+                for c in self._columns
+            ]
 
     # ---- lifecycle -------------------------------------------------------------------------
     def show(self) -> None:
@@ -133,20 +149,30 @@ class LiveView:
         self._handle = display(self.render(), raw=True, display_id=True)
         self._last_render = time.monotonic()
 
-    def update(self, index: int, text: str) -> None:
-        """The full text of column `index` so far. Thread-safe, cheap, never renders itself."""
+    def append(self, index: int, piece: str) -> None:
+        """The next piece of column `index`'s answer. Thread-safe, cheap (the view keeps only
+        the newest characters), never renders itself."""
         with self._lock:
             column = self._columns[index]
             if column.done:
                 return  # a late chunk must not undo finish()
-            column.text = text
+            column.tail.append(piece)
+            self._poke()
+
+    def update(self, index: int, text: str) -> None:
+        """The full text of column `index` so far, instead of pieces. Thread-safe, cheap."""
+        with self._lock:
+            column = self._columns[index]
+            if column.done:
+                return
+            column.tail = Tail(text)
             self._poke()
 
     def finish(self, index: int, text: str, caption: str = "", error: str | None = None) -> None:
         """Column `index` is done: its final text, its caption ("0.84 s · 42 tok · ..."),
         and its error when it failed."""
         with self._lock:
-            self._columns[index] = _Column(text, caption, error, done=True)
+            self._columns[index] = _Column(Tail(text), caption, error, done=True)
             self._poke()
 
     def close(self) -> None:

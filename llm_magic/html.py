@@ -89,6 +89,7 @@ class Entry:
     tag: str = ""  # small label above the text, e.g. "#1" for a repeat
     pending: bool = False  # still streaming: its newest text is shown, else its first
     limit: int | None = None  # characters of text shown at most (view_text's default)
+    skipped: int = 0  # characters of a streaming answer before `text`, no longer held
 
 
 # ---- Markdown ------------------------------------------------------------------------------
@@ -166,7 +167,7 @@ def _entry_html(entry: Entry, fmt: str, first: bool) -> str:
     parts = [f'<div style="{_S_SEP}">' if not first else "<div>"]
     if entry.tag:
         parts.append(f'<div style="{_S_TAG}">{escape(entry.tag)}</div>')
-    shown = excerpt(entry.text, streaming=entry.pending, limit=entry.limit)
+    shown = excerpt(entry.text, streaming=entry.pending, limit=entry.limit, skipped=entry.skipped)
     if shown.earlier:
         parts.append(_note_html(shown.note))
     if entry.text or not (entry.error or entry.pending):

@@ -14,14 +14,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import html
 from .panel_view import column_html, status_html
 from .records import RunRecord
 from .runner import Job
-from .view_text import SHOWN_HEAD, STREAM_TAIL
+from .view_text import SHOWN_HEAD, STREAM_TAIL, Tail
 
 __all__ = ["LiveRun", "caption"]
 
@@ -41,13 +41,13 @@ def caption(record: RunRecord) -> str:
 
 @dataclass
 class _Answer:
-    text: str = ""
+    tail: Tail = field(default_factory=Tail)  # the answer so far (all of it once done)
     record: RunRecord | None = None
 
     @property
     def state(self) -> str:
         if self.record is None:
-            return "streaming" if self.text else "waiting"
+            return "streaming" if self.tail.length else "waiting"
         if self.record.finish_reason == "interrupted":
             return "stopped"
         return "error" if self.record.error else "done"
@@ -86,13 +86,13 @@ class LiveRun:
         with self._lock:
             answer = self._answers[column][repeat]
             if answer.record is None:  # a late chunk must not undo on_done
-                answer.text = text
+                answer.tail = Tail(text)  # the whole text so far (a piece: tail.append)
                 self._dirty.add(column)
 
     def on_done(self, job: Job, record: RunRecord) -> None:
         column, repeat = self._slot[job.index]
         with self._lock:
-            self._answers[column][repeat] = _Answer(record.output, record)
+            self._answers[column][repeat] = _Answer(Tail(record.output), record)
             self._dirty.add(column)
 
     # ---- rendering --------------------------------------------------------------------------
@@ -121,12 +121,13 @@ class LiveRun:
             r = a.record
             entries.append(
                 html.Entry(
-                    text=a.text,
+                    text=a.tail.text(),
                     caption=caption(r) if r is not None else "",
                     error=r.error if r is not None else None,
                     tag=f"run {i + 1}" if tagged else "",
                     pending=r is None,
                     limit=STREAM_TAIL if r is None else done_limit,
+                    skipped=a.tail.skipped,
                 )
             )
         return entries

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from llm_magic.errors import redact
 
-__all__ = ["SHOWN_HEAD", "STREAM_TAIL", "Excerpt", "excerpt", "visible"]
+__all__ = ["SHOWN_HEAD", "STREAM_TAIL", "Excerpt", "Tail", "excerpt", "visible"]
 
 STREAM_TAIL = 4_000  # characters of a streaming answer shown: its newest
 SHOWN_HEAD = 20_000  # characters of a finished answer shown: its first
@@ -85,19 +85,54 @@ class Excerpt:
         return text
 
 
-def excerpt(text: str, *, streaming: bool = False, limit: int | None = None) -> Excerpt:
+def excerpt(
+    text: str, *, streaming: bool = False, limit: int | None = None, skipped: int = 0
+) -> Excerpt:
     """What a view shows of `text`: its newest `limit` characters while it streams (default
     STREAM_TAIL), its first `limit` once finished (default SHOWN_HEAD). The cost depends on
-    `limit`, not on the length of `text`."""
+    `limit`, not on the length of `text`. `skipped`: characters of a streaming answer that
+    came before `text` and are no longer held (a `Tail` drops them)."""
     if streaming:
         limit = STREAM_TAIL if limit is None else limit
         if len(text) <= limit:
-            return Excerpt(redact(text))
+            return Excerpt(redact(text), earlier=skipped)
         start = len(text) - limit
         tail = redact(text[max(0, start - _REDACT_MARGIN) :])[-limit:]
-        return Excerpt(tail, earlier=start)
+        return Excerpt(tail, earlier=skipped + start)
     limit = SHOWN_HEAD if limit is None else limit
     if len(text) <= limit:
         return Excerpt(redact(text))
     head = redact(text[: limit + _REDACT_MARGIN])[:limit]
     return Excerpt(head, later=len(text) - limit)
+
+
+class Tail:
+    """The newest characters of an answer heard piece by piece, in bounded memory: what a live
+    view needs while it streams (the whole answer comes with its row at the end). Appending is
+    amortised O(len(piece)); the caller serialises calls (a view's lock)."""
+
+    _KEEP = STREAM_TAIL + _REDACT_MARGIN  # what excerpt(streaming=True) reads
+
+    def __init__(self, text: str = "") -> None:
+        self._pieces = [text]
+        self._held = len(text)
+        self.length = len(text)  # every character heard, held or not
+
+    def append(self, piece: str) -> None:
+        self._pieces.append(piece)
+        self._held += len(piece)
+        self.length += len(piece)
+        if self._held > 2 * self._KEEP:  # drop the oldest, at most once per _KEEP characters
+            self._pieces = ["".join(self._pieces)[-self._KEEP :]]
+            self._held = len(self._pieces[0])
+
+    def text(self) -> str:
+        """What is held (the newest characters; all of them for a text set whole)."""
+        if len(self._pieces) > 1:
+            self._pieces = ["".join(self._pieces)]  # later calls return this same object
+        return self._pieces[0]
+
+    @property
+    def skipped(self) -> int:
+        """Characters heard but no longer held."""
+        return self.length - self._held

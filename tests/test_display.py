@@ -18,7 +18,7 @@ from traitlets.config import Config
 from llm_magic import html
 from llm_magic.display import LiveView
 from llm_magic.errors import UsageProblem
-from llm_magic.view_text import SHOWN_HEAD, STREAM_TAIL, excerpt, visible
+from llm_magic.view_text import SHOWN_HEAD, STREAM_TAIL, Tail, excerpt, visible
 
 XSS = "<script>alert(1)</script>"
 
@@ -404,14 +404,15 @@ def test_excerpt_bounds_what_is_shown(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_huge_answer_sends_a_bounded_amount(kernel_pub: KernelLikePublisher) -> None:
-    answer = "".join(f"word{i} " for i in range(240_000))  # about 2.1 MB
+    answer = "".join(f"word{i} " for i in range(500_000))  # about 5.4 MB
+    pieces = [answer[i : i + 2_700] for i in range(0, len(answer), 2_700)]  # 2,000 pieces
     view = LiveView(["a:x", "b:y"], interval=0.002)
     view.show()
     view.finish(1, answer, caption="1 s")  # a finished huge answer beside one that streams
-    pieces = 400
-    for n in range(1, pieces + 1):
-        view.update(0, answer[: len(answer) * n // pieces])
-        time.sleep(0.002)  # streams take time: the flusher publishes while this one grows
+    for n, piece in enumerate(pieces):
+        view.append(0, piece)
+        if n % 10 == 0:
+            time.sleep(0.002)  # streams take time: the flusher publishes while this one grows
     view.finish(0, answer, caption="2 s")
     view.close()
     assert kernel_pub.failures == []
@@ -421,7 +422,7 @@ def test_a_huge_answer_sends_a_bounded_amount(kernel_pub: KernelLikePublisher) -
     # HTML and a plain-text twin of each, markup around them.
     while_running = 2 * (3 * STREAM_TAIL + 3_000)
     at_the_end = 2 * (3 * SHOWN_HEAD + 3_000)
-    assert max(sizes[:-1]) <= while_running < len(answer) // 30
+    assert max(sizes[:-1]) <= while_running < len(answer) // 100
     assert sizes[-1] <= at_the_end
     outputs = kernel_pub.outputs
     streaming = [o["data"]["text/html"] for o in outputs[1:-1]]
@@ -430,6 +431,25 @@ def test_a_huge_answer_sends_a_bounded_amount(kernel_pub: KernelLikePublisher) -
     more = f"… {len(answer) - SHOWN_HEAD:,} more characters in the DataFrame"
     assert final["text/html"].count(more) == 2 and final["text/plain"].count(more) == 2
     assert answer[: SHOWN_HEAD - 10] in final["text/plain"]
+
+
+def test_a_tail_holds_the_newest_text_in_bounded_memory() -> None:
+    answer = "".join(f"<{i}>" for i in range(300_000))
+    tail = Tail()
+    held = []
+    for i in range(0, len(answer), 997):
+        tail.append(answer[i : i + 997])
+        held.append(len(tail.text()))
+    assert tail.length == len(answer) and max(held) <= 2 * (STREAM_TAIL + 512) + 997
+    shown = excerpt(tail.text(), streaming=True, skipped=tail.skipped)
+    assert shown.text == answer[-STREAM_TAIL:]
+    assert shown.earlier == len(answer) - STREAM_TAIL
+    view = LiveView(["a:x"], fmt="text")
+    view.append(0, "first ")
+    view.append(0, "second")
+    assert "first second" in view.render()["text/plain"]
+    view.update(0, "whole text so far")  # the full-text call still works
+    assert "whole text so far" in view.render()["text/plain"]
 
 
 def test_an_unchanged_answer_is_not_rendered_again(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -472,8 +492,10 @@ def test_views_never_raise_on_any_text(fmt: str, kernel_pub: KernelLikePublisher
     grid.show()
     one.show()
     for text in WEIRD:
-        for i in range(len(labels)):
+        for i in range(len(labels) - 1):
             grid.update(i, text)
+        for char in text:  # the last column hears pieces, cut anywhere
+            grid.append(len(labels) - 1, char)
         one.update(0, text)
         time.sleep(0.003)
     grid.finish(0, WEIRD[0], caption="\ud800 s", error="bad \ud800 \x1b[2J")
