@@ -24,15 +24,23 @@ XSS = "<script>alert(1)</script>"
 
 
 class RecordingPublisher(CapturingDisplayPublisher):
-    """IPython's capturing publisher, also noting which thread published."""
+    """IPython's capturing publisher, also noting which thread published, and encoding every
+    message as a kernel does (JSON, then UTF-8, which refuses lone surrogates): its size, or
+    its failure (LiveView swallows display errors, so this is where a bad one shows)."""
 
     def publish(self, data, metadata=None, source=None, *, transient=None, update=False):
         self.threads.append(threading.current_thread().name)
+        try:
+            self.sizes.append(len(json.dumps(data, ensure_ascii=False).encode("utf-8")))
+        except Exception as exc:  # noqa: BLE001 - recorded for the test to see
+            self.failures.append(exc)
         super().publish(data, metadata, source, transient=transient, update=update)
 
     def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
         self.threads: list[str] = []
+        self.sizes: list[int] = []
+        self.failures: list[BaseException] = []
 
 
 @pytest.fixture(scope="module")
@@ -340,32 +348,6 @@ def test_caption_text() -> None:
 # ---- what a view shows of an answer: bounded, controls visible, never an exception ----------
 
 
-class KernelLikePublisher(CapturingDisplayPublisher):
-    """Encodes every message as a kernel does (JSON, then UTF-8, which refuses lone
-    surrogates), noting its size and any failure; LiveView itself swallows display errors, so
-    this is where a bad one shows."""
-
-    def __init__(self, **kw: Any) -> None:
-        super().__init__(**kw)
-        self.sizes: list[int] = []
-        self.failures: list[BaseException] = []
-
-    def publish(self, data, metadata=None, source=None, *, transient=None, update=False):
-        try:
-            self.sizes.append(len(json.dumps(data, ensure_ascii=False).encode("utf-8")))
-        except Exception as exc:  # noqa: BLE001 - recorded for the test to see
-            self.failures.append(exc)
-        super().publish(data, metadata, source, transient=transient, update=update)
-
-
-@pytest.fixture
-def kernel_pub(shell: InteractiveShell):
-    saved = shell.display_pub
-    shell.display_pub = KernelLikePublisher(shell=shell)
-    yield shell.display_pub
-    shell.display_pub = saved
-
-
 def test_visible_shows_controls_bidi_and_surrogates_as_text() -> None:
     assert visible("\x1b[31mred\x1b[0m") == "\\x1b[31mred\\x1b[0m"
     assert visible("\x1b]0;owned\x07") == "\\x1b]0;owned\\x07"  # window title
@@ -403,7 +385,7 @@ def test_excerpt_bounds_what_is_shown(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "ZZZ" not in excerpt(crossing, streaming=True).text
 
 
-def test_a_huge_answer_sends_a_bounded_amount(kernel_pub: KernelLikePublisher) -> None:
+def test_a_huge_answer_sends_a_bounded_amount(published: RecordingPublisher) -> None:
     answer = "".join(f"word{i} " for i in range(500_000))  # about 5.4 MB
     pieces = [answer[i : i + 2_700] for i in range(0, len(answer), 2_700)]  # 2,000 pieces
     view = LiveView(["a:x", "b:y"], interval=0.002)
@@ -415,8 +397,8 @@ def test_a_huge_answer_sends_a_bounded_amount(kernel_pub: KernelLikePublisher) -
             time.sleep(0.002)  # streams take time: the flusher publishes while this one grows
     view.finish(0, answer, caption="2 s")
     view.close()
-    assert kernel_pub.failures == []
-    sizes = kernel_pub.sizes
+    assert published.failures == []
+    sizes = published.sizes
     assert len(sizes) >= 5, "too few updates to tell"
     # Each update is bounded by the constants, whatever the answer's length: two columns, an
     # HTML and a plain-text twin of each, markup around them.
@@ -424,7 +406,7 @@ def test_a_huge_answer_sends_a_bounded_amount(kernel_pub: KernelLikePublisher) -
     at_the_end = 2 * (3 * SHOWN_HEAD + 3_000)
     assert max(sizes[:-1]) <= while_running < len(answer) // 100
     assert sizes[-1] <= at_the_end
-    outputs = kernel_pub.outputs
+    outputs = published.outputs
     streaming = [o["data"]["text/html"] for o in outputs[1:-1]]
     assert any("earlier characters" in page for page in streaming)
     final = outputs[-1]["data"]
@@ -485,7 +467,7 @@ WEIRD = [
 
 
 @pytest.mark.parametrize("fmt", html.FORMATS)
-def test_views_never_raise_on_any_text(fmt: str, kernel_pub: KernelLikePublisher) -> None:
+def test_views_never_raise_on_any_text(fmt: str, published: RecordingPublisher) -> None:
     labels = ["a:\ud800", "b:\x1b[31m", "c:x"]
     grid = LiveView(labels, fmt=fmt, interval=0.001)
     one = LiveView(["solo\ud800"], fmt=fmt, interval=0.001)
@@ -503,7 +485,7 @@ def test_views_never_raise_on_any_text(fmt: str, kernel_pub: KernelLikePublisher
     one.finish(0, "".join(WEIRD), caption="1 s", error="\x00")
     grid.close()
     one.close()
-    assert kernel_pub.failures == []
-    shown = json.dumps([o["data"] for o in kernel_pub.outputs], ensure_ascii=False)
+    assert published.failures == []
+    shown = json.dumps([o["data"] for o in published.outputs], ensure_ascii=False)
     assert "\ufffd" in shown and "\\\\x1b[2J" in shown  # json.dumps doubles the backslash
     assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]", shown)
