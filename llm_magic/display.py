@@ -10,9 +10,8 @@ a render.
 What goes out stays bounded whatever the answers' length: while the run goes on, every answer
 shows at most `view_text.STREAM_TAIL` characters (the newest of one that streams, the first of
 one that is done), and an answer that did not change is not rendered again (html.EntryCache);
-the final view shows the first `view_text.SHOWN_HEAD` characters of each. A large view also
-waits longer between updates (`_BYTES_PER_S`), so a long run of wide columns cannot flood the
-front-end.
+the final view shows the first `view_text.SHOWN_HEAD` characters of each. A large or costly
+view also waits longer between updates (view_text.render_spacing).
 
 A single column in Markdown is one answer rendered as Markdown (html.markdown_html: no HTML or
 script from the model); otherwise an escaped HTML grid (html.grid_html); only fmt="html"
@@ -30,12 +29,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llm_magic import html
-from llm_magic.view_text import SHOWN_HEAD, STREAM_TAIL, Tail, excerpt, visible
+from llm_magic.view_text import (
+    SHOWN_HEAD,
+    STREAM_TAIL,
+    Tail,
+    excerpt,
+    render_spacing,
+    visible,
+)
 
 __all__ = ["LiveView"]
-
-# Updates are spaced so that the view sends at most about this many bytes a second.
-_BYTES_PER_S = 500_000
 
 
 @dataclass
@@ -84,7 +87,8 @@ class LiveView:
         self._dirty = False
         self._closed = False
         self._last_render = 0.0
-        self._last_size = 0  # characters of the last update sent, for _BYTES_PER_S
+        self._last_size = 0  # characters of the last update sent
+        self._last_cost = 0.0  # seconds the last render took
         self._flusher: threading.Thread | None = None
         self._wake = threading.Event()  # set by close() to cut a flusher's wait short
         self._handle: Any = None  # IPython DisplayHandle once shown in a frontend
@@ -212,14 +216,16 @@ class LiveView:
                     if not self._dirty or self._closed:
                         self._flusher = None
                         return
-                    spacing = max(self.interval, self._last_size / _BYTES_PER_S)
+                    spacing = render_spacing(self.interval, self._last_cost, self._last_size)
                     wait = self._last_render + spacing - time.monotonic()
                 if wait > 0 and self._wake.wait(wait):
                     return  # close() is joining us and renders the final state itself
                 with self._lock:
                     self._dirty = False
                     self._last_render = time.monotonic()
+                started = time.perf_counter()
                 bundle = self.render()
+                self._last_cost = time.perf_counter() - started
                 self._last_size = sum(map(len, bundle.values()))
                 self._publish(bundle)
         finally:

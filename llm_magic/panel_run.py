@@ -21,7 +21,7 @@ from . import html
 from .panel_view import column_html, status_html
 from .records import RunRecord
 from .runner import Job
-from .view_text import SHOWN_HEAD, STREAM_TAIL, Tail
+from .view_text import SHOWN_HEAD, STREAM_TAIL, Tail, render_spacing
 
 __all__ = ["LiveRun", "caption"]
 
@@ -142,17 +142,24 @@ class LiveRun:
         chips = [(f"{label} · {state}", state) for label, state in pairs]
         self.status.value = status_html(phase, message, chips)
 
-    def _flush(self) -> None:
+    def _flush(self) -> int:
+        """Render the columns that changed; returns the characters sent."""
         with self._lock:  # only the snapshot under the lock: workers never wait for a render
             dirty, self._dirty = self._dirty, set()
             entries = {c: self._entries(c) for c in sorted(dirty)}
+        sent = 0
         for c, answers in entries.items():
-            self.columns[c].value = column_html(self.labels[c], answers, self._caches[c])
+            self.columns[c].value = body = column_html(self.labels[c], answers, self._caches[c])
+            sent += len(body)
+        return sent
 
     def _tick(self) -> None:
-        while not self._stop.wait(self.interval):
-            self._flush()
+        wait = self.interval
+        while not self._stop.wait(wait):
+            started = time.perf_counter()
+            sent = self._flush()
             self.render_status("running")
+            wait = render_spacing(self.interval, time.perf_counter() - started, sent)
 
     # ---- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:

@@ -21,10 +21,14 @@ from dataclasses import dataclass
 
 from llm_magic.errors import redact
 
-__all__ = ["SHOWN_HEAD", "STREAM_TAIL", "Excerpt", "Tail", "excerpt", "visible"]
+__all__ = ["SHOWN_HEAD", "STREAM_TAIL", "Excerpt", "Tail", "excerpt", "render_spacing", "visible"]
 
 STREAM_TAIL = 4_000  # characters of a streaming answer shown: its newest
 SHOWN_HEAD = 20_000  # characters of a finished answer shown: its first
+# A live view sends at most about this many characters a second, and spends at most this share
+# of the time rendering (Markdown of a dozen long columns is slow): `render_spacing()`.
+_CHARS_PER_S = 500_000
+_BUSY_MAX = 0.25
 # Redaction reads a little past the cut, so a key that crosses it is removed whole rather than
 # half shown (keys are far shorter than this).
 _REDACT_MARGIN = 512
@@ -136,3 +140,10 @@ class Tail:
     def skipped(self) -> int:
         """Characters heard but no longer held."""
         return self.length - self._held
+
+
+def render_spacing(interval: float, cost: float, size: int) -> float:
+    """Seconds a live view waits after a render that took `cost` seconds and sent `size`
+    characters: `interval`, or longer, so that wide columns of long answers neither flood the
+    front-end nor take the CPU from the workers that read the streams."""
+    return max(interval, size / _CHARS_PER_S, cost / _BUSY_MAX)
