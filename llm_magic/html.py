@@ -171,7 +171,7 @@ def _entry_html(entry: Entry, fmt: str, first: bool) -> str:
     if shown.earlier:
         parts.append(_note_html(shown.note))
     if entry.text or not (entry.error or entry.pending):
-        parts.append(_body_html(shown, fmt))
+        parts.append(f'<div class="llm-answer">{_body_html(shown, fmt)}</div>')
     elif entry.pending:
         parts.append(_note_html("waiting…"))
     if shown.later:
