@@ -109,7 +109,10 @@ def _markdown() -> Any:
     # Imported on first use: `%load_ext` must stay light; the first Markdown view pays.
     from markdown_it import MarkdownIt
 
-    md = MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"])
+    # breaks: a single newline stays a line break, as chat UIs show a model's text (a haiku
+    # must not become one line); everything else renders as in JupyterLab.
+    md = MarkdownIt("commonmark", {"html": False, "breaks": True})
+    md.enable(["table", "strikethrough"])
     md.disable("image")  # "![alt](url)" shows as "!" and a link: nothing loads unasked
     md.validateLink = _link_allowed  # a refused link stays as its literal text
     return md

@@ -307,7 +307,7 @@ def test_ordinary_markdown_renders_as_jupyterlab_does() -> None:
         "# H\n\n## Sub\n\n* a\n* b\n\n1. one\n2. two\n\n> quote\n\n"
         "| x | y |\n|---|:-:|\n| 1 | 2 |\n\n**bold** _em_ ~~gone~~ `a < b` "
         "[ok](https://e.org) <https://auto.example> [m](mailto:a@e.org)\n\n"
-        "```python\nif a < b:\n    print('x')\n```"
+        "```python\nif a < b:\n    print('x')\n```\n\nline one\nline two"
     )
     out = html.markdown_html(text)
     assert_inert(out)
@@ -320,6 +320,7 @@ def test_ordinary_markdown_renders_as_jupyterlab_does() -> None:
         "<th>x</th>",
         '<td style="text-align:center">2</td>',
         "<strong>bold</strong> <em>em</em> <s>gone</s> <code>a &lt; b</code>",
+        "<p>line one<br />\nline two</p>",  # a model's line breaks are kept
         '<a href="https://e.org">ok</a>',
         '<a href="https://auto.example">https://auto.example</a>',
         '<a href="mailto:a@e.org">m</a>',
