@@ -1,11 +1,11 @@
 """The live view a cell shows while answers stream in.
 
-Workers call `update()` / `finish()` from their own threads. Those calls only store the text
-under a short lock and, if no flush is pending, start a flusher thread; the flusher renders at
-most every `interval` seconds, outside the lock, and publishes with `DisplayHandle.update` (the
-one way to reach the right cell output from another thread). `close()` stops the flusher and
-renders the final state itself, so the last state is never lost and no worker ever waits for
-a render.
+Workers call `append()` (or `update()`) and `finish()` from their own threads. Those calls only
+store the text under a short lock and, if no flush is pending, start a flusher thread; the
+flusher renders at most every `interval` seconds, outside the lock, and publishes with
+`DisplayHandle.update` (the one way to reach the right cell output from another thread).
+`close()` stops the flusher and renders the final state itself, so the last state is never
+lost and no worker ever waits for a render.
 
 What goes out stays bounded whatever the answers' length: while the run goes on, every answer
 shows at most `view_text.STREAM_TAIL` characters (the newest of one that streams, the first of
@@ -96,24 +96,26 @@ class LiveView:
 
     # ---- what gets displayed -------------------------------------------------------------
     def _plain(self, label: str, column: _State, limit: int) -> str:
-        streaming = not column.done
-        shown = excerpt(column.text, streaming=streaming, limit=limit, skipped=column.skipped)
+        shown = excerpt(
+            column.text, streaming=not column.done, limit=limit, skipped=column.skipped
+        )
         error = f"\nerror: {visible(column.error)}" if column.error else ""
         return f"[{visible(label)}]\n{shown.plain()}{error}"
 
     def _bundle(self, columns: list[_State], final: bool) -> dict[str, str]:
         # The final view shows more of each finished answer; until then every answer is held
         # to the streaming bound, so each update stays small however many answers are done.
-        limit = SHOWN_HEAD if final else STREAM_TAIL
+        head = SHOWN_HEAD if final else STREAM_TAIL
+
+        def limit(c: _State) -> int:
+            return head if c.done else STREAM_TAIL
 
         def entry(c: _State, tag: str = "", caption: str = "") -> html.Entry:
-            shown = limit if c.done else STREAM_TAIL
             caption = caption or c.caption
-            return html.Entry(c.text, caption, c.error, tag, not c.done, shown, c.skipped)
+            return html.Entry(c.text, caption, c.error, tag, not c.done, limit(c), c.skipped)
 
         plain = "\n\n".join(
-            self._plain(label, c, limit if c.done else STREAM_TAIL)
-            for label, c in zip(self.labels, columns, strict=True)
+            self._plain(label, c, limit(c)) for label, c in zip(self.labels, columns, strict=True)
         )
         if len(columns) == 1 and self.fmt == "markdown":
             col = columns[0]

@@ -22,7 +22,7 @@ from html import escape as _html_escape
 from typing import Any
 
 from llm_magic.errors import UsageProblem
-from llm_magic.view_text import SHOWN_HEAD, Excerpt, excerpt, visible
+from llm_magic.view_text import Excerpt, excerpt, visible
 
 __all__ = [
     "FORMATS",
@@ -222,9 +222,9 @@ Row = tuple[str | None, Sequence[Sequence[Entry]]]
 
 
 def _label_html(label: str) -> str:
-    shown = excerpt(label, limit=SHOWN_HEAD)
-    note = _note_html(shown.note) if shown.later else ""
-    return _pre(shown.text) + note
+    """A row's prompt, bounded as an answer is (an --over item may be a whole document)."""
+    shown = excerpt(label)
+    return _pre(shown.text) + (_note_html(shown.note) if shown.later else "")
 
 
 def grid_html(
