@@ -23,6 +23,7 @@ displayed.
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -38,7 +39,11 @@ from llm_magic.view_text import (
     visible,
 )
 
-__all__ = ["LiveView"]
+__all__ = ["LiveView", "safe_markdown"]
+
+# Markdown punctuation as numeric entities: in HTML they show as the same characters.
+_MD_PUNCT = {ord(c): f"&#{ord(c)};" for c in "\\`*_[]()!|~"}
+_TEXT_NODE = re.compile(r">([^<]+)<")
 
 
 @dataclass
@@ -58,6 +63,19 @@ class _State:
     caption: str
     error: str | None
     done: bool
+
+
+def safe_markdown(text: str) -> str:
+    """Markdown source that shows `text` as html.markdown_html renders it. Transitional: it
+    serves `api.Completion._repr_markdown_`, which should return `html.answer_html(...)` from
+    `_repr_html_` instead; then this goes. The result is that HTML on one line, which a
+    CommonMark renderer passes through whole as an HTML block; its text's Markdown punctuation
+    is entity-encoded besides, so a renderer that read it as Markdown could make nothing of it
+    (no link, no emphasis) either."""
+    rendered = _TEXT_NODE.sub(
+        lambda m: ">" + m.group(1).translate(_MD_PUNCT) + "<", html.markdown_html(text)
+    )
+    return rendered.replace("\n", "&#10;")
 
 
 def _has_frontend() -> bool:

@@ -16,7 +16,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
 from llm_magic import html
-from llm_magic.display import LiveView
+from llm_magic.display import LiveView, safe_markdown
 from llm_magic.errors import UsageProblem
 from llm_magic.view_text import SHOWN_HEAD, STREAM_TAIL, Tail, excerpt, visible
 
@@ -327,6 +327,20 @@ def test_ordinary_markdown_renders_as_jupyterlab_does() -> None:
         '<pre><code class="language-python">if a &lt; b:\n    print(\'x\')\n</code></pre>',
     ):
         assert piece in out, piece
+
+
+def test_safe_markdown_is_one_inert_html_block() -> None:
+    """What api.Completion's _repr_markdown_ returns: a frontend's Markdown renderer (raw HTML
+    on) passes it through whole, and it is the inert HTML markdown_html makes."""
+    from markdown_it import MarkdownIt
+
+    frontend = MarkdownIt("commonmark")  # raw HTML on, as notebook frontends render Markdown
+    for text in [*HOSTILE, "# H\n\n- a\n- b\n\n```py\nif a < b:\n    x()\n```\n\nend"]:
+        out = safe_markdown(text)
+        assert "\n" not in out
+        assert frontend.render(out).strip() == out.strip()
+        assert_inert(frontend.render(out))
+        assert TagAudit(out).tags == TagAudit(html.markdown_html(text)).tags
 
 
 def test_markdown_is_the_grid_format_too() -> None:
