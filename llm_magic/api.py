@@ -46,10 +46,10 @@ class Completion:
         short = self.text if len(self.text) <= 60 else self.text[:59] + "…"
         return f"Completion({short!r}, target={self.record.target!r})"
 
-    def _repr_markdown_(self) -> str:
-        from .display import safe_markdown
+    def _repr_html_(self) -> str:
+        from .html import Entry, answer_html
 
-        return safe_markdown(self.text)
+        return answer_html(Entry(self.text))
 
 
 def run(

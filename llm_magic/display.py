@@ -1,16 +1,23 @@
 """The live view a cell shows while answers stream in.
 
-Workers call `update()` / `finish()` from their own threads. Those calls only store the text
-under a short lock and, if no flush is pending, start a flusher thread; the flusher renders at
-most every `interval` seconds, outside the lock, and publishes with `DisplayHandle.update` (the
-one way to reach the right cell output from another thread). `close()` stops the flusher and
-renders the final state itself, so the last state is never lost and no worker ever waits for
-a render.
+Workers call `append()` (or `update()`) and `finish()` from their own threads. Those calls only
+store the text under a short lock and, if no flush is pending, start a flusher thread; the
+flusher renders at most every `interval` seconds, outside the lock, and publishes with
+`DisplayHandle.update` (the one way to reach the right cell output from another thread).
+`close()` stops the flusher and renders the final state itself, so the last state is never
+lost and no worker ever waits for a render.
 
-Single column + markdown: the text goes out as Markdown made safe by `html.safe_markdown`
-(model text cannot inject HTML or script). Otherwise an escaped HTML grid (html.grid_html);
-only fmt="html" renders model HTML as such. Without a frontend (plain terminal IPython, or no
-IPython at all) nothing is displayed.
+What goes out stays bounded whatever the answers' length: while the run goes on, every answer
+shows at most `view_text.STREAM_TAIL` characters (the newest of one that streams, the first of
+one that is done), and an answer that did not change is not rendered again (html.EntryCache);
+the final view shows the first `view_text.SHOWN_HEAD` characters of each. A large or costly
+view also waits longer between updates (view_text.render_spacing).
+
+A single column in Markdown is one answer rendered as Markdown (html.markdown_html: no HTML or
+script from the model); otherwise an escaped HTML grid (html.grid_html); only fmt="html"
+renders model HTML as such. The text/plain twin shows the same excerpts, controls made
+visible. Without a frontend (plain terminal IPython, or no IPython at all) nothing is
+displayed.
 """
 
 from __future__ import annotations
@@ -18,22 +25,39 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from llm_magic import html
-from llm_magic.errors import redact
-from llm_magic.html import safe_markdown  # re-exported: api.Completion renders with it
+from llm_magic.view_text import (
+    SHOWN_HEAD,
+    STREAM_TAIL,
+    Tail,
+    excerpt,
+    render_spacing,
+    visible,
+)
 
-__all__ = ["LiveView", "safe_markdown"]
+__all__ = ["LiveView"]
 
 
 @dataclass
 class _Column:
-    text: str = ""
+    tail: Tail = field(default_factory=Tail)  # the answer so far (all of it once done)
     caption: str = ""
     error: str | None = None
     done: bool = False
+
+
+@dataclass(frozen=True)
+class _State:
+    """A column as one render sees it, copied under the lock."""
+
+    text: str
+    skipped: int
+    caption: str
+    error: str | None
+    done: bool
 
 
 def _has_frontend() -> bool:
@@ -63,49 +87,63 @@ class LiveView:
         self._dirty = False
         self._closed = False
         self._last_render = 0.0
+        self._last_size = 0  # characters of the last update sent
+        self._last_cost = 0.0  # seconds the last render took
         self._flusher: threading.Thread | None = None
         self._wake = threading.Event()  # set by close() to cut a flusher's wait short
         self._handle: Any = None  # IPython DisplayHandle once shown in a frontend
+        self._cache = html.EntryCache(self.fmt)
 
     # ---- what gets displayed -------------------------------------------------------------
-    def _bundle(self, columns: list[_Column]) -> dict[str, str]:
+    def _plain(self, label: str, column: _State, limit: int) -> str:
+        shown = excerpt(
+            column.text, streaming=not column.done, limit=limit, skipped=column.skipped
+        )
+        error = f"\nerror: {visible(column.error)}" if column.error else ""
+        return f"[{visible(label)}]\n{shown.plain()}{error}"
+
+    def _bundle(self, columns: list[_State], final: bool) -> dict[str, str]:
+        # The final view shows more of each finished answer; until then every answer is held
+        # to the streaming bound, so each update stays small however many answers are done.
+        head = SHOWN_HEAD if final else STREAM_TAIL
+
+        def limit(c: _State) -> int:
+            return head if c.done else STREAM_TAIL
+
+        def entry(c: _State, tag: str = "", caption: str = "") -> html.Entry:
+            caption = caption or c.caption
+            return html.Entry(c.text, caption, c.error, tag, not c.done, limit(c), c.skipped)
+
         plain = "\n\n".join(
-            f"[{label}]\n{redact(c.text)}" + (f"\nerror: {c.error}" if c.error else "")
-            for label, c in zip(self.labels, columns, strict=True)
+            self._plain(label, c, limit(c)) for label, c in zip(self.labels, columns, strict=True)
         )
         if len(columns) == 1 and self.fmt == "markdown":
             col = columns[0]
-            md = html.safe_markdown(col.text)
-            if col.error:
-                md += (
-                    '\n\n<div style="color:var(--jp-error-color1,#d9534f);font-weight:600">'
-                    f"error: {html.escape(col.error)}</div>"
-                )
-            if col.done:
-                caption = " · ".join(filter(None, [self.labels[0], col.caption]))
-                md += f'\n\n<div style="font-size:11px;opacity:.7">{html.escape(caption)}</div>'
-            return {"text/plain": plain, "text/markdown": md}
+            caption = " · ".join(filter(None, [self.labels[0], col.caption])) if col.done else ""
+            page = html.answer_html(entry(col, caption=caption), cache=self._cache)
+            return {"text/plain": plain, "text/html": page}
         # Answers under the same label (repeats of one target) stack in one column, tagged
         # #0, #1, ... as side_by_side() shows them: every target stays in view.
         heads = list(dict.fromkeys(self.labels))
         cells: dict[str, list[html.Entry]] = {head: [] for head in heads}
         stacked = len(heads) < len(self.labels)
         for label, c in zip(self.labels, columns, strict=True):
-            tag = f"#{len(cells[label])}" if stacked else ""
-            cells[label].append(html.Entry(c.text, c.caption, c.error, tag, pending=not c.done))
+            cells[label].append(entry(c, tag=f"#{len(cells[label])}" if stacked else ""))
         row = [cells[head] for head in heads]
-        return {
-            "text/plain": plain,
-            "text/html": html.grid_html(heads, [(None, row)], self.fmt),
-        }
+        page = html.grid_html(heads, [(None, row)], self.fmt, self._cache)
+        return {"text/plain": plain, "text/html": page}
 
-    def render(self) -> dict[str, str]:
-        """The MIME bundle of the current state (what the next display update will send)."""
-        return self._bundle(self._snapshot())
+    def render(self, final: bool = False) -> dict[str, str]:
+        """The MIME bundle of the current state (what the next display update will send);
+        `final`: as close() shows it, with more of each finished answer."""
+        return self._bundle(self._snapshot(), final)
 
-    def _snapshot(self) -> list[_Column]:
+    def _snapshot(self) -> list[_State]:
         with self._lock:
-            return [_Column(c.text, c.caption, c.error, c.done) for c in self._columns]
+            return [
+                _State(c.tail.text(), c.tail.skipped, c.caption, c.error, c.done)
+                for c in self._columns
+            ]
 
     # ---- lifecycle -------------------------------------------------------------------------
     def show(self) -> None:
@@ -117,20 +155,30 @@ class LiveView:
         self._handle = display(self.render(), raw=True, display_id=True)
         self._last_render = time.monotonic()
 
-    def update(self, index: int, text: str) -> None:
-        """The full text of column `index` so far. Thread-safe, cheap, never renders itself."""
+    def append(self, index: int, piece: str) -> None:
+        """The next piece of column `index`'s answer. Thread-safe, cheap (the view keeps only
+        the newest characters), never renders itself."""
         with self._lock:
             column = self._columns[index]
             if column.done:
                 return  # a late chunk must not undo finish()
-            column.text = text
+            column.tail.append(piece)
+            self._poke()
+
+    def update(self, index: int, text: str) -> None:
+        """The full text of column `index` so far, instead of pieces. Thread-safe, cheap."""
+        with self._lock:
+            column = self._columns[index]
+            if column.done:
+                return
+            column.tail = Tail(text)
             self._poke()
 
     def finish(self, index: int, text: str, caption: str = "", error: str | None = None) -> None:
         """Column `index` is done: its final text, its caption ("0.84 s · 42 tok · ..."),
         and its error when it failed."""
         with self._lock:
-            self._columns[index] = _Column(text, caption, error, done=True)
+            self._columns[index] = _Column(Tail(text), caption, error, done=True)
             self._poke()
 
     def close(self) -> None:
@@ -141,7 +189,7 @@ class LiveView:
         self._wake.set()
         if flusher is not None and flusher is not threading.current_thread():
             flusher.join()
-        self._publish(self.render())
+        self._publish(self.render(final=True))
 
     def __enter__(self) -> LiveView:
         self.show()
@@ -170,13 +218,18 @@ class LiveView:
                     if not self._dirty or self._closed:
                         self._flusher = None
                         return
-                    wait = self._last_render + self.interval - time.monotonic()
+                    spacing = render_spacing(self.interval, self._last_cost, self._last_size)
+                    wait = self._last_render + spacing - time.monotonic()
                 if wait > 0 and self._wake.wait(wait):
                     return  # close() is joining us and renders the final state itself
                 with self._lock:
                     self._dirty = False
                     self._last_render = time.monotonic()
-                self._publish(self.render())
+                started = time.perf_counter()
+                bundle = self.render()
+                self._last_cost = time.perf_counter() - started
+                self._last_size = sum(map(len, bundle.values()))
+                self._publish(bundle)
         finally:
             with self._lock:
                 if self._flusher is me:

@@ -1,32 +1,39 @@
-"""Escaped HTML building blocks shared by the live view and `df.llm.side_by_side()`.
+"""HTML building blocks shared by the live view, `df.llm.side_by_side()` and the panel.
 
-Model text is untrusted: every function here escapes it, except `body_html(..., fmt="html")`, the
-one explicit user choice to render a model's HTML. Styles are inline (not a <style> block) so a
-notebook reopened untrusted, whose sanitizer drops <style>, still lays out; colours come from
-JupyterLab's CSS variables with fallbacks that read on light and dark themes alike.
+Model text is untrusted. Every view shows an excerpt of it (view_text: bounded, redacted,
+controls visible) and escapes it; Markdown is rendered by markdown-it-py (CommonMark plus
+tables and strikethrough) with raw HTML off, images shown as links (a model's image would be
+fetched from wherever it points, unasked) and only http, https and mailto links live. The one
+exception is `fmt="html"`, the user's explicit choice to render a model's HTML. Styles are
+inline (not a <style> block) so a notebook reopened untrusted, whose sanitizer drops <style>,
+still lays out; colours come from JupyterLab's CSS variables with fallbacks that read on light
+and dark themes alike.
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from html import escape as _html_escape
+from typing import Any
 
-from llm_magic.errors import UsageProblem, redact
+from llm_magic.errors import UsageProblem
+from llm_magic.view_text import Excerpt, excerpt, visible
 
 __all__ = [
     "FORMATS",
     "Entry",
-    "body_html",
+    "EntryCache",
+    "answer_html",
     "caption_text",
     "check_format",
     "escape",
     "grid_html",
-    "safe_markdown",
+    "markdown_html",
 ]
 
 FORMATS: tuple[str, ...] = ("markdown", "text", "code", "json", "html")
@@ -51,6 +58,7 @@ _S_PRE = (
     f"margin:0;padding:0;border:0;background:transparent;color:inherit;white-space:pre-wrap;"
     f"overflow-wrap:anywhere;font-family:{_MONO};font-size:var(--jp-code-font-size,12px)"
 )
+_S_MARKDOWN = "overflow-wrap:anywhere"
 _S_CAPTION = "font-size:11px;opacity:.7;margin-top:4px"
 _S_ERROR = (
     "color:var(--jp-error-color1,#d9534f);font-weight:600;margin-top:4px;white-space:pre-wrap"
@@ -60,8 +68,9 @@ _S_TAG = "font-size:11px;opacity:.7"
 
 
 def escape(text: object) -> str:
-    """HTML-escape anything (quotes too, so the result is safe inside attributes)."""
-    return _html_escape(str(text), quote=True)
+    """Any text as inert HTML: controls made visible, then escaped (quotes too, so the result
+    is safe inside attributes)."""
+    return _html_escape(visible(str(text)), quote=True)
 
 
 def check_format(fmt: str) -> str:
@@ -78,9 +87,44 @@ class Entry:
     caption: str = ""
     error: str | None = None
     tag: str = ""  # small label above the text, e.g. "#1" for a repeat
-    pending: bool = False  # still streaming
+    pending: bool = False  # still streaming: its newest text is shown, else its first
+    limit: int | None = None  # characters of text shown at most (view_text's default)
+    skipped: int = 0  # characters of a streaming answer before `text`, no longer held
 
 
+# ---- Markdown ------------------------------------------------------------------------------
+_LINK_SCHEMES = ("http:", "https:", "mailto:")
+_SCHEME = re.compile(r"^[a-z][a-z0-9+.\-]*:")
+
+
+def _link_allowed(url: str) -> bool:
+    """Live links only to the web and to mail; a relative link or an anchor is harmless.
+    (markdown-it's own check lets data:image/png through; nothing a model writes needs it.)"""
+    url = url.strip().lower()
+    return url.startswith(_LINK_SCHEMES) or not _SCHEME.match(url)
+
+
+@functools.cache
+def _markdown() -> Any:
+    # Imported on first use: `%load_ext` must stay light; the first Markdown view pays.
+    from markdown_it import MarkdownIt
+
+    # breaks: a single newline stays a line break, as chat UIs show a model's text (a haiku
+    # must not become one line); everything else renders as in JupyterLab.
+    md = MarkdownIt("commonmark", {"html": False, "breaks": True})
+    md.enable(["table", "strikethrough"])
+    md.disable("image")  # "![alt](url)" shows as "!" and a link: nothing loads unasked
+    md.validateLink = _link_allowed  # a refused link stays as its literal text
+    return md
+
+
+def markdown_html(text: str) -> str:
+    """Markdown rendered to HTML with no way for the text to inject HTML or script."""
+    # visible() before (controls and surrogates) and after (characters decoded from entities)
+    return visible(_markdown().render(visible(text)), markup=True)
+
+
+# ---- one answer ------------------------------------------------------------------------------
 _FENCED = re.compile(r"\A\s*(`{3,}|~{3,})[^\n]*\n(.*?)(?:\n[ \t]*\1[`~]*[ \t]*)?\s*\Z", re.S)
 
 
@@ -94,57 +138,102 @@ def _pre(text: str) -> str:
     return f'<pre style="{_S_PRE}">{escape(text)}</pre>'
 
 
-def _is_json(text: str) -> bool:
+def _as_json(text: str) -> str | None:
+    """The text pretty-printed when it is JSON (inside a fence or not), else None."""
     try:
-        json.loads(_unfence(text))
+        value = json.loads(_unfence(text))
     except ValueError:
-        return False
-    return True
+        return None
+    # decoding may have turned "\\u202e" escapes into the characters themselves
+    return visible(json.dumps(value, indent=2, ensure_ascii=False))
 
 
-def body_html(text: str, fmt: str) -> str:
-    """The HTML of one answer's text in the given format; escaped unless fmt is "html"."""
-    text = redact(text)  # a model (or a proxy) may repeat a key it was sent
+def _body_html(shown: Excerpt, fmt: str) -> str:
+    """The HTML of an excerpt's text in the given format; escaped unless fmt is "html"."""
+    text = shown.text
     if fmt == "html":
-        return text  # the user asked for it with -f html
+        return visible(text, markup=True)  # the user asked for the model's HTML with -f html
+    if fmt == "markdown":
+        return f'<div style="{_S_MARKDOWN}">{markdown_html(text)}</div>'
     if fmt == "code":
         return f'<pre style="{_S_PRE}"><code>{escape(_unfence(text))}</code></pre>'
     if fmt == "json":
-        inner = _unfence(text)
-        # not JSON (yet, while streaming): show the text as it is
-        with contextlib.suppress(ValueError):
-            text = json.dumps(json.loads(inner), indent=2, ensure_ascii=False)
-        return _pre(text)
-    # markdown and text: a grid cell cannot render markdown safely without a renderer, so both
-    # show the escaped text with its line breaks kept
+        return _pre(_as_json(text) or text)  # not JSON (yet, while streaming): as it is
     return _pre(text)
+
+
+def _note_html(text: str) -> str:
+    return f'<div style="{_S_CAPTION}">{escape(text)}</div>'
 
 
 def _entry_html(entry: Entry, fmt: str, first: bool) -> str:
     parts = [f'<div style="{_S_SEP}">' if not first else "<div>"]
     if entry.tag:
         parts.append(f'<div style="{_S_TAG}">{escape(entry.tag)}</div>')
+    shown = excerpt(entry.text, streaming=entry.pending, limit=entry.limit, skipped=entry.skipped)
+    if shown.earlier:
+        parts.append(_note_html(shown.note))
     if entry.text or not (entry.error or entry.pending):
-        parts.append(body_html(entry.text, fmt))
+        parts.append(f'<div class="llm-answer">{_body_html(shown, fmt)}</div>')
     elif entry.pending:
-        parts.append(f'<div style="{_S_CAPTION}">waiting…</div>')
+        parts.append(_note_html("waiting…"))
+    if shown.later:
+        parts.append(_note_html(shown.note))
     if entry.error:
         parts.append(f'<div style="{_S_ERROR}">error: {escape(entry.error)}</div>')
     caption = entry.caption or ("streaming…" if entry.pending and entry.text else "")
-    if fmt == "json" and entry.text and not entry.pending and not _is_json(entry.text):
-        caption = " · ".join(filter(None, ["not valid JSON", caption]))  # -f json as a check
+    # -f json as a check, on finished answers shown whole (a cut one cannot be judged)
+    judged = fmt == "json" and entry.text and not entry.pending and not shown.later
+    if judged and _as_json(shown.text) is None:
+        caption = " · ".join(filter(None, ["not valid JSON", caption]))
     if caption:
-        parts.append(f'<div style="{_S_CAPTION}">{escape(caption)}</div>')
+        parts.append(_note_html(caption))
     parts.append("</div>")
     return "".join(parts)
 
 
+class EntryCache:
+    """Each entry's HTML, kept while the entry stays the same: a live view that re-renders
+    every tenth of a second redoes only the answers that changed. Keys are the caller's
+    (a position in the grid); comparing an unchanged entry is cheap, its text being the
+    very same string object."""
+
+    def __init__(self, fmt: str) -> None:
+        self.fmt = check_format(fmt)
+        self._kept: dict[Hashable, tuple[Entry, bool, str]] = {}
+
+    def html(self, key: Hashable, entry: Entry, first: bool = True) -> str:
+        kept = self._kept.get(key)
+        if kept is not None and kept[1] == first and kept[0] == entry:
+            return kept[2]
+        out = _entry_html(entry, self.fmt, first)
+        self._kept[key] = (entry, first, out)
+        return out
+
+
+def answer_html(entry: Entry, fmt: str = "markdown", cache: EntryCache | None = None) -> str:
+    """One answer on its own, without a grid (the live view of a single target)."""
+    inner = cache.html("answer", entry) if cache else _entry_html(entry, check_format(fmt), True)
+    return f'<div class="llm-magic" style="{_S_WRAP}">{inner}</div>'
+
+
+# ---- the grid --------------------------------------------------------------------------------
 Row = tuple[str | None, Sequence[Sequence[Entry]]]
 
 
-def grid_html(columns: Sequence[str], rows: Sequence[Row], fmt: str) -> str:
+def _label_html(label: str) -> str:
+    """A row's prompt, bounded as an answer is (an --over item may be a whole document)."""
+    shown = excerpt(label)
+    return _pre(shown.text) + (_note_html(shown.note) if shown.later else "")
+
+
+def grid_html(
+    columns: Sequence[str], rows: Sequence[Row], fmt: str, cache: EntryCache | None = None
+) -> str:
     """Side-by-side grid: a header per column, then per row an optional label and one cell per
-    column; a cell stacks its entries. Every string from a model or user is escaped."""
+    column; a cell stacks its entries. Every string from a model or user is escaped. With a
+    `cache` (made for the same fmt), entries are keyed by their place in the grid."""
+    cache = cache or EntryCache(fmt)
     labelled = any(label is not None for label, _ in rows)
     track = f"repeat({max(len(columns), 1)},minmax(14em,1fr))"
     template = f"minmax(8em,.6fr) {track}" if labelled else track
@@ -153,11 +242,11 @@ def grid_html(columns: Sequence[str], rows: Sequence[Row], fmt: str) -> str:
     if labelled:
         out.append(f'<div style="{_S_HEAD}">prompt</div>')
     out.extend(f'<div style="{_S_HEAD}">{escape(c)}</div>' for c in columns)
-    for label, cells in rows:
+    for r, (label, cells) in enumerate(rows):
         if labelled:
-            out.append(f'<div style="{_S_LABEL}">{_pre(label or "")}</div>')
-        for entries in cells:
-            inner = "".join(_entry_html(e, fmt, i == 0) for i, e in enumerate(entries))
+            out.append(f'<div style="{_S_LABEL}">{_label_html(label or "")}</div>')
+        for c, entries in enumerate(cells):
+            inner = "".join(cache.html((r, c, i), e, i == 0) for i, e in enumerate(entries))
             out.append(f'<div style="{_S_CELL}">{inner}</div>')
     out.append("</div></div>")
     return "".join(out)
@@ -191,88 +280,3 @@ def caption_text(
     if cached:
         parts.append("cached")
     return " · ".join(parts)
-
-
-# ---- Markdown that cannot carry HTML -------------------------------------------------------
-# The frontend renders Markdown, and Markdown passes raw HTML through. Guessing exactly where the
-# renderer sees code (where '<' is harmless text) is fragile, so safety never depends on it: no
-# raw '<' from the model reaches the renderer. Outside code, '<' and '&' become entities. A fenced
-# block or code span that holds no '<' goes through untouched (it keeps syntax highlighting, and
-# even misread as text it holds nothing that can become a tag); one that holds a '<' becomes our
-# own <pre>/<code> element with escaped content. Link targets with script schemes are broken.
-
-_FENCE_OPEN = re.compile(r"^([ \t]*)(`{3,}|~{3,})(.*)$")
-_SCRIPT_SCHEME = re.compile(r"(?i)(?:javascript|vbscript|data)\s*\\?:")
-_LINK_OPEN = re.compile(r"\](?=\()")  # "](" of an inline link or image
-_REF_DEF = re.compile(r"(?m)^(\s*\[[^\]\n]*\]):")
-_CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`)(.+?)(?<!`)\1(?!`)", re.S)
-_MD_PUNCT = re.compile(r"([\\`*_{}\[\]()#+\-.!|~$])")
-
-
-def _risky(segment: str) -> bool:
-    return "<" in segment or bool(_SCRIPT_SCHEME.search(segment))
-
-
-def _defuse_links(text: str) -> str:
-    """Turn `[x](javascript:...)` and `[x]: javascript:...` into plain text."""
-    if not _SCRIPT_SCHEME.search(text):
-        return text
-    text = _LINK_OPEN.sub(r"]\\", text)  # "]\(" is no link opener
-    return _REF_DEF.sub(r"\1\\:", text)
-
-
-def _escape_prose(text: str) -> str:
-    text = _defuse_links(text)
-    out, last = [], 0
-    for m in _CODE_SPAN.finditer(text):
-        out.append(text[last : m.start()].replace("&", "&amp;").replace("<", "&lt;"))
-        span = m.group(0)
-        if "<" in span:
-            # markdown punctuation first (a later '#' would break the entities), then HTML
-            out.append("<code>" + escape(_MD_PUNCT.sub(r"\\\1", m.group(2))) + "</code>")
-        else:
-            out.append(span)
-        last = m.end()
-    out.append(text[last:].replace("&", "&amp;").replace("<", "&lt;"))
-    return "".join(out)
-
-
-def _code_block(indent: str, lines: list[str]) -> str:
-    # One line, newlines as entities: an HTML block inside a list item must not span lines.
-    body = "&#10;".join(escape(line) for line in lines)
-    return f"{indent}<pre><code>{body}</code></pre>"
-
-
-def safe_markdown(text: str) -> str:
-    """Markdown source from model text, with no way for the model to inject HTML or script."""
-    text = redact(text)
-    lines = text.split("\n")
-    out: list[str] = []
-    prose: list[str] = []
-    i = 0
-    while i < len(lines):
-        m = _FENCE_OPEN.match(lines[i])
-        if not m or (m.group(2)[0] == "`" and "`" in m.group(3)):
-            prose.append(lines[i])
-            i += 1
-            continue
-        indent, fence = m.group(1), m.group(2)
-        end = i + 1
-        while end < len(lines):
-            close = lines[end].strip()
-            if len(close) >= len(fence) and set(close) == {fence[0]}:
-                break
-            end += 1
-        block = lines[i : end + 1]  # opener, body, closer (when there is one)
-        if prose:
-            out.append(_escape_prose("\n".join(prose)))
-            prose = []
-        if _risky("\n".join(block)):
-            body = [ln[len(indent) :] if ln.startswith(indent) else ln for ln in lines[i + 1 : end]]
-            out.append(_code_block(indent, body))
-        else:
-            out.append("\n".join(block))
-        i = end + 1
-    if prose:
-        out.append(_escape_prose("\n".join(prose)))
-    return "\n".join(out)

@@ -40,12 +40,10 @@ class _LiveColumns:
 
         labels = [plan.job_label(j) for j in plan.jobs]
         self._view = LiveView(labels, fmt=plan.request.format)
-        self._texts = [""] * len(plan.jobs)  # TODO(merge): LiveView.append
         self._view.show()
 
     def on_text(self, job: Job, piece: str) -> None:
-        self._texts[job.index] += piece
-        self._view.update(job.index, self._texts[job.index])
+        self._view.append(job.index, piece)
 
     def on_done(self, job: Job, record: RunRecord) -> None:
         self._view.finish(job.index, record.output, caption(record), record.error)

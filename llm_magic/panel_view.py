@@ -1,8 +1,9 @@
 """The panel's HTML and chart, as pure functions of the run's state (no widgets here).
 
-Everything a model or a user wrote is escaped. Styles are inline and use JupyterLab's CSS
-variables with fallbacks that read on light and dark themes (and in VS Code, which maps only
-some of them); the chart has a transparent background and grey text for the same reason.
+Everything a model or a user wrote is escaped, its controls made visible (html.escape). Styles
+are inline and use JupyterLab's CSS variables with fallbacks that read on light and dark themes
+(and in VS Code, which maps only some of them); the chart has a transparent background and grey
+text for the same reason.
 """
 
 from __future__ import annotations
@@ -64,9 +65,13 @@ def note_html(text: str) -> str:
     return f'<div style="font-size:11px;{_DIM};overflow-wrap:anywhere">{html.escape(text)}</div>'
 
 
-def column_html(label: str, entries: Sequence[html.Entry]) -> str:
-    """One target's column: its label, then one entry per repeat (escaped text)."""
-    return html.grid_html([label], [(None, [list(entries)])], "text")
+def column_html(
+    label: str, entries: Sequence[html.Entry], cache: html.EntryCache | None = None
+) -> str:
+    """One target's column: its label, then one entry per repeat, as Markdown (or in the
+    cache's format) with nothing from the model left able to act as HTML."""
+    fmt = cache.fmt if cache is not None else "markdown"
+    return html.grid_html([label], [(None, [list(entries)])], fmt, cache)
 
 
 def _chip(text: str, state: str) -> str:

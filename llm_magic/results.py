@@ -17,6 +17,7 @@ import pandas as pd
 from llm_magic import html
 from llm_magic.errors import UsageProblem
 from llm_magic.records import COLUMNS, RunRecord
+from llm_magic.view_text import excerpt, visible
 
 __all__ = ["DTYPES", "LLMAccessor", "SideBySide", "compact", "empty_frame", "to_dataframe"]
 
@@ -75,9 +76,10 @@ PREVIEW_CHARS = 80
 
 
 def _preview(text: Any) -> Any:
+    """The start of an answer on one line, controls and bidi overrides shown visibly."""
     if not isinstance(text, str):
         return text
-    flat = " ".join(text[: PREVIEW_CHARS * 4].split())
+    flat = " ".join(visible(text[: PREVIEW_CHARS * 4]).split())
     return flat if len(flat) <= PREVIEW_CHARS else flat[: PREVIEW_CHARS - 1] + "…"
 
 
@@ -115,8 +117,13 @@ def _row_labels(frame: pd.DataFrame) -> pd.Series:
     return frame["prompt"].astype("string") + " · " + said
 
 
+def _plain(value: Any) -> Any:
+    return excerpt(value).plain() if isinstance(value, str) else value
+
+
 class SideBySide:
-    """Prompts as rows, targets as columns; renders as escaped HTML in a notebook."""
+    """Prompts as rows, targets as columns; renders as escaped HTML in a notebook, each answer
+    bounded to its first view_text.SHOWN_HEAD characters."""
 
     def __init__(self, frame: pd.DataFrame, fmt: str = "text") -> None:
         # Columns are the targets the cell asked for: a row answered through a fallback chain
@@ -186,7 +193,9 @@ class SideBySide:
         return wide
 
     def __repr__(self) -> str:
-        return repr(self.to_frame())
+        # what a terminal shows: each answer's excerpt, controls visible (to_frame() keeps all)
+        wide = self.to_frame().rename(index=_plain, columns=_plain)
+        return repr(wide.apply(lambda column: column.map(_plain, na_action="ignore")))
 
 
 class LLMAccessor:

@@ -148,7 +148,7 @@ def run_panel_and_check(page: Any, expect: Any, screenshot: Path) -> None:
     columns = panel.locator(".llm-panel-column")
     assert columns.count() >= 1
     for i in range(columns.count()):
-        answer = columns.nth(i).locator("pre").first
+        answer = columns.nth(i).locator(".llm-answer").first
         assert answer.inner_text().strip(), f"column {i} is empty"
     expect(panel.locator(".llm-panel-status")).to_contain_text("done")
     chart = panel.locator("img").first

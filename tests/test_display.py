@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
+from html.parser import HTMLParser
 from typing import Any
 
 import pytest
@@ -16,20 +18,29 @@ from traitlets.config import Config
 from llm_magic import html
 from llm_magic.display import LiveView
 from llm_magic.errors import UsageProblem
+from llm_magic.view_text import SHOWN_HEAD, STREAM_TAIL, Tail, excerpt, visible
 
 XSS = "<script>alert(1)</script>"
 
 
 class RecordingPublisher(CapturingDisplayPublisher):
-    """IPython's capturing publisher, also noting which thread published."""
+    """IPython's capturing publisher, also noting which thread published, and encoding every
+    message as a kernel does (JSON, then UTF-8, which refuses lone surrogates): its size, or
+    its failure (LiveView swallows display errors, so this is where a bad one shows)."""
 
     def publish(self, data, metadata=None, source=None, *, transient=None, update=False):
         self.threads.append(threading.current_thread().name)
+        try:
+            self.sizes.append(len(json.dumps(data, ensure_ascii=False).encode("utf-8")))
+        except Exception as exc:  # noqa: BLE001 - recorded for the test to see
+            self.failures.append(exc)
         super().publish(data, metadata, source, transient=transient, update=update)
 
     def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
         self.threads: list[str] = []
+        self.sizes: list[int] = []
+        self.failures: list[BaseException] = []
 
 
 @pytest.fixture(scope="module")
@@ -142,17 +153,19 @@ def test_grid_escapes_model_text_and_errors() -> None:
     assert "var(--jp-layout-color1" in page and "display:grid" in page
 
 
-def test_single_markdown_target_is_markdown_without_html(published: RecordingPublisher) -> None:
+def test_single_markdown_target_is_rendered_markdown_without_model_html(
+    published: RecordingPublisher,
+) -> None:
     view = LiveView(["ollama:llama3.2"])
     view.show()
     view.finish(0, f"# Title\n\n{XSS} **bold**\n\n```python\nprint(1)\n```", caption="0.5 s")
     view.close()
     data = published.outputs[-1]["data"]
-    assert "text/html" not in data
-    md = data["text/markdown"]
-    assert "# Title" in md and "**bold**" in md and "```python\nprint(1)\n```" in md
-    assert "&lt;script>alert(1)&lt;/script>" in md and "<script>" not in md
-    assert "ollama:llama3.2 · 0.5 s" in md
+    page = data["text/html"]
+    assert "<h1>Title</h1>" in page and "<strong>bold</strong>" in page
+    assert '<pre><code class="language-python">print(1)\n</code></pre>' in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>" not in page
+    assert "ollama:llama3.2 · 0.5 s" in page
     assert XSS in data["text/plain"]  # plain text is never interpreted
 
 
@@ -209,59 +222,120 @@ def test_context_manager_shows_and_closes(published: RecordingPublisher) -> None
     assert len(published.outputs) >= 2 and "ok" in published.outputs[-1]["data"]["text/html"]
 
 
-# ---- safe_markdown: no model text can become HTML -----------------------------------------
+# ---- Markdown: rendered by markdown-it, no model text can become HTML -----------------------
+
+# What rendered Markdown may hold: CommonMark's elements, tables, strikethrough, our wrapper.
+SAFE_TAGS = {
+    "p", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "li", "blockquote", "pre", "code",
+    "em", "strong", "s", "a", "hr", "br", "table", "thead", "tbody", "tr", "th", "td", "div",
+}  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    "attack",
-    [
-        XSS,
-        "<img src=x onerror=alert(1)>",
-        "text\n<div>\n<script>x</script>\n</div>",
-        "`code` then <b>tag</b>",
-        "    ```\n<img src=x onerror=alert(1)>\n```",  # fence rules a renderer may read otherwise
-        "- item\n  ```\n  code\nnot indented <img src=x onerror=y>",
-        "```\n````\n<svg onload=alert(1)>\n```",
-        "~~~~\n~~~\n<b>x</b>",
-    ],
-)
-def test_safe_markdown_leaves_no_raw_tag(attack: str) -> None:
-    out = html.safe_markdown(attack)
-    # every '<' left is one of our own tags around escaped code
-    for tag in ("<pre><code>", "</code></pre>", "<code>", "</code>"):
-        out = out.replace(tag, "")
-    assert "<" not in out
+class TagAudit(HTMLParser):
+    """Every tag and attribute a browser would build from the markup."""
+
+    def __init__(self, markup: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.feed(markup)
+        self.close()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
 
 
-@pytest.mark.parametrize(
-    "link",
-    [
-        "[click](javascript:alert(1))",
-        "![img](JavaScript:alert(1))",
-        "[x](javascript\\:alert(1))",
-        "[ref]: javascript:alert(1)\n\n[ref]",
-        "[d](data:text/html;base64,PHNjcmlwdD4=)",
-    ],
-)
-def test_safe_markdown_breaks_script_links(link: str) -> None:
-    out = html.safe_markdown(link)
-    assert "](" not in out.replace("]\\(", "") and "]: " not in out
+def assert_inert(markup: str) -> TagAudit:
+    """Only Markdown's own tags, no event handler, every live link to the web or to mail."""
+    audit = TagAudit(markup)
+    for tag, attrs in audit.tags:
+        assert tag in SAFE_TAGS, (tag, markup)
+        assert not any(name.startswith("on") for name in attrs), (tag, attrs)
+        assert set(attrs) <= {"href", "title", "class", "style"}, (tag, attrs)
+        href = (attrs.get("href") or "").strip().lower()
+        if ":" in href.split("/")[0]:
+            assert href.startswith(("http:", "https:", "mailto:")), href
+    return audit
 
 
-def test_safe_markdown_keeps_ordinary_markdown() -> None:
-    text = "# H\n\n* a\n* b\n\n> quote\n\n| x | y |\n|---|---|\n| 1 | 2 |\n\n[ok](https://e.org)"
-    assert html.safe_markdown(text) == text
-    fenced = "```python\nprint('x')\n```"
-    assert html.safe_markdown(fenced) == fenced  # no '<': left to the renderer, highlighted
-    assert html.safe_markdown("```\nif a < b: pass\n```") == (
-        "<pre><code>if a &lt; b: pass</code></pre>"
+HOSTILE = [
+    XSS,
+    "<img src=x onerror=alert(1)>",
+    "text\n<div>\n<script>x</script>\n</div>",
+    "`code` then <b onclick=alert(1)>tag</b>",
+    "<!-- a comment --><iframe src=javascript:alert(1)>",
+    "    ```\n<img src=x onerror=alert(1)>\n```",
+    "- item\n  ```\n  code\nnot indented <img src=x onerror=y>",
+    "```\n````\n<svg onload=alert(1)>\n```",  # a longer fence inside a shorter one
+    "~~~~\n~~~\n<b>x</b>",  # an unclosed fence swallows the rest
+    "[click](javascript:alert(1))",
+    "![img](JavaScript:alert(1))",
+    "[x](java&#x73;cript:alert(1))",
+    "[x](<javascript:alert(1)>)",
+    "[x]( vbscript:msgbox(1) )",
+    "[ref]: javascript:alert(1)\n\n[ref]",
+    "[d](data:text/html;base64,PHNjcmlwdD4=)",
+    "[d](data:image/png;base64,iVBORw0KGgo=)",
+    "<javascript:alert(1)> <data:text/html,x> <https://ok.example>",
+    "[t](https://e.org \"x\" onmouseover=\"alert(1)\")",
+    "&lt;script&gt;alert(1)&lt;/script&gt; &#60;img src=x onerror=alert(1)&#62;",
+    "| a | <b>b</b> |\n|---|---|\n| <script>x</script> | [j](javascript:x) |",
+]
+
+
+@pytest.mark.parametrize("attack", HOSTILE)
+def test_hostile_markdown_renders_inert(attack: str) -> None:
+    out = html.markdown_html(attack)
+    assert_inert(out)
+    assert "<script" not in out.lower() and "<img" not in out.lower()
+
+
+def test_script_links_stay_literal_text() -> None:
+    for link in ("[click](javascript:alert(1))", "[x](java&#x73;cript:alert(1))"):
+        audit = assert_inert(html.markdown_html(link))
+        assert [t for t, _ in audit.tags] == ["p"]  # no <a>: the link is shown as written
+    assert "![img](" not in html.markdown_html("![img](https://e.org/x.png)")
+    image = assert_inert(html.markdown_html("![img](https://e.org/x.png)"))
+    assert ("a", {"href": "https://e.org/x.png"}) in image.tags  # a link, never loaded unasked
+    assert not any(t == "img" for t, _ in image.tags)
+
+
+def test_ordinary_markdown_renders_as_jupyterlab_does() -> None:
+    text = (
+        "# H\n\n## Sub\n\n* a\n* b\n\n1. one\n2. two\n\n> quote\n\n"
+        "| x | y |\n|---|:-:|\n| 1 | 2 |\n\n**bold** _em_ ~~gone~~ `a < b` "
+        "[ok](https://e.org) <https://auto.example> [m](mailto:a@e.org)\n\n"
+        "```python\nif a < b:\n    print('x')\n```\n\nline one\nline two"
     )
-    assert html.safe_markdown("use `List<int>` & `x`") == (
-        "use <code>List&lt;int&gt;</code> &amp; `x`"
-    )
-    assert html.safe_markdown("a\n```\nstill streaming <") == (
-        "a\n<pre><code>still streaming &lt;</code></pre>"
-    )
+    out = html.markdown_html(text)
+    assert_inert(out)
+    for piece in (
+        "<h1>H</h1>",
+        "<h2>Sub</h2>",
+        "<ul>\n<li>a</li>\n<li>b</li>\n</ul>",
+        "<ol>\n<li>one</li>",
+        "<blockquote>",
+        "<th>x</th>",
+        '<td style="text-align:center">2</td>',
+        "<strong>bold</strong> <em>em</em> <s>gone</s> <code>a &lt; b</code>",
+        "<p>line one<br />\nline two</p>",  # a model's line breaks are kept
+        '<a href="https://e.org">ok</a>',
+        '<a href="https://auto.example">https://auto.example</a>',
+        '<a href="mailto:a@e.org">m</a>',
+        '<pre><code class="language-python">if a &lt; b:\n    print(\'x\')\n</code></pre>',
+    ):
+        assert piece in out, piece
+
+
+def test_markdown_is_the_grid_format_too() -> None:
+    view = LiveView(["a:x", "b:y"])  # markdown, the magic's default
+    view.finish(0, "# A\n\n- one", caption="1 s")
+    view.update(1, "**half")
+    page = view.render()["text/html"]
+    assert "<h1>A</h1>" in page and "<li>one</li>" in page and "**half" in page
+    assert_inert(page.replace('<div class="llm-magic" style=', "<div style="))
 
 
 def test_caption_text() -> None:
@@ -270,3 +344,149 @@ def test_caption_text() -> None:
         "1.00 s · ~42 tok · cached"
     )
     assert html.caption_text(float("nan"), None, None) == ""
+
+
+# ---- what a view shows of an answer: bounded, controls visible, never an exception ----------
+
+
+def test_visible_shows_controls_bidi_and_surrogates_as_text() -> None:
+    assert visible("\x1b[31mred\x1b[0m") == "\\x1b[31mred\\x1b[0m"
+    assert visible("\x1b]0;owned\x07") == "\\x1b]0;owned\\x07"  # window title
+    assert visible("\x1b]52;c;aGk=\x07") == "\\x1b]52;c;aGk=\\x07"  # OSC 52: clipboard
+    assert visible("\x9b31m \x00 \x7f \x0c") == "\\x9b31m \\x00 \\x7f \\x0c"  # C1 CSI, NUL, DEL
+    for code in [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]:
+        assert visible(f"a{chr(code)}b") == f"a<U+{code:04X}>b"
+    assert visible("a\ud800b\udfff") == "a\ufffdb\ufffd"
+    assert visible("keep\n\ttabs\r\nand lines\rbut not CR") == (
+        "keep\n\ttabs\nand lines\\x0dbut not CR"
+    )
+    text = "plain, ünïcode, 漢字, emoji 🙂, U+2028\u2028 kept"
+    assert visible(text) == text
+    assert visible(visible("\x1b\u202e\ud800")) == visible("\x1b\u202e\ud800")  # idempotent
+    assert visible("\u202e", markup=True) == "&lt;U+202E&gt;"  # inside rendered HTML
+
+
+def test_excerpt_bounds_what_is_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    text = "".join(f"{i:07d} " for i in range(10_000))  # 80,000 characters
+    tail = excerpt(text, streaming=True)
+    assert tail.text == text[-STREAM_TAIL:] and tail.earlier == len(text) - STREAM_TAIL
+    assert tail.note == f"… {len(text) - STREAM_TAIL:,} earlier characters"
+    assert tail.plain() == f"{tail.note}\n{tail.text}"
+    head = excerpt(text)
+    assert head.text == text[:SHOWN_HEAD] and head.later == len(text) - SHOWN_HEAD
+    assert head.plain().endswith("\n… 60,000 more characters in the DataFrame")
+    short = excerpt("short \x1b[2J", streaming=True)
+    assert (short.text, short.note, short.plain()) == ("short \x1b[2J", "", "short \\x1b[2J")
+    # a key that crosses the cut is redacted whole, not half shown
+    key = "kq-" + "Z" * 60
+    monkeypatch.setenv("SOME_PROVIDER_API_KEY", key)
+    crossing = "x" * (SHOWN_HEAD - 30) + key + "y" * 100
+    assert "ZZZ" not in excerpt(crossing).text and "x***y" in excerpt(crossing).text
+    crossing = "y" * 100 + key + "x" * (STREAM_TAIL - 30)
+    assert "ZZZ" not in excerpt(crossing, streaming=True).text
+
+
+def test_a_huge_answer_sends_a_bounded_amount(published: RecordingPublisher) -> None:
+    answer = "".join(f"word{i} " for i in range(500_000))  # about 5.4 MB
+    pieces = [answer[i : i + 2_700] for i in range(0, len(answer), 2_700)]  # 2,000 pieces
+    view = LiveView(["a:x", "b:y"], interval=0.002)
+    view.show()
+    view.finish(1, answer, caption="1 s")  # a finished huge answer beside one that streams
+    for n, piece in enumerate(pieces):
+        view.append(0, piece)
+        if n % 10 == 0:
+            time.sleep(0.002)  # streams take time: the flusher publishes while this one grows
+    view.finish(0, answer, caption="2 s")
+    view.close()
+    assert published.failures == []
+    sizes = published.sizes
+    assert len(sizes) >= 5, "too few updates to tell"
+    # Each update is bounded by the constants, whatever the answer's length: two columns, an
+    # HTML and a plain-text twin of each, markup around them.
+    while_running = 2 * (3 * STREAM_TAIL + 3_000)
+    at_the_end = 2 * (3 * SHOWN_HEAD + 3_000)
+    assert max(sizes[:-1]) <= while_running < len(answer) // 100
+    assert sizes[-1] <= at_the_end
+    outputs = published.outputs
+    streaming = [o["data"]["text/html"] for o in outputs[1:-1]]
+    assert any("earlier characters" in page for page in streaming)
+    final = outputs[-1]["data"]
+    more = f"… {len(answer) - SHOWN_HEAD:,} more characters in the DataFrame"
+    assert final["text/html"].count(more) == 2 and final["text/plain"].count(more) == 2
+    assert answer[: SHOWN_HEAD - 10] in final["text/plain"]
+
+
+def test_a_tail_holds_the_newest_text_in_bounded_memory() -> None:
+    answer = "".join(f"<{i}>" for i in range(300_000))
+    tail = Tail()
+    held = []
+    for i in range(0, len(answer), 997):
+        tail.append(answer[i : i + 997])
+        held.append(len(tail.text()))
+    assert tail.length == len(answer) and max(held) <= 2 * (STREAM_TAIL + 512) + 997
+    shown = excerpt(tail.text(), streaming=True, skipped=tail.skipped)
+    assert shown.text == answer[-STREAM_TAIL:]
+    assert shown.earlier == len(answer) - STREAM_TAIL
+    view = LiveView(["a:x"], fmt="text")
+    view.append(0, "first ")
+    view.append(0, "second")
+    assert "first second" in view.render()["text/plain"]
+    view.update(0, "whole text so far")  # the full-text call still works
+    assert "whole text so far" in view.render()["text/plain"]
+
+
+def test_an_unchanged_answer_is_not_rendered_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    rendered: list[str] = []
+    render_entry = html._entry_html
+
+    def counting(entry: html.Entry, fmt: str, first: bool) -> str:
+        rendered.append(entry.text[:4])
+        return render_entry(entry, fmt, first)
+
+    monkeypatch.setattr(html, "_entry_html", counting)
+    view = LiveView(["a:x", "b:y", "c:z"])
+    view.finish(0, "done " * 10_000, caption="1 s")
+    for n in range(1, 21):
+        view.update(1, "more " * n)
+        view.render()
+    assert rendered.count("done") == 1 and rendered.count("more") == 20
+    assert rendered.count("") == 1  # the column still waiting, rendered once
+
+
+WEIRD = [
+    "\ud800",
+    "lone \udfff low surrogate and \ud83d high",
+    "\x00" * 5,
+    "NUL\x00inside **bold**",
+    "\ufffe\uffff\U0010ffff",
+    "&#xd800; &#0; &#x202e; &#27;",
+    "```\n\ud800\x1b[31m",
+    "[x](\ud800) <\ud800> `\x00`",
+    '{"k": "\\ud800\\u202e\\u001b"}',
+    "",
+]
+
+
+@pytest.mark.parametrize("fmt", html.FORMATS)
+def test_views_never_raise_on_any_text(fmt: str, published: RecordingPublisher) -> None:
+    labels = ["a:\ud800", "b:\x1b[31m", "c:x"]
+    grid = LiveView(labels, fmt=fmt, interval=0.001)
+    one = LiveView(["solo\ud800"], fmt=fmt, interval=0.001)
+    grid.show()
+    one.show()
+    for text in WEIRD:
+        for i in range(len(labels) - 1):
+            grid.update(i, text)
+        for char in text:  # the last column hears pieces, cut anywhere
+            grid.append(len(labels) - 1, char)
+        one.update(0, text)
+        time.sleep(0.003)
+    grid.finish(0, WEIRD[0], caption="\ud800 s", error="bad \ud800 \x1b[2J")
+    grid.finish(1, "".join(WEIRD) * 3_000)
+    one.finish(0, "".join(WEIRD), caption="1 s", error="\x00")
+    grid.close()
+    one.close()
+    assert published.failures == []
+    shown = json.dumps([o["data"] for o in published.outputs], ensure_ascii=False)
+    assert "\ufffd" in shown and "\\\\x1b[2J" in shown  # json.dumps doubles the backslash
+    assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]", shown)

@@ -114,8 +114,8 @@ def test_one_target_streams_as_markdown(wired, published) -> None:
     ip, openai_server, _ = wired
     openai_server.reply = "**bold** answer"
     assert ip.run_cell("%%llm openai:gpt-4o-mini\nHi").result is None
-    markdown = [o["data"].get("text/markdown", "") for o in published.outputs]
-    assert any("**bold** answer" in m for m in markdown)
+    rendered = [o["data"].get("text/html", "") for o in published.outputs]
+    assert "<strong>bold</strong> answer" in rendered[-1]
 
 
 def test_interrupting_the_kernel_keeps_rows_and_stops_within_a_second(wired) -> None:

@@ -6,15 +6,16 @@ embedded model. Each run is on the panel's background thread; `panel.wait()` joi
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 
 import pandas as pd
 import pytest
 
-from llm_magic import html
 from llm_magic.panel import Panel
 from llm_magic.session import Session
+from llm_magic.view_text import SHOWN_HEAD
 
 RUN_TIMEOUT = 60.0
 
@@ -197,8 +198,26 @@ def test_the_embedded_model_streams_into_the_panel() -> None:
     assert pd.isna(row.error) and row.output.strip()
     assert row.completion_tokens > 0 and not row.tokens_estimated
     assert row.cost_usd == 0.0
-    assert html.escape(row.output.strip()[:10]) in panel.columns[0].value
+    words = re.findall(r"[A-Za-z]{3,}", row.output)[:3]  # as the Markdown column shows them
+    assert words and all(w in panel.columns[0].value for w in words)
     assert "free" in panel.metrics.value and "done" in panel.status.value
+
+
+def test_answers_render_as_markdown_bounded_with_controls_visible(openai_env) -> None:
+    openai_env.reply = (
+        "# Title\n\n**bold** \x1b[31mred \u202eexe <img src=x onerror=alert(1)> "
+        "[j](javascript:alert(1))\n\n" + "x" * 30_000 + " end"
+    )
+    panel = make_panel(["openai:gpt-4o-mini"], "Hi")
+    run(panel)
+    column = panel.columns[0].value
+    assert "<h1>Title</h1>" in column and "<strong>bold</strong>" in column
+    assert "\\x1b[31mred" in column and "&lt;U+202E&gt;exe" in column
+    assert "<img" not in column and "<a " not in column and "\x1b" not in column
+    output = panel.result["output"][0]
+    assert output == openai_env.reply  # the DataFrame keeps every character, raw
+    assert f"… {len(output) - SHOWN_HEAD:,} more characters in the DataFrame" in column
+    assert len(column) < SHOWN_HEAD + 5_000 and " end" not in column
 
 
 def test_out_of_range_arguments_are_refused_not_clamped() -> None:

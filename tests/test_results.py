@@ -15,6 +15,7 @@ from llm_magic import results
 from llm_magic.errors import UsageProblem
 from llm_magic.records import COLUMNS, RunRecord
 from llm_magic.results import to_dataframe
+from llm_magic.view_text import SHOWN_HEAD
 
 EXPECTED = {
     "run_id": "string",
@@ -188,6 +189,36 @@ def test_side_by_side_html_format_is_the_one_unescaped_choice() -> None:
     assert "<b>bold</b>" not in df.llm.side_by_side(fmt="markdown")._repr_html_()
     with pytest.raises(UsageProblem, match="unknown format"):
         df.llm.side_by_side(fmt="pdf")
+
+
+def test_side_by_side_shows_a_bounded_part_of_a_long_answer() -> None:
+    long = "".join(f"line {i}\n" for i in range(30_000))  # about 260,000 characters
+    df = to_dataframe([rec("a:x", "q", output=long), rec("b:y", "q", output="short")])
+    for fmt in ("text", "markdown"):
+        page = df.llm.side_by_side(fmt)._repr_html_()
+        assert len(page) < 3 * SHOWN_HEAD + 5_000
+        assert f"… {len(long) - SHOWN_HEAD:,} more characters in the DataFrame" in page
+        assert "line 1000" in page and "line 29999" not in page and "short" in page
+    text = repr(df.llm.side_by_side())
+    assert "line 29999" not in text
+    assert df.llm.side_by_side().to_frame().loc["q", "a:x"] == long  # the data keeps it all
+
+
+def test_side_by_side_shows_controls_and_odd_text_visibly() -> None:
+    hostile = "\x1b]52;c;aGk=\x07\x1b[31mred \u202etxt.exe \ud800 \x00"
+    df = to_dataframe(
+        [rec("a:x", "q \x1b[2J", output=hostile, error="e \x1b[1m"), rec("b:y", "q \x1b[2J")]
+    )
+    for fmt in results.html.FORMATS:
+        page = df.llm.side_by_side(fmt)._repr_html_()
+        page.encode("utf-8")  # a lone surrogate would refuse
+        assert "\\x1b]52;c;aGk=\\x07" in page and "&lt;U+202E&gt;txt.exe" in page
+        assert "\\x00" in page and "\ufffd" in page and "q \\x1b[2J" in page
+        assert "\x1b" not in page and "\u202e" not in page and "\x00" not in page
+    text = repr(df.llm.side_by_side())  # what terminal IPython prints
+    text.encode("utf-8")
+    assert "\x1b" not in text and "\u202e" not in text and "\\x1b" in text
+    assert df["output"][0] == hostile  # the DataFrame keeps the raw text
 
 
 def test_side_by_side_to_frame_pivots_prompts_by_targets() -> None:

@@ -1,10 +1,12 @@
 """A sentinel API key through every path: it may reach the server, and nothing else.
 
-Also: model text holding <script> is escaped in side_by_side() and in the live display.
+Also: model text holding <script> is escaped in side_by_side() and in the live display, and
+escape sequences, controls and bidi overrides from a model are shown visibly in every view.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -12,10 +14,18 @@ import pytest
 
 from llm_magic import api, discovery, providers
 from llm_magic.availability import check_targets
+from llm_magic.panel_view import metrics_html, status_html
+from llm_magic.records import RunRecord
 from tests.cells import run_frame
 
 SENTINEL = "sk-SENTINEL-0123456789abcdef"
 XSS = "<script>alert('x')</script>"
+# Window title, OSC 52 clipboard write, colour, 8-bit CSI, bidi override and isolate.
+ESCAPES = (
+    "\x1b]0;pwned\x07\x1b]52;c;ZXZpbA==\x07 \x1b[31mred\x1b[0m \x9b2J \u202eexe.txt \u2066x\u2069"
+)
+SHOWN = ("\\x1b]0;pwned\\x07", "\\x1b]52;c;ZXZpbA==\\x07", "\\x1b[31mred", "\\x9b2J", "U+202E")
+ACTIVE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 # A base URL holding a password and a key in its query; port 1: nothing answers there.
 CREDENTIALED = "http://user:secretpw@127.0.0.1:1/v1?key=querysecret"
 
@@ -119,3 +129,27 @@ def test_credentials_in_a_base_url_are_masked_wherever_it_is_shown(
         if path.is_file():
             data = path.read_bytes()
             assert b"secretpw" not in data and b"querysecret" not in data, path
+
+
+def test_escape_sequences_from_a_model_are_visible_in_every_view(keyed) -> None:
+    ip, openai_server, mistral_server, _ = keyed
+    openai_server.reply = mistral_server.reply = ESCAPES
+    shown = ip.run_cell("%%llm openai:gpt-4o-mini mistral:mistral-small-latest\nHi").result
+    df = ip.user_ns["_llm"]
+    assert df["output"].tolist() == [ESCAPES, ESCAPES]  # the DataFrame keeps the raw text
+    ip.run_cell("%%llm openai:gpt-4o-mini\nHi")  # one target: the Markdown view
+    views = {
+        # every MIME type of every update, text/plain too
+        "live": "\n".join(v for o in ip.display_pub.outputs for v in o["data"].values()),
+        "side_by_side": df.llm.side_by_side()._repr_html_(),
+        "side_by_side markdown": df.llm.side_by_side("markdown")._repr_html_(),
+        "end of run": shown.to_html() + repr(shown),
+    }
+    with pd.option_context("display.max_colwidth", None):
+        views["side_by_side repr"] = repr(df.llm.side_by_side())  # what a terminal prints
+    failed = RunRecord("r", "a:x", "a", "x", "Hi", error=f"a: HTTP 500: {ESCAPES}")
+    views["panel metrics"] = metrics_html([failed])
+    views["panel status"] = status_html("failed", ESCAPES, [(f"{ESCAPES} · error", "error")])
+    for name, text in views.items():
+        assert not ACTIVE.search(text), name
+        assert all(piece in text for piece in SHOWN), name
