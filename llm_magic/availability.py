@@ -34,8 +34,8 @@ from .errors import (
     StatusError,
     TimedOut,
     TransportError,
-    mask_url,
 )
+from .redaction import redact_url
 from .targets import Target, parse_target
 
 if TYPE_CHECKING:
@@ -136,7 +136,7 @@ def _plan(target: Target) -> tuple[bool, str] | _Ask:
     if not _is_loopback(base):
         if spec.key_required:
             return True, f"{spec.key_env} is set (not contacted)"
-        return True, f"configured at {mask_url(base)} (not on this machine, not probed)"
+        return True, f"configured at {redact_url(base)} (not on this machine, not probed)"
     return _Ask(target.provider, base, facts, endpoint.api_key, spec.key_env)
 
 
@@ -152,7 +152,7 @@ def _verdict(
 ) -> tuple[bool, str]:
     if not isinstance(plan, _Ask):
         return plan
-    listed, facts, where = listings[plan.provider], plan.facts, mask_url(plan.base)
+    listed, facts, where = listings[plan.provider], plan.facts, redact_url(plan.base)
     if isinstance(listed, TimedOut):
         # Something took the connection, so a server runs there: starting one is not the advice.
         return False, f"the server at {where} did not answer within {timeout:g} s"

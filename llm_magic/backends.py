@@ -28,8 +28,9 @@ from .discovery import (
     loopback_port,
     unprefixed,
 )
-from .errors import TimedOut, TransportError, UnknownProvider, mask_url
+from .errors import TimedOut, TransportError, UnknownProvider
 from .providers.base import Health, ModelInfo, Provider, ProviderFacts
+from .redaction import redact_url
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -178,6 +179,8 @@ def status_table(
     """One row per configured or discovered backend: is it up, how fast, which version."""
     import pandas as pd
 
+    from .providers import proxy_shown
+
     cfg = cfg if cfg is not None else load_file_config()
     backends = configured_backends(cfg)
     # Discovery and every health check run at once: the table costs one timeout at most.
@@ -197,7 +200,8 @@ def status_table(
             {
                 "provider": b.name,
                 "server": b.found.server if known else _facts(b, cfg).server_label,
-                "base_url": mask_url(url) if url else url,
+                "base_url": redact_url(url) if url else url,
+                "proxy": proxy_shown(b.name, url),
                 "reachable": health.reachable,
                 "rtt_ms": None if health.rtt_s is None else round(health.rtt_s * 1000, 1),
                 "version": health.version or (b.found.version if b.found else None),
@@ -212,6 +216,7 @@ _STATUS_COLUMNS = {
     "provider": "string",
     "server": "string",
     "base_url": "string",
+    "proxy": "string",  # through which proxy requests go (password hidden); empty: direct
     "reachable": "boolean",
     "rtt_ms": "float64",
     "version": "string",
@@ -268,7 +273,7 @@ def notes_for(failures: list[tuple[Backend, BaseException]], quiet_defaults: boo
         if quiet_defaults and b.default_local and down_for_sure:
             down.append(b.name)
         else:
-            where = f" ({mask_url(b.base_url)})" if b.base_url else ""
+            where = f" ({redact_url(b.base_url)})" if b.base_url else ""
             notes.append(f"skipped {b.name}{where}: {unprefixed(error_text(exc), b.name)}")
     if down:
         notes.append(f"not running (default ports on {LOOPBACK}): {', '.join(down)}")

@@ -16,6 +16,7 @@ or wherever `LLM_MAGIC_CONFIG` points:
     kind = "openai"
     base_url = "https://llm.example.com/v1"
     api_key_env = "WORK_LLM_KEY"     # the key itself never goes in this file
+    proxy = "http://proxy.example.com:3128"   # optional: overrides HTTP(S)_PROXY for it
 
     [prices."work:big-model"]        # USD per million tokens
     input = 0.5
@@ -35,6 +36,7 @@ from typing import Any
 
 from . import ranges
 from .errors import ConfigProblem
+from .redaction import add_secret_variable
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -157,6 +159,8 @@ def _parse(path: Path, data: dict[str, Any]) -> FileConfig:
                 "with api_key_env instead"
             )
         _check_table(path, f"providers.{name}", spec, _PROVIDER_KEYS)
+        if "api_key_env" in spec:  # its value is a key whatever the variable is called
+            add_secret_variable(spec["api_key_env"])
     limits = data.get("limits", {})
     if isinstance(data.get("concurrency"), dict):  # [concurrency] per provider
         limits = data["concurrency"]
@@ -182,6 +186,7 @@ _PROVIDER_KEYS: dict[str, type] = {
     "base_url": str,
     "api_key_env": str,
     "key_required": bool,
+    "proxy": str,  # this provider's proxy ("" for none), over the environment's
 }
 _PRICE_KEYS: dict[str, type] = {"input": float, "output": float}
 _KIND_WORDS = {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}

@@ -23,16 +23,15 @@
 
     RunInterrupted (a KeyboardInterrupt)   a run was stopped; `records` holds every row
 
-Every message is one line and never holds an API key: `redact()` removes the values of the
-key variables known to the process before a message leaves a provider. A base URL is shown
-through `mask_url()`: credentials in its userinfo or its query stay out of tables and messages.
+Every message is one line and never holds an API key: `redaction.redact()` hides every secret
+the process knows of (redaction.py says which) when the error is made.
 """
 
 from __future__ import annotations
 
-import os
-import re
 from typing import Any
+
+from .redaction import redact
 
 __all__ = [
     "AuthFailed",
@@ -48,7 +47,6 @@ __all__ = [
     "ProviderError",
     "RateLimited",
     "RunInterrupted",
-    "Redactor",
     "ServerFailed",
     "StatusError",
     "StreamBroken",
@@ -57,67 +55,9 @@ __all__ = [
     "TransportError",
     "UnknownProvider",
     "UsageProblem",
-    "mask_url",
     "one_line",
-    "redact",
     "status_error",
 ]
-
-# Environment variables whose values are secrets. Anything named *_API_KEY or *_TOKEN counts.
-_SECRET_NAME = re.compile(r"(API_KEY|_TOKEN|_SECRET)$")
-# Bearer tokens and well-known key shapes, redacted even when they came from somewhere else.
-_KEY_SHAPES = re.compile(r"(Bearer\s+)\S+|\b(sk|xai|gsk|pk)-[A-Za-z0-9_\-]{8,}")
-
-
-class Redactor:
-    """Removes every known secret from a text: the values of the environment's secret
-    variables as they are when it is made, `extra_secrets`, and anything shaped like a key.
-
-    A run makes one for all its answers: reading the environment is most of redact()'s cost,
-    and a run's requests were all sent with the keys of that moment.
-    """
-
-    def __init__(self, extra_secrets: tuple[str, ...] = ()) -> None:
-        secrets = {v for k, v in os.environ.items() if _SECRET_NAME.search(k) and len(v) >= 4}
-        secrets.update(s for s in extra_secrets if s and len(s) >= 4)
-        self._secrets = sorted(secrets, key=len, reverse=True)  # a key inside a longer one
-
-    def __call__(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return _KEY_SHAPES.sub(lambda m: (m.group(1) or "") + "***", text)
-
-
-def redact(text: str, extra_secrets: tuple[str, ...] = ()) -> str:
-    """Remove every known secret from `text` (the environment read now)."""
-    return Redactor(extra_secrets)(text)
-
-
-def mask_url(url: str) -> str:
-    """A URL as it may be shown: `http://user:***@host/v1?key=***`.
-
-    The password of the userinfo is masked (a userinfo without one is masked whole: it is
-    usually a token), and so is the value of every query parameter (a bare parameter whole).
-    Only for showing: what is sent keeps the URL as it is.
-    """
-    scheme, sep, rest = url.partition("://")
-    if not sep:  # "host:port" as OLLAMA_HOST allows
-        scheme, rest = "", url
-    # The authority ends at the first / ? #; its userinfo at its last @ (as urlsplit reads it).
-    end = next((i for i, c in enumerate(rest) if c in "/?#"), len(rest))
-    authority, tail = rest[:end], rest[end:]
-    userinfo, at, host = authority.rpartition("@")
-    if at:
-        user, colon, _ = userinfo.partition(":")
-        authority = f"{user}:***@{host}" if colon else f"***@{host}"
-    path, question, query = tail.partition("?")
-    if question:
-        query, hash_, fragment = query.partition("#")
-        params = [p.partition("=") for p in query.split("&")]
-        masked = "&".join(f"{k}=***" if eq else ("***" if k else "") for k, eq, _ in params)
-        path = f"{path}?{masked}{hash_}{fragment}"
-    return f"{scheme}{sep}{authority}{path}"
-
 
 def one_line(text: str, limit: int = 300) -> str:
     """Collapse whitespace so a message fits one line of a DataFrame or a UsageError."""

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import backends, discovery, providers
 from .config import DEFAULTS, FileConfig, config_path, load_file_config, resolve_setting
-from .errors import ProviderError, UsageProblem, mask_url
-from .providers import Endpoint
+from .errors import ProviderError, UsageProblem
+from .redaction import redact_key, redact_url
 from .targets import Target, parse_target
 
 if TYPE_CHECKING:
@@ -30,11 +30,6 @@ __all__ = [
     "running_table",
     "show",
 ]
-
-
-def mask(key: str | None) -> str | None:
-    """A key as it may be shown: a few characters of it at most (Endpoint's rule)."""
-    return Endpoint(None, "", key, None).masked_key()
 
 
 def _frame(rows: list[dict[str, Any]], dtypes: dict[str, str]) -> pd.DataFrame:
@@ -80,7 +75,7 @@ def providers_table(cfg: FileConfig | None = None) -> pd.DataFrame:
             continue
         endpoint = providers.resolve_endpoint(spec)
         if endpoint.api_key:
-            key = mask(endpoint.api_key)
+            key = redact_key(endpoint.api_key)
         elif spec.key_required:
             key = f"missing: set {spec.key_env}"
         else:
@@ -95,7 +90,7 @@ def providers_table(cfg: FileConfig | None = None) -> pd.DataFrame:
                 "configured": bool(endpoint.api_key) or not spec.key_required,
                 "key": key,
                 "key_source": endpoint.key_source,
-                "base_url": mask_url(url) if url else url,
+                "base_url": redact_url(url) if url else url,
                 "base_url_source": "built-in default" if source == "built-in" else source,
             }
         )
@@ -146,7 +141,8 @@ def config_table(configured: Mapping[str, Any], cfg: FileConfig | None = None) -
     for env in sorted(key_envs):
         value = os.environ.get(env, "").strip()
         if value:  # which keys are set, masked; unset ones are in %llm providers
-            rows.append({"setting": env, "value": mask(value), "source": f"environment {env}"})
+            shown = redact_key(value)
+            rows.append({"setting": env, "value": shown, "source": f"environment {env}"})
     return _frame(rows, _CONFIG_COLUMNS)
 
 

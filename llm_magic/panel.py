@@ -25,12 +25,13 @@ from traitlets import Bool
 from . import api, ranges
 from ._version import __version__
 from .config import resolve_setting
-from .errors import LLMMagicError, RunInterrupted, UsageProblem, one_line, redact
+from .errors import LLMMagicError, RunInterrupted, UsageProblem, one_line
 from .panel_models import ALWAYS_OFFERED, ModelDiscovery
 from .panel_run import LiveRun
 from .panel_view import chart_png, header_html, metrics_html, note_html, status_html
 from .plan import Plan, make_plan
 from .records import RunRecord
+from .redaction import redact
 from .request import Request
 from .session import Session
 from .session import session as kernel_session

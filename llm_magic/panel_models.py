@@ -13,7 +13,8 @@ import time
 from collections.abc import Callable
 
 from . import providers
-from .errors import LLMMagicError, one_line, redact
+from .errors import LLMMagicError, one_line
+from .redaction import redact
 
 __all__ = ["ALWAYS_OFFERED", "ModelDiscovery", "providers_to_ask"]
 

@@ -23,15 +23,14 @@ from .errors import (
     DeadlinePassed,
     LLMMagicError,
     ProviderError,
-    Redactor,
     RunInterrupted,
     StreamBroken,
     one_line,
-    redact,
 )
 from .pricing import cost_usd
 from .providers.base import CancelToken, Message, Options, Provider
 from .records import RunRecord
+from .redaction import Redactor, redact
 from .targets import Target, TargetSpec
 
 __all__ = [

@@ -3,7 +3,7 @@
 The database is `$LLM_MAGIC_HOME/log.db`, else the config file's `log_path`, else `log.db` in
 the platformdirs user data dir (`~/.local/share/llm_magic/`). WAL mode; created 0600 in a 0700
 directory (SQLite gives -wal and -shm the database's mode). Every string goes through
-`errors.redact` before it is written, even though records are redacted already: a careless
+`redaction.redact` before it is written, even though records are redacted already: a careless
 server may echo a key into an answer. Persistence never breaks a run: a database that cannot be
 opened or written is one line on stderr per store, and its operations become no-ops.
 """
@@ -24,9 +24,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import one_line, redact
+from .errors import one_line
 from .providers.base import Message, Options
 from .records import COLUMNS, RunRecord
+from .redaction import redact
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -130,14 +131,14 @@ def copy_answer(hit: RunRecord, into: RunRecord) -> RunRecord:
     return into
 
 
-def _scrub(value: Any) -> Any:
+def _redact_json(value: Any) -> Any:
     """Redact every string inside a JSON-like value (keys too)."""
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, dict):
-        return {_scrub(str(k)): _scrub(v) for k, v in value.items()}
+        return {_redact_json(str(k)): _redact_json(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_scrub(v) for v in value]
+        return [_redact_json(v) for v in value]
     return value
 
 
@@ -171,7 +172,7 @@ def _to_sql(name: str, value: Any, scrub: bool) -> Any:
     if kind == "text":
         return redact(str(value)) if scrub else str(value)
     if kind == "json":
-        value = _scrub(value) if scrub else value
+        value = _redact_json(value) if scrub else value
         return json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
     if kind == "time":  # naive datetimes are taken as UTC, as results.to_dataframe does
         when = value if value.tzinfo else value.replace(tzinfo=timezone.utc)

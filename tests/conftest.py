@@ -20,6 +20,7 @@ _SCRUBBED = [
     if name.endswith(("_API_KEY", "_BASE_URL"))
     or name == "OLLAMA_HOST"
     or name.startswith("LLM_MAGIC")
+    or name.lower() in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")  # loopback only
 ]
 
 

@@ -13,7 +13,7 @@ from llm_magic.providers._http import Exchange
 
 
 def lines_of(pieces: list[bytes]) -> list[str]:
-    exchange = Exchange("test", None, None, None)
+    exchange = Exchange("test", None, None)
     exchange.adopt(httpx2.Response(200, content=iter(pieces)))
     with exchange:
         return list(exchange.lines())

@@ -153,3 +153,45 @@ def test_escape_sequences_from_a_model_are_visible_in_every_view(keyed) -> None:
     for name, text in views.items():
         assert not ACTIVE.search(text), name
         assert all(piece in text for piece in SHOWN), name
+
+
+WORK_KEY = "W0RK0plain0key0only0the0config0names"  # no key shape, no *_API_KEY variable
+
+
+def test_a_key_only_the_config_names_is_hidden_everywhere(
+    ip, backends, published, monkeypatch, capsys, isolated_env
+) -> None:
+    server = backends.openai
+    (isolated_env / "config.toml").write_text(
+        f'[providers.work]\nkind = "openai"\nbase_url = "{server.url}"\n'
+        'api_key_env = "WORK_LLM_KEY"\n'
+    )
+    monkeypatch.setenv("WORK_LLM_KEY", WORK_KEY)
+    server.echo_headers = True  # a debugging proxy's answer: the request's headers
+    ip.run_cell("%%llm work:big-model\nHi")
+    df = ip.user_ns["_llm"]
+    assert server.chat_requests()[-1].headers["authorization"] == f"Bearer {WORK_KEY}"
+    assert "authorization: Bearer ***" in df["output"].iloc[0]
+    texts = [df.to_string() + df.to_json(date_format="iso"), df.llm.side_by_side()._repr_html_()]
+    server.echo_headers = False
+    server.reply = f"the key you sent is {WORK_KEY} as far as I can tell"  # the bare key
+    ip.run_cell("%%llm work:big-model\nHi")
+    df = ip.user_ns["_llm"]
+    assert df["output"].iloc[0] == "the key you sent is *** as far as I can tell"
+    texts += [df.to_string() + df.to_json(date_format="iso"), df.llm.side_by_side()._repr_html_()]
+    answer = api.complete("Hi", "work:big-model")
+    texts += [answer.text, repr(answer), repr(answer.record)]
+    server.status, server.error_message = 500, f"upstream refused key {WORK_KEY}"
+    ip.run_cell("%%llm work:big-model --retries 0\nHi")
+    df = ip.user_ns["_llm"]
+    assert "upstream refused key ***" in df["error"].iloc[0]
+    texts += [df.to_string() + df.to_json(date_format="iso")]
+    texts.append(ip.run_line_magic("llm", "history 20").to_string())
+    texts += [str(o["data"]) for o in published.outputs]
+    captured = capsys.readouterr()
+    texts += [captured.out, captured.err]
+    leaks = [t for t in texts if WORK_KEY in t]
+    assert not leaks, leaks[0][:300]
+    for path in Path(isolated_env / "home").rglob("*"):
+        if path.is_file():
+            assert WORK_KEY.encode() not in path.read_bytes(), path

@@ -100,7 +100,7 @@ BUILTIN: dict[str, ProviderSpec] = {
 
 _registered: dict[str, Callable[[str], Provider]] = {}
 _entry_points: dict[str, Callable[[str], Provider]] | None = None
-_instances: dict[tuple[str, str | None, str | None], Provider] = {}
+_instances: dict[tuple[str | None, ...], Provider] = {}
 _lock = threading.Lock()
 
 
@@ -158,13 +158,8 @@ def spec_for(name: str, cfg: FileConfig | None = None) -> ProviderSpec | None:
 class Endpoint:
     base_url: str | None
     base_url_source: str
-    api_key: str | None  # never shown: see masked()
+    api_key: str | None  # never shown whole: redaction.redact_key gives its hint
     key_source: str | None
-
-    def masked_key(self) -> str | None:
-        if not self.api_key:
-            return None
-        return self.api_key[:3] + "…" + self.api_key[-2:] if len(self.api_key) > 12 else "***"
 
 
 def resolve_endpoint(spec: ProviderSpec) -> Endpoint:
@@ -200,7 +195,11 @@ def get_provider(name: str, cfg: FileConfig | None = None) -> Provider:
             f"unknown provider {name!r}; known providers: {', '.join(known_providers(cfg))}"
         )
     endpoint = resolve_endpoint(spec)
-    key = (name, endpoint.base_url, endpoint.api_key)
+    from ._proxy import proxy_route
+
+    # A proxy set or changed since (environment or config) needs a new client: a new key.
+    route = proxy_route(name, endpoint.base_url, cfg).proxy if endpoint.base_url else None
+    key = (name, endpoint.base_url, endpoint.api_key, route)
     with _lock:
         provider = _instances.get(key)
         if provider is None:
@@ -213,6 +212,13 @@ def get_provider(name: str, cfg: FileConfig | None = None) -> Provider:
             )
             _instances[key] = provider
         return provider
+
+
+def proxy_shown(name: str, url: str | None) -> str | None:
+    """The proxy a request to `url` goes through, credentials masked and its source named."""
+    from ._proxy import proxy_shown as shown
+
+    return shown(name, url)
 
 
 def close_all() -> None:

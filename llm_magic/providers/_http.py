@@ -6,6 +6,9 @@ What lives here, once:
 - `Exchange`: one request whose socket a CancelToken can abort, with the rule "after the first
   text, every failure is StreamBroken" applied in one place;
 - `HTTPService`: a base URL, a key and one pooled client (`_sockets.make_client`).
+
+Every message is redacted (redaction.py): the key a provider sends is registered by the
+transport, so no key needs to be passed around to be hidden.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ import httpx2
 
 from .. import errors
 from ..errors import ProviderError
-from ._sockets import IOSlot, make_client
+from ..redaction import redact, redact_url
+from ._sockets import IOSlot, Refused, make_client
 from .base import CancelToken, Options
 
 __all__ = [
@@ -34,7 +38,6 @@ __all__ = [
     "error_text",
     "map_exception",
     "retry_after",
-    "scrub",
     "status_error_from",
     "timeout_for",
 ]
@@ -143,14 +146,7 @@ def error_text(body: str | bytes, fallback: str = "") -> str:
     return _shorten(_message_of(parsed) or body) or fallback
 
 
-def scrub(text: str, secret: str | None) -> str:
-    """The message with the provider's own key removed (it may not be in the environment)."""
-    return errors.redact(text, (secret,) if secret else ())
-
-
-def status_error_from(
-    provider: str, response: httpx2.Response, secret: str | None = None
-) -> errors.StatusError:
+def status_error_from(provider: str, response: httpx2.Response) -> errors.StatusError:
     """The StatusError for an HTTP error reply; the body must have been read."""
     reason = response.reason_phrase or "error"
     try:
@@ -159,7 +155,7 @@ def status_error_from(
         text = reason
     return errors.status_error(
         response.status_code,
-        scrub(text, secret),
+        redact(text),
         provider=provider,
         retry_after=retry_after(response.headers),
     )
@@ -176,7 +172,6 @@ def map_exception(
     *,
     started: bool,
     cancelled: bool,
-    secret: str | None = None,
     timeouts: httpx2.Timeout | None = None,
 ) -> ProviderError:
     """The llm_magic error for an httpx2 exception met while talking to `provider`.
@@ -186,6 +181,8 @@ def map_exception(
     """
     if cancelled:
         return errors.Cancelled("cancelled", provider=provider)
+    if isinstance(exc, Refused):  # a redirect, an unusable proxy: already said in full
+        return exc.error
     read = timeouts.read if timeouts is not None else None
     connect = timeouts.connect if timeouts is not None else None
     if isinstance(exc, httpx2.ConnectTimeout):
@@ -202,14 +199,14 @@ def map_exception(
             return errors.StreamBroken(f"stream stalled: {msg}", provider=provider)
         return errors.TimedOut(msg, provider=provider)
     if isinstance(exc, httpx2.ConnectError):
-        return errors.ConnectFailed(scrub(f"cannot connect: {exc}", secret), provider=provider)
+        return errors.ConnectFailed(redact(f"cannot connect: {exc}"), provider=provider)
     if started:
-        return errors.StreamBroken(scrub(f"stream broken: {_what(exc)}", secret), provider=provider)
+        return errors.StreamBroken(redact(f"stream broken: {_what(exc)}"), provider=provider)
     if isinstance(exc, (httpx2.TransportError, httpx2.StreamError)):
         return errors.TransportError(
-            scrub(f"connection lost: {_what(exc)}", secret), provider=provider
+            redact(f"connection lost: {_what(exc)}"), provider=provider
         )
-    return errors.BadResponse(scrub(f"unexpected reply: {_what(exc)}", secret), provider=provider)
+    return errors.BadResponse(redact(f"unexpected reply: {_what(exc)}"), provider=provider)
 
 
 # --------------------------------------------------------------------------- exchanges
@@ -227,7 +224,6 @@ class Exchange:
     def __init__(
         self,
         name: str,
-        secret: str | None,
         timeouts: httpx2.Timeout | None,
         cancel: CancelToken | None,
         *,
@@ -235,7 +231,6 @@ class Exchange:
         request: httpx2.Request | None = None,
     ) -> None:
         self.name = name
-        self.secret = secret
         self.timeouts = timeouts
         self.started = False
         self._cancel = cancel
@@ -257,7 +252,7 @@ class Exchange:
 
     def error(self, cls: type[ProviderError], message: str) -> ProviderError:
         """`cls(message)` before the first text, StreamBroken after it."""
-        message = scrub(message, self.secret)
+        message = redact(message)
         if self.started:
             return errors.StreamBroken(f"stream broken: {message}", provider=self.name)
         return cls(message, provider=self.name)
@@ -268,7 +263,6 @@ class Exchange:
             exc,
             started=self.started,
             cancelled=self.cancelled,
-            secret=self.secret,
             timeouts=self.timeouts,
         )
 
@@ -289,7 +283,7 @@ class Exchange:
                 self._response = response
                 if response.status_code >= 400:
                     response.read()
-                    raise status_error_from(self.name, response, self.secret)
+                    raise status_error_from(self.name, response)
         except _HTTP_FAILURES as exc:
             raise self.mapped(exc) from None
 
@@ -381,11 +375,12 @@ class HTTPService:
     ) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
-        self.secret = api_key
         all_headers = {"Accept": "application/json", **(headers or {})}
         if api_key:
             all_headers["Authorization"] = f"Bearer {api_key}"
-        self.client = make_client(headers=all_headers)
+        self.client = make_client(
+            name=name, base_url=self.base_url, secret=api_key, headers=all_headers
+        )
 
     def url(self, path: str) -> str:
         return self.base_url + path
@@ -404,9 +399,7 @@ class HTTPService:
         request = self.client.build_request(
             method, self.url(path), json=json_body, headers=headers, timeout=timeouts
         )
-        return Exchange(
-            self.name, self.secret, timeouts, cancel, client=self.client, request=request
-        )
+        return Exchange(self.name, timeouts, cancel, client=self.client, request=request)
 
     def call_json(
         self,
@@ -428,11 +421,8 @@ class HTTPService:
             return json.loads(body)
         except ValueError:
             raise errors.BadResponse(
-                scrub(
-                    f"{path} replied with something that is not JSON: "
-                    f"{body[:60].decode('utf-8', 'replace')!r}",
-                    self.secret,
-                ),
+                f"{path} replied with something that is not JSON: "
+                f"{body[:60].decode('utf-8', 'replace')!r}",
                 provider=self.name,
             ) from None
 
@@ -468,7 +458,7 @@ class KeyedProvider:
 
     def __repr__(self) -> str:
         # Credentials a base URL may carry (user:password@, ?key=...) never reach a repr.
-        url = errors.mask_url(self.base_url)
+        url = redact_url(self.base_url)
         return f"{type(self).__name__}(name={self.name!r}, base_url={url!r})"
 
     def _key_problem(self) -> str | None:

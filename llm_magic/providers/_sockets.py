@@ -1,4 +1,6 @@
-"""Sockets another thread can abort, behind an ordinary pooled httpx2.Client.
+"""The transport under every HTTP provider: an httpx2.Client whose sockets another thread can
+abort, that goes through the proxy the environment or the config names, registers every
+credential it sends (redaction.py) and refuses to follow a redirect, saying where it pointed.
 
 Closing a response from another thread does not wake a read blocked in the kernel (the
 descriptor is closed, the blocked recv() is not woken), so a cancelled request would wait for
@@ -10,14 +12,21 @@ Sync httpx2 (and the openai SDK on it) does all I/O in the calling thread, hence
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import socket
 import threading
 from typing import Any
+from urllib.parse import unquote
 
 import httpcore2
 import httpx2
 
-__all__ = ["IOSlot", "make_client"]
+from .. import errors
+from ..redaction import add_header_secrets, add_secret, redact_url
+from ._proxy import Route, configured_proxy, route_for
+
+__all__ = ["IOSlot", "Refused", "make_client"]
 
 _current = threading.local()  # .slot: the IOSlot of the request this thread is working on
 
@@ -158,21 +167,164 @@ class _WatchedBackend(httpcore2.NetworkBackend):
         self._inner.sleep(seconds)
 
 
-def make_client(
-    *, headers: dict[str, str] | None = None, timeout: httpx2.Timeout | None = None
-) -> httpx2.Client:
-    """A pooled client, safe to share between threads, whose sockets an IOSlot can abort."""
-    transport = httpx2.HTTPTransport(
-        limits=httpx2.Limits(max_connections=64, max_keepalive_connections=16)
-    )
-    # httpx2 has no public hook for the network backend; wrap the pool's one when it is where
-    # it has been since httpx 0.18. Without it cancellation still works between reads.
+_LIMITS = httpx2.Limits(max_connections=64, max_keepalive_connections=16)
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+class Refused(httpx2.TransportError):
+    """The transport would not go on with a request (a redirect, an unusable proxy); `error`
+    is what the provider reports. An httpx2 error, so that the SDK hands it back as a cause."""
+
+    def __init__(self, error: errors.ProviderError, request: httpx2.Request) -> None:
+        super().__init__(error.message, request=request)
+        self.error = error
+
+
+def _watched(proxy: str | None) -> httpx2.HTTPTransport:
+    """A pooled transport (direct, or through `proxy`) whose sockets an IOSlot can abort."""
+    transport = httpx2.HTTPTransport(limits=_LIMITS, proxy=proxy)
+    # httpx2 has no public hook for the network backend: wrap the pool's (direct and proxy
+    # pools alike keep it there, as since httpx 0.18); test_transport.py fails if it moves.
+    # Without it cancelling still works, only between reads.
     pool = getattr(transport, "_pool", None)
     backend = getattr(pool, "_network_backend", None)
     if backend is not None:
         pool._network_backend = _WatchedBackend(backend)  # type: ignore[union-attr]
+    return transport
+
+
+def _remember_proxy_credentials(proxy: str) -> None:
+    """A proxy's password, and the Basic credential made of it, are secrets too."""
+    parts = httpx2.URL(proxy)
+    if parts.password:
+        user, password = unquote(parts.username), unquote(parts.password)
+        add_secret(password)
+        add_secret(base64.b64encode(f"{user}:{password}".encode()).decode("ascii"))
+
+
+class _Routes(httpx2.BaseTransport):
+    """Sends each request direct or through the proxy that applies to its URL (one pool per
+    proxy), and turns a redirect into a one-line error.
+
+    Each origin's route is decided at its first request and kept, as httpx decides at client
+    construction: reading the environment per request would cost more than the rest of the
+    transport. The registry builds a new provider when the route of its base URL changes.
+    """
+
+    def __init__(self, name: str, base_url: str) -> None:
+        self._name = name
+        self._base_url = base_url.rstrip("/")
+        self._lock = threading.Lock()
+        self._pools: dict[str | None, httpx2.HTTPTransport] = {}
+        self._routes: dict[tuple[str, str, int | None], Route] = {}
+        if base_url:  # build the usual pool now, not inside the first request's timing
+            # An unusable proxy is said by the first request, as a row's error.
+            with contextlib.suppress(ImportError, ValueError, httpx2.InvalidURL):
+                self._pool(self._route(httpx2.URL(base_url)).proxy)
+
+    def _route(self, url: httpx2.URL) -> Route:
+        origin = (url.scheme, url.host, url.port)
+        route = self._routes.get(origin)
+        if route is None:  # two threads may both work it out: the same answer
+            route = route_for(url.scheme, url.host, url.port, configured_proxy(self._name))
+            self._routes[origin] = route
+        return route
+
+    def _pool(self, proxy: str | None) -> httpx2.HTTPTransport:
+        with self._lock:
+            pool = self._pools.get(proxy)
+            if pool is None:
+                if proxy is not None:
+                    _remember_proxy_credentials(proxy)
+                pool = self._pools[proxy] = _watched(proxy)
+            return pool
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        add_header_secrets(request.headers)
+        route = self._route(request.url)
+        try:
+            pool = self._pool(route.proxy)
+        except ImportError:
+            problem = f"cannot use the proxy {route.shown()}: SOCKS needs `pip install socksio`"
+            raise Refused(errors.ProviderError(problem, provider=self._name), request) from None
+        except (ValueError, httpx2.InvalidURL) as exc:  # an unknown scheme
+            problem = f"cannot use the proxy {route.shown()}: {exc}"
+            raise Refused(errors.ProviderError(problem, provider=self._name), request) from None
+        try:
+            response = pool.handle_request(request)
+        except (httpx2.ConnectError, httpx2.ProxyError) as exc:
+            if route.proxy is None:
+                raise
+            raise Refused(_proxy_failure(self._name, route, exc), request) from None
+        if response.status_code in _REDIRECTS and "location" in response.headers:
+            response.close()
+            error = _redirect_error(self._name, self._base_url, request.url, response)
+            raise Refused(error, request)
+        return response
+
+    def close(self) -> None:
+        with self._lock:
+            pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            pool.close()
+
+
+def _proxy_failure(name: str, route: Route, exc: Exception) -> errors.ProviderError:
+    """A proxy that cannot be reached may be retried; one that refuses the tunnel is final."""
+    if isinstance(exc, httpx2.ProxyError):
+        return errors.ProviderError(f"the proxy {route.shown()} refused: {exc}", provider=name)
+    text = f"cannot connect to the proxy {route.shown()}: {exc}"
+    return errors.ConnectFailed(text, provider=name)
+
+
+def _base_url_variable(name: str) -> str | None:
+    """The environment variable that sets provider `name`'s base URL, if it has one."""
+    from . import spec_for
+
+    try:
+        spec = spec_for(name)
+    except errors.LLMMagicError:
+        return None
+    return spec.url_env if spec is not None else None
+
+
+def _without_query(url: str) -> str:
+    return url.partition("#")[0].partition("?")[0]
+
+
+def _redirect_error(
+    name: str, base_url: str, sent: httpx2.URL, response: httpx2.Response
+) -> errors.StatusError:
+    """A redirect is never followed (the key would go wherever it points); the error says
+    where it pointed and, when the new place ends in the same path, which base URL to set."""
+    target = str(sent.join(response.headers["location"]))
+    message = f"the server redirected to {redact_url(target)}"
+    asked = _without_query(str(sent))
+    tail = asked[len(base_url) :] if base_url and asked.startswith(base_url) else ""
+    moved = _without_query(target)
+    variable = _base_url_variable(name)
+    if tail.startswith("/") and moved.endswith(tail) and len(moved) > len(tail):
+        where = f"set {variable} to" if variable else "use the base URL"
+        message += f"; {where} {redact_url(moved[: -len(tail)])}"
+    else:
+        where = f" ({variable})" if variable else ""
+        message += f"; redirects are not followed: check the base URL{where}"
+    return errors.status_error(response.status_code, message, provider=name)
+
+
+def make_client(
+    *,
+    name: str = "",
+    base_url: str = "",
+    secret: str | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: httpx2.Timeout | None = None,
+) -> httpx2.Client:
+    """Provider `name`'s pooled client, safe to share between threads; `secret` is the key it
+    will send (hidden from every text from now on, see redaction.py)."""
+    add_secret(secret)
     return httpx2.Client(
-        transport=transport,
+        transport=_Routes(name, base_url),
         headers=headers,
         timeout=timeout or httpx2.Timeout(120.0, connect=5.0),
     )

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .. import errors
-from ._http import Exchange, error_text, scrub
+from ._http import Exchange, error_text
 from .base import Chunk, Usage
 
 __all__ = ["chat_chunks", "whole_chunk"]
@@ -87,7 +87,7 @@ def _decode(exchange: Exchange, data: str, event: str = "") -> dict[str, Any]:
         code = inner.get("code") if isinstance(inner, dict) else obj.get("code")
         if not exchange.started and isinstance(code, int) and 400 <= code < 600:
             # Routers such as OpenRouter put the upstream status here: keep it (and retries).
-            raise errors.status_error(code, scrub(message, exchange.secret), provider=exchange.name)
+            raise errors.status_error(code, message, provider=exchange.name)
         raise exchange.error(errors.ProviderError, message)
     return obj
 

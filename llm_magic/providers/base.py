@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from ..errors import mask_url
+from ..redaction import redact_url
 
 __all__ = [
     "CancelToken",
@@ -98,7 +98,7 @@ class Health:
     error: str | None = None
 
     def __repr__(self) -> str:
-        url = mask_url(self.base_url) if self.base_url else None
+        url = redact_url(self.base_url) if self.base_url else None
         return (
             f"Health(provider={self.provider!r}, base_url={url!r}, reachable={self.reachable!r},"
             f" rtt_s={self.rtt_s!r}, version={self.version!r}, error={self.error!r})"

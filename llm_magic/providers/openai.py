@@ -24,6 +24,7 @@ import httpx2
 
 from .. import errors
 from ..errors import ProviderError
+from ..redaction import NO_KEY
 from ._http import (
     ADMIN_TIMEOUT,
     HEALTH_TIMEOUT,
@@ -31,7 +32,6 @@ from ._http import (
     KeyedProvider,
     error_text,
     retry_after,
-    scrub,
     timeout_for,
 )
 from ._sockets import make_client
@@ -41,8 +41,6 @@ from .base import CancelToken, Chunk, Health, Message, ModelInfo, Options, Provi
 __all__ = ["DEFAULT_BASE_URL", "OpenAIProvider"]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-# Local OpenAI-compatible servers want no key, but the SDK refuses to start without one.
-_NO_KEY = "not-needed"
 # Where compatible servers put the context window in /models entries.
 _CONTEXT_KEYS = ("context_length", "context_window", "max_context_length", "max_model_len")
 _DEFAULT_TIMEOUT = httpx2.Timeout(120.0, connect=5.0)
@@ -51,7 +49,7 @@ _DEFAULT_TIMEOUT = httpx2.Timeout(120.0, connect=5.0)
 def _sdk_error(exchange: Exchange, exc: BaseException) -> ProviderError:
     """The llm_magic error for what the SDK raised while sending a request."""
     import openai  # loaded by the time a request was sent: a dictionary lookup
-    name, secret = exchange.name, exchange.secret
+    name = exchange.name
     if isinstance(exc, openai.APIStatusError):
         response = exc.response
         try:
@@ -60,7 +58,7 @@ def _sdk_error(exchange: Exchange, exc: BaseException) -> ProviderError:
             text = exc.message
         return errors.status_error(
             response.status_code,
-            scrub(text, secret),
+            text,
             provider=name,
             retry_after=retry_after(response.headers),
         )
@@ -93,17 +91,18 @@ class OpenAIProvider(KeyedProvider, ProviderFacts):
         self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
         self._key_env = key_env
         self._missing_key = api_key is None and key_env is not None
-        self._secret = api_key
         # The SDK (half a second to import) loads when a provider is built, not when the class
         # is read for its facts (`%llm providers`, the panel's list, a run's plan).
         import openai
 
         self._client = openai.OpenAI(
-            api_key=api_key or _NO_KEY,
+            api_key=api_key or NO_KEY,  # the SDK refuses to start without a key
             base_url=self.base_url,
             max_retries=0,  # the runner retries; two policies must not stack
             timeout=_DEFAULT_TIMEOUT,
-            http_client=make_client(timeout=_DEFAULT_TIMEOUT),
+            http_client=make_client(
+                name=name, base_url=self.base_url, secret=api_key, timeout=_DEFAULT_TIMEOUT
+            ),
             **_openai_only_headers(name),
         )
         # The SDK works out its platform headers on first use (a few ms, cached for good): do
@@ -111,7 +110,7 @@ class OpenAIProvider(KeyedProvider, ProviderFacts):
         _ = self._client.default_headers
 
     def _exchange(self, timeouts: httpx2.Timeout, cancel: CancelToken | None = None) -> Exchange:
-        return Exchange(self.name, self._secret, timeouts, cancel)
+        return Exchange(self.name, timeouts, cancel)
 
     def _arguments(self, messages: list[Message], model: str, options: Options) -> dict[str, Any]:
         args: dict[str, Any] = {

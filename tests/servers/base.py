@@ -44,6 +44,9 @@ class Faults:
     stall_after: int | None = None  # stop sending after N content chunks, keep the socket open
     usage: bool = True  # report token usage
     report_model: str | None = None  # model name reported back (None: the requested one)
+    echo_headers: bool = False  # answer with the request's headers, one "name: value" a line
+    redirect: int | None = None  # answer chat requests with this 3xx status and a Location
+    redirect_to: str | None = None  # that Location (None: this server, under /moved)
 
 
 _FAULT_NAMES = frozenset(f.name for f in dataclasses.fields(Faults))
@@ -193,7 +196,10 @@ class TestServer:
     def completion(
         self, ex: Exchange, model: str, messages: Any, max_tokens: int | None
     ) -> Completion:
-        return plan_completion(ex.faults.reply, ex.faults.report_model, model, messages, max_tokens)
+        reply = ex.faults.reply
+        if ex.faults.echo_headers:  # what a debugging proxy answers: everything it was sent
+            reply = "\n".join(f"{k}: {v}" for k, v in ex.request.headers.items())
+        return plan_completion(reply, ex.faults.report_model, model, messages, max_tokens)
 
     @contextlib.contextmanager
     def chat_slot(self) -> Iterator[None]:
@@ -243,6 +249,9 @@ class TestServer:
                 self.not_found(ex)
             elif raw and body is None and request.method in ("POST", "DELETE"):
                 self.bad_json(ex)
+            elif ex.faults.redirect is not None and "chat" in path:
+                where = ex.faults.redirect_to or f"{self.root_url}/moved{path}"
+                ex.send(ex.faults.redirect, b"", None, headers={"Location": where})
             else:
                 route(ex)
         except Aborted:
