@@ -99,9 +99,9 @@ class LLMMagics(Magics):
         finally:
             if view is not None:
                 view.close()
-        from .results import compact, to_dataframe
+        from .results import compact, run_frame
 
-        df = to_dataframe(records)
+        df = run_frame(records, plan)
         ns["_llm"] = df
         if cmd.out:
             ns[cmd.out] = df
