@@ -14,6 +14,7 @@ imports pandas: parsing runs when `%load_ext` is light, scoring works on plain v
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -143,7 +144,7 @@ class Check:
         """Score one answer; `arg` is this row's filled TEXT/PATTERN, `row()` its fields (for
         py:). Never raises: what cannot be scored is NaN and the reason."""
         try:
-            return _SCORERS[self.kind](self, answer, arg, row)
+            return _SCORERS[self.spec.kind](self, answer, arg, row)
         except Exception as exc:  # a user's function, a schema library: the row's reason
             return math.nan, _raised(f"{self.kind}:{self.spec.arg}", exc)
 
@@ -152,6 +153,7 @@ def _raised(what: str, exc: BaseException) -> str:
     return one_line(f"{what} raised {type(exc).__name__}: {exc}", 200)
 
 
+@functools.lru_cache(maxsize=1024)  # the same TEXT is quoted in row after row
 def _quoted(text: str) -> str:
     return repr(text if len(text) <= _SHOWN else text[: _SHOWN - 1] + "…")
 
@@ -197,14 +199,22 @@ def _regex(check: Check, answer: str, arg: Any, row: Any) -> Verdict:
 _FENCED = re.compile(r"\A\s*(`{3,}|~{3,})[^\n]*\n(.*?)\n[ \t]*\1[`~]*\s*\Z", re.S)
 
 
+_JSON_STARTS = frozenset('{["-0123456789`~')  # a JSON value, or a fence around one
+_JSON_WORDS = ("true", "false", "null", "NaN", "Infinity")  # json.loads takes the last two
+
+
 def _parsed(answer: str) -> tuple[Any, str | None]:
     """The answer as JSON (a whole answer in one ``` fence counts: models wrap JSON so), or
     the reason it is not."""
-    fenced = _FENCED.match(answer)
+    text = answer.lstrip()
+    head = text[:1]
+    if head and head not in _JSON_STARTS and not text.startswith(_JSON_WORDS):
+        return None, f"not JSON: starts with {head!r}"  # most prose: no exception raised
+    fenced = _FENCED.match(answer) if head in ("`", "~") else None
     try:
         return json.loads(fenced.group(2) if fenced else answer), None
-    except ValueError as exc:
-        return None, one_line(f"not JSON: {exc}", 200)
+    except ValueError as exc:  # json's messages are one short line already
+        return None, f"not JSON: {exc}"
 
 
 def _json(check: Check, answer: str, arg: Any, row: Any) -> Verdict:

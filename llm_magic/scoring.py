@@ -6,6 +6,7 @@ Imported with pandas, by results.py; the checks themselves live in checks.py.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -19,6 +20,7 @@ from .template import expand_over, render
 __all__ = ["check_frame", "is_check_column", "pass_summary", "score_run", "wilson"]
 
 NO_ANSWER = "no answer"
+_NO_ANSWER = {"score": math.nan, "pass": False, "reason": NO_ANSWER}
 _Z95 = 1.959963984540054
 
 
@@ -33,7 +35,7 @@ def is_check_column(name: Any) -> bool:
 def score_run(frame: pd.DataFrame, plan: CheckPlan, prompt_nos: Sequence[int]) -> pd.DataFrame:
     """The frame of a run (rows in job order) with its checks' columns."""
     nos = list(prompt_nos)[: len(frame)]
-    args = [plan.args[p] for p in nos]
+    args = [[plan.args[p][j] for p in nos] for j in range(len(plan.checks))]
 
     def row(i: int) -> Mapping[str, Any]:
         return {**plan.items[nos[i]], **frame.iloc[i].to_dict()}
@@ -74,8 +76,7 @@ def check_frame(
             return items[i][name]
         return namespace[name]
 
-    fills = [_fills(check, len(frame), lookup) for check in compiled]
-    args = list(zip(*fills, strict=True)) if fills else []
+    args = [_fills(check, len(frame), lookup) for check in compiled]
 
     def row(i: int) -> Mapping[str, Any]:
         return {**(items[i] if items else {}), **{k: v[i] for k, v in columns.items()}}
@@ -136,37 +137,35 @@ def _columns(
     args: Sequence[Sequence[str | None]],
     row_of: Callable[[int], Mapping[str, Any]],
 ) -> dict[str, Any]:
-    """Score every row with every check. A failed request is NaN/False, "no answer"."""
+    """Score every row with every check (`args`: per check, each row's TEXT/PATTERN). A failed
+    request is NaN/False with the reason "no answer"."""
     outputs = frame["output"].tolist()
     failed = frame["error"].notna().tolist()
     n, nan = len(frame), math.nan
-    scores = [[nan] * n for _ in checks]
-    passes = [[False] * n for _ in checks]
-    details: list[dict[str, Any]] = []
-    for i in range(n):
-        detail: dict[str, Any] = {}
-        if failed[i]:
-            for check in checks:
-                detail[check.name] = {"score": nan, "pass": False, "reason": NO_ANSWER}
-            details.append(detail)
-            continue
-        answer = outputs[i] if isinstance(outputs[i], str) else ""
-        row_args = args[i]
-        for j, check in enumerate(checks):
-            arg = row_args[j]
+    answered = [i for i in range(n) if not failed[i]]
+    rows = [functools.partial(row_of, i) for i in range(n)]  # called only by py: checks
+    details: list[dict[str, Any]] = [{} for _ in range(n)]
+    columns: dict[str, Any] = {}
+    passes = []
+    for check, check_args in zip(checks, args, strict=True):
+        scores, oks = [nan] * n, [False] * n
+        verdicts: list[dict[str, Any]] = [_NO_ANSWER] * n
+        score_one, threshold = check.score, check.threshold
+        for i in answered:
+            arg, answer = check_args[i], outputs[i]
             if isinstance(arg, _Unfilled):
                 score, reason = nan, one_line(str(arg), 200)
             else:
-                score, reason = check.score(answer, arg, lambda i=i: row_of(i))
-            ok = score >= check.threshold  # NaN compares False: not scorable never passes
-            scores[j][i], passes[j][i] = score, ok
-            detail[check.name] = {"score": score, "pass": ok, "reason": reason}
-        details.append(detail)
-    columns: dict[str, Any] = {}
-    for j, check in enumerate(checks):
-        columns[f"score_{check.name}"] = pd.Series(scores[j], index=frame.index, dtype="float64")
-        columns[f"pass_{check.name}"] = pd.Series(passes[j], index=frame.index, dtype="boolean")
-    every = [all(p[i] for p in passes) for i in range(n)]
+                score, reason = score_one(answer if isinstance(answer, str) else "", arg, rows[i])
+            ok = score >= threshold  # NaN compares False: what cannot be scored never passes
+            scores[i], oks[i] = score, ok
+            verdicts[i] = {"score": score, "pass": ok, "reason": reason}
+        for detail, verdict in zip(details, verdicts, strict=True):
+            detail[check.name] = dict(verdict) if verdict is _NO_ANSWER else verdict
+        columns[f"score_{check.name}"] = pd.Series(scores, index=frame.index, dtype="float64")
+        columns[f"pass_{check.name}"] = pd.Series(oks, index=frame.index, dtype="boolean")
+        passes.append(oks)
+    every = [all(row) for row in zip(*passes, strict=True)] if passes else [False] * n
     columns["passed"] = pd.Series(every, index=frame.index, dtype="boolean")
     columns["checks"] = pd.Series(details, index=frame.index, dtype=object)
     return columns
