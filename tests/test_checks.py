@@ -215,3 +215,31 @@ def test_side_by_side_shows_each_verdict_escaped(wired) -> None:
     assert "✓ contains 1.00 · ✗ tag 0.00 (contains &#x27;&lt;b&gt;&#x27;)" in page
     assert "✗ contains 0.00 (&#x27;gpt&#x27; not found)" in page
     assert "<b>" not in page
+
+
+def test_a_real_pydantic_model_and_names_from_the_notebook_in_compare(wired) -> None:
+    ip, backends = wired
+    pydantic = pytest.importorskip("pydantic")
+
+    class City(pydantic.BaseModel):
+        name: str
+        population: int
+
+    ip.user_ns["City"] = City
+    ip.user_ns["shape"] = {"type": "object", "required": ["name"]}
+    backends.openai.reply = '{"name": "Oslo", "population": "many"}'
+    df = llm_magic.compare("Oslo?", "openai:gpt-4o-mini", checks=["schema:City", "schema:shape"])
+    assert df["score_schema"].tolist() == [0.0] and df["score_schema_2"].tolist() == [1.0]
+    assert df["checks"][0]["schema"]["reason"].startswith("population: Input should be")
+    ip.user_ns["broken"] = {"type": 12}
+    with pytest.raises(UsageError, match="not a valid JSON Schema"):
+        ip.run_cell("%%llm openai:gpt-4o-mini --check schema:broken\nHi")
+    assert backends.openai.request_count == 1
+
+
+def test_checks_with_repeats_score_each_row(wired) -> None:
+    ip, backends = wired
+    check = "--check 'equals:Echo from gpt-4o-mini: Hi'"
+    df = run_frame(ip, f"%%llm openai:gpt-4o-mini -r 3 -q {check}\nHi")
+    assert df["passed"].tolist() == [True, True, True]
+    assert df.llm.summary()["pass_rate"].tolist() == [1.0]
