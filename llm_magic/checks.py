@@ -255,6 +255,8 @@ def _py(check: Check, answer: str, arg: Any, row: Callable[[], Mapping[str, Any]
     reason = ""
     if isinstance(result, tuple) and len(result) == 2:
         result, reason = result
+    if not isinstance(result, bool | int | float) and callable(getattr(result, "item", None)):
+        result = result.item()  # a NumPy scalar (np.bool_ is no bool): its Python value
     if isinstance(result, bool):
         score = float(result)
     elif isinstance(result, int | float) and not math.isnan(result):
@@ -320,7 +322,7 @@ def compile_checks(items: Any, namespace: Mapping[str, Any]) -> tuple[Check, ...
 def _compile(item: Any, name: str | None, namespace: Mapping[str, Any]) -> Check:
     if isinstance(item, Check):
         return Check(**{**vars(item), "name": name}) if name else item
-    obj = None
+    obj, default = None, None
     if isinstance(item, str):
         spec = parse_check(item)
     elif isinstance(item, CheckSpec):
@@ -328,7 +330,9 @@ def _compile(item: Any, name: str | None, namespace: Mapping[str, Any]) -> Check
     elif _is_schema(item):
         spec, obj = CheckSpec("schema", getattr(item, "__name__", "schema")), item
     elif callable(item):
-        spec, obj = CheckSpec("py", getattr(item, "__name__", "function")), item
+        given = getattr(item, "__name__", "")
+        default = given if given.isidentifier() else None  # a lambda is named "py"
+        spec, obj = CheckSpec("py", given or "function"), item
     else:
         raise UsageProblem(
             f"a check is a spec such as 'contains:Paris', a function or a schema, not "
@@ -345,7 +349,8 @@ def _compile(item: Any, name: str | None, namespace: Mapping[str, Any]) -> Check
     if spec.kind == "py" and not callable(obj):
         raise UsageProblem(f"check {shown!r}: {spec.arg} is a {type(obj).__name__}, not a function")
     threshold = DEFAULT_THRESHOLD if spec.threshold is None else spec.threshold
-    check = Check(spec.name or spec.kind.replace("-", "_"), spec, threshold, obj, validator)
+    default = default or spec.kind.replace("-", "_")
+    check = Check(spec.name or default, spec, threshold, obj, validator)
     arg = spec.arg or ""
     if KINDS[spec.kind] in _TEMPLATED and _braced(arg):
         check = Check(**{**vars(check), "fields": tuple(fields(arg))})

@@ -60,7 +60,7 @@ def check_frame(
     if not compiled:
         raise UsageProblem("df.llm.check() got no checks, e.g. df.llm.check('contains:Paris')")
     items = _items_per_row(frame, over)
-    columns = {str(c): frame[c].tolist() for c in frame.columns}
+    columns = {str(c): frame[c].tolist() for c in frame.columns if not is_check_column(c)}
     for check in compiled:
         for name in check.fields:
             if name not in columns and not (items and name in items[0]) and name not in namespace:

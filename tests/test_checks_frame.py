@@ -115,3 +115,18 @@ def test_summary_adds_pass_rates_only_with_checks() -> None:
     assert summary["pass_rate"].tolist() == [1.0, 0.5]
     assert list(summary.columns[-4:]) == ["pass_rate", "pass_lo", "pass_hi", "score_contains"]
     assert summary.index.name == "target"
+
+
+def test_py_checks_take_numpy_scalars_and_see_no_earlier_check_columns() -> None:
+    import numpy as np
+
+    seen: list[set[str]] = []
+
+    def numpy_verdict(answer, row):
+        seen.append(set(row))
+        return np.bool_(answer == "yes") if answer == "yes" else np.float64(0.25)
+
+    df = _frame(["yes", "no"], targets=("a:x",)).llm.check("json", variables={})
+    scored = df.llm.check(numpy_verdict)
+    assert scored["score_numpy_verdict"].tolist() == [1.0, 0.25]
+    assert not any(name.startswith("score_") or name == "checks" for name in seen[0])
