@@ -118,7 +118,7 @@ def test_the_graph_is_read_from_the_source() -> None:
     # A few edges known to exist, so that an empty graph cannot pass the tests below.
     assert "llm_magic.providers" in edges["llm_magic.backends"]
     assert "llm_magic.providers.base" in edges["llm_magic.providers.ollama"]
-    assert "llm_magic.errors" in edges["llm_magic.providers.base"]
+    assert "llm_magic.redaction" in edges["llm_magic.providers.base"]
 
 
 def test_cycles_are_found_when_there_are_some() -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import trustme
+from cells import run_frame
 from servers.forward_proxy import ForwardProxy
 
 from llm_magic import api, errors
@@ -212,7 +213,7 @@ def test_proxy_credentials_are_sent_to_the_proxy_and_never_shown(
         # A careless server that echoes every header it got, the proxy's too if it forwarded
         # them; and one that puts the password in its error.
         backends.openai.echo_headers = True
-        df = ip.run_cell("%%llm openai:gpt-4o-mini ollama:llama3.2\nHi").result
+        df = run_frame(ip, "%%llm openai:gpt-4o-mini ollama:llama3.2\nHi")
         assert df["error"].isna().all()
         assert proxy.requests[0].headers["proxy-authorization"].startswith("Basic ")
         shown = proxy_shown("openai", backends.openai.url)
