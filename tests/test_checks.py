@@ -243,3 +243,7 @@ def test_checks_with_repeats_score_each_row(wired) -> None:
     df = run_frame(ip, f"%%llm openai:gpt-4o-mini -r 3 -q {check}\nHi")
     assert df["passed"].tolist() == [True, True, True]
     assert df.llm.summary()["pass_rate"].tolist() == [1.0]
+    # one answer is on screen as it streamed; with checks, its scores are shown below it
+    shown = ip.run_cell("%%llm openai:gpt-4o-mini --check json\nHi").result
+    assert shown["score_json"].tolist() == [0.0] and shown["passed"].tolist() == [False]
+    assert ip.run_cell("%%llm openai:gpt-4o-mini\nHi").result is None
