@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -247,3 +248,38 @@ def test_checks_with_repeats_score_each_row(wired) -> None:
     shown = ip.run_cell("%%llm openai:gpt-4o-mini --check json\nHi").result
     assert shown["score_json"].tolist() == [0.0] and shown["passed"].tolist() == [False]
     assert ip.run_cell("%%llm openai:gpt-4o-mini\nHi").result is None
+
+
+CASES = Path(__file__).resolve().parent.parent / "notebooks" / "cases.csv"
+
+
+def test_the_shipped_case_set_drives_a_cell(wired) -> None:
+    ip, backends = wired
+    ip.run_cell(f"import pandas as pd\ncases = pd.read_csv({str(CASES)!r})")
+    cases = ip.user_ns["cases"]
+    assert len(cases) >= 20 and {"prompt", "expected"} <= set(cases.columns)
+    assert cases["expected"].notna().all() and cases["prompt"].is_unique
+    cell = "%%llm ollama:llama3.2 --over cases -q --check icontains:{expected}\n{prompt}"
+    df = run_frame(ip, cell)
+    assert len(df) == len(cases) and df["error"].isna().all()
+    # the echo server repeats the question: it "knows" the answers the question holds
+    pairs = zip(cases["prompt"], cases["expected"], strict=True)
+    held = [e.casefold() in p.casefold() for p, e in pairs]
+    assert df["pass_icontains"].tolist() == held
+
+
+@pytest.mark.local_model
+def test_checks_on_the_embedded_model(ip) -> None:
+    pytest.importorskip("llama_cpp")
+    ip.run_cell(f"import pandas as pd\ncases = pd.read_csv({str(CASES)!r}).head(3)")
+    df = run_frame(
+        ip,
+        "%%llm local:smollm2 --over cases -q -t 0 -n 16 --check correct=icontains:{expected}"
+        " --check 'not-contains:As an AI'\n{prompt}",
+    )
+    assert len(df) == 3 and df["error"].isna().all()
+    expected = ip.user_ns["cases"]["expected"]
+    held = [e.casefold() in o.casefold() for o, e in zip(df["output"], expected, strict=True)]
+    assert df["pass_correct"].tolist() == held and held[0]  # greedy SmolLM2 knows Paris
+    summary = df.llm.summary()
+    assert summary.loc["local:smollm2", "pass_lo"] <= summary.loc["local:smollm2", "pass_rate"]
