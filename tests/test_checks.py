@@ -283,3 +283,23 @@ def test_checks_on_the_embedded_model(ip) -> None:
     assert df["pass_correct"].tolist() == held and held[0]  # greedy SmolLM2 knows Paris
     summary = df.llm.summary()
     assert summary.loc["local:smollm2", "pass_lo"] <= summary.loc["local:smollm2", "pass_rate"]
+
+
+def test_the_panel_has_a_checks_box(wired) -> None:
+    pytest.importorskip("ipywidgets")
+    from llm_magic.panel import Panel
+    from llm_magic.session import Session
+
+    ip, backends = wired
+    panel = Panel(["openai:gpt-4o-mini"], "Hi", checks=["contains:Hi"], discover=False,
+                  session=Session())
+    panel.checks.value += "\nshort=py:short"
+    ip.user_ns["short"] = lambda answer, row: len(answer) < 10
+    panel.run_button.click()
+    assert panel.wait(60)
+    assert panel.result["pass_contains"].tolist() == [True]
+    assert panel.result["pass_short"].tolist() == [False]
+    assert "0 passed every check" in panel.status.value
+    panel.checks.value = "contains:Hi\nregex:(oops"
+    assert not panel.start() and "the regex does not compile" in panel.status.value
+    assert backends.openai.request_count == 1
