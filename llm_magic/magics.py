@@ -93,15 +93,19 @@ class LLMMagics(Magics):
         view = None if cmd.quiet else view_for(plan)
         interrupted = False
         try:
-            records = api.run(plan, view, self.session)
-        except RunInterrupted as exc:
-            records, interrupted = exc.records, True
+            try:
+                records = api.run(plan, view, self.session)
+            except RunInterrupted as exc:
+                records, interrupted = exc.records, True
+            from .results import compact, run_frame, verdict_lines
+
+            df = run_frame(records, plan)
+            if view is not None and plan.checks is not None:
+                # ✓/✗ and the score under each answer, in the view's last frame
+                view.scored(verdict_lines(df), int(df["passed"].sum()))
         finally:
             if view is not None:
                 view.close()
-        from .results import compact, run_frame
-
-        df = run_frame(records, plan)
         ns["_llm"] = df
         if cmd.out:
             ns[cmd.out] = df

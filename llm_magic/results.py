@@ -31,6 +31,7 @@ __all__ = [
     "empty_frame",
     "run_frame",
     "to_dataframe",
+    "verdict_lines",
 ]
 
 _STRING = (
@@ -86,6 +87,13 @@ def run_frame(records: Sequence[RunRecord], plan: Plan) -> pd.DataFrame:
     if plan.checks is None:
         return frame
     return scoring.score_run(frame, plan.checks, [job.prompt_no for job in plan.jobs])
+
+
+def verdict_lines(frame: pd.DataFrame) -> list[str]:
+    """Each row's checks as one line ("✓ correct 1.00 · ✗ json 0.00 (…)"); "" without."""
+    if "checks" not in frame.columns:
+        return [""] * len(frame)
+    return [verdict_line(detail) for detail in frame["checks"].tolist()]
 
 
 def empty_frame() -> pd.DataFrame:

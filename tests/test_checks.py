@@ -303,3 +303,17 @@ def test_the_panel_has_a_checks_box(wired) -> None:
     panel.checks.value = "contains:Hi\nregex:(oops"
     assert not panel.start() and "the regex does not compile" in panel.status.value
     assert backends.openai.request_count == 1
+
+
+def test_the_live_columns_show_each_verdict_at_the_end(wired, published, capsys) -> None:
+    ip, backends = wired
+    ip.run_cell(f"%%llm {TWO} --check contains:gpt --check 'tag=not-contains:<i>'\n<i>Hi")
+    views = [o["data"].get("text/html", "") for o in published.outputs]
+    final = [h for h in views if "llm-magic" in h][-1]
+    assert "✓ contains 1.00 · ✗ tag 0.00 (contains &#x27;&lt;i&gt;&#x27;)" in final
+    assert "✗ contains 0.00 (&#x27;gpt&#x27; not found)" in final
+    assert "<i>" not in "".join(views)
+    # a run too big for columns says on its progress bar how many passed
+    ip.user_ns["many"] = [f"q{i}" for i in range(14)]
+    ip.run_cell("%%llm openai:gpt-4o-mini --over many --check contains:q1\n{item}")
+    assert "passed=5/14" in capsys.readouterr().err  # q1, q10 … q13
