@@ -79,7 +79,8 @@ def parse_check(text: str) -> CheckSpec:
     head = _PREFIX.fullmatch(spec)
     if head and (head["name"] or head["threshold"] is not None):
         name, spec = head["name"], head["rest"].strip()
-        if name and name in KINDS or name and name.replace("_", "-") in KINDS:
+        meant = name and name.replace("_", "-").lower() in KINDS
+        if meant and spec.partition(":")[0].strip().lower() not in KINDS:  # equals=Paris
             raise UsageProblem(f"check {text!r}: write {name}:… (a colon), or name it: x={name}:…")
         if head["threshold"] is not None:
             threshold = _threshold(head["threshold"], text)

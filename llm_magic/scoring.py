@@ -93,8 +93,8 @@ def _fills(check: Check, n: int, lookup: Callable[[int, str], Any]) -> list[str 
     seen: dict[Any, str] = {}
     for i in range(n):
         scope = {name: lookup(i, name) for name in check.fields}
-        try:
-            key: Any = tuple(scope.values())
+        try:  # typed: 1, 1.0 and True are equal keys but render apart
+            key: Any = tuple((type(v), v) for v in scope.values())
             hash(key)
         except TypeError:
             key = None

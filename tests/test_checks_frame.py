@@ -37,6 +37,7 @@ def _frame(outputs: list[str], targets: tuple[str, ...] = ("a:x", "b:y")) -> pd.
         ("close@0.8=py:grade", CheckSpec("py", "grade", "close", 0.8)),
         ("@1=regex:^\\d+$", CheckSpec("regex", "^\\d+$", None, 1.0)),
         ("not-contains: sorry", CheckSpec("not-contains", " sorry")),
+        ("json=schema:Person", CheckSpec("schema", "Person", "json")),
     ],
 )
 def test_specs_parse(text: str, spec: CheckSpec) -> None:
@@ -130,3 +131,8 @@ def test_py_checks_take_numpy_scalars_and_see_no_earlier_check_columns() -> None
     scored = df.llm.check(numpy_verdict)
     assert scored["score_numpy_verdict"].tolist() == [1.0, 0.25]
     assert not any(name.startswith("score_") or name == "checks" for name in seen[0])
+
+
+def test_fields_of_equal_but_different_values_fill_apart() -> None:
+    df = _frame(["1", "True"], targets=("a:x",)).assign(want=pd.Series([1, True], dtype=object))
+    assert df.llm.check("equals:{want}", variables={})["passed"].tolist() == [True, True]
