@@ -114,6 +114,7 @@ def _policy(
         prices=file.prices,
         cache=bool(_setting("cache", request.cache, configured)),
         deadline=deadline or None,
+        max_log_chars=int(_setting("max_log_chars", None, configured)),
     )
 
 
