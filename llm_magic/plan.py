@@ -19,6 +19,7 @@ from .runner import Job, Policy
 from .session import Session
 from .targets import TargetSpec
 from .template import check_over_fields, expand_over, render
+from .utf8 import utf8_safe
 
 __all__ = ["Plan", "make_plan", "plan_jobs"]
 
@@ -51,6 +52,9 @@ def make_plan(request: Request, session: Session) -> Plan:
     check_format(request.format)
     specs = session.specs(request.targets)
     prompts, systems = _render(request)
+    # Text UTF-8 cannot carry (a lone surrogate from a notebook string) would fail the send.
+    prompts = [utf8_safe(p)[0] for p in prompts]
+    systems = [utf8_safe(s)[0] if s else s for s in systems]
     configured = session.settings()  # read at each run: %config may have changed
     options = _options(request, configured)
     policy = _policy(request, specs, configured)

@@ -178,14 +178,14 @@ def _clean(records: Sequence[RunRecord]) -> bool:
     return redact(joined) == joined
 
 
-def _to_sql(name: str, value: Any, scrub: bool) -> Any:
+def _to_sql(name: str, value: Any, redacting: bool) -> Any:
     kind = _KINDS[name]
     if value is None or (kind == "real" and math.isnan(value)):
         return None
     if kind == "text":
-        return utf8_safe(redact(str(value)) if scrub else str(value))[0]
+        return utf8_safe(redact(str(value)) if redacting else str(value))[0]
     if kind == "json":
-        value = _redact_json(value) if scrub else value
+        value = _redact_json(value) if redacting else value
         return utf8_safe(json.dumps(value, sort_keys=True, default=str, ensure_ascii=False))[0]
     if kind == "time":  # naive datetimes are taken as UTC, as results.to_dataframe does
         when = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
@@ -238,8 +238,8 @@ def _rows(records: Sequence[RunRecord], limit: int = 0) -> list[tuple[Any, ...]]
     dirty = not _clean([r for r, _ in kept])
     rows = []
     for r, cut in kept:
-        scrub = dirty and not _clean([r])
-        row = [_to_sql(c, getattr(r, c), scrub) for c in COLUMNS]
+        redacting = dirty and not _clean([r])
+        row = [_to_sql(c, getattr(r, c), redacting) for c in COLUMNS]
         if cut:
             row[_OUTPUT] = row[_OUTPUT][:limit]
         rows.append((*row, int(cut)))

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from IPython.core.error import UsageError
 
@@ -110,6 +111,9 @@ def another_process_logs() -> int:
 def test_text_utf8_cannot_hold_is_logged_with_u_fffd_and_the_log_goes_on(ip, openai, capsys):
     ip.user_ns["odd"] = "\ud800"  # a lone surrogate, as a JSON escape gives one
     ip.run_cell("%%llm openai:gpt-4o-mini -q\nsay {odd}")
+    first = ip.user_ns["_llm"].iloc[0]  # mended before the send, so the request goes out
+    assert first["prompt"] == "say \ufffd" and pd.isna(first["error"])
+    assert openai.chat_requests()[-1].body["messages"][-1]["content"] == "say \ufffd"
     ip.run_cell("%%llm openai:gpt-4o-mini -q\nnext")
     assert "run log" not in capsys.readouterr().err
     assert another_process_logs() == 3
