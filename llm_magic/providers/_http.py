@@ -371,13 +371,21 @@ class HTTPService:
     """A provider's base URL, key and pooled client; thread-safe (httpx2.Client is)."""
 
     def __init__(
-        self, name: str, base_url: str, api_key: str | None, headers: dict[str, str] | None = None
+        self,
+        name: str,
+        base_url: str,
+        api_key: str | None,
+        headers: dict[str, str] | None = None,
+        *,
+        key_header: str = "Authorization",
     ) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
         all_headers = {"Accept": "application/json", **(headers or {})}
         if api_key:
-            all_headers["Authorization"] = f"Bearer {api_key}"
+            # `Authorization` carries a bearer token; a vendor's own header (x-api-key) the key.
+            bearer = key_header.lower() == "authorization"
+            all_headers[key_header] = f"Bearer {api_key}" if bearer else api_key
         self.client = make_client(
             name=name, base_url=self.base_url, secret=api_key, headers=all_headers
         )
