@@ -150,6 +150,8 @@ class AnthropicServer(TestServer):
 
     def reset_state(self) -> None:
         self.models = dict(self._default_models)
+        self.stream_error_type = "overloaded_error"  # error.type of the error_after event
+        self.cache_read_tokens = 0  # prompt tokens reported as read from the prompt cache
 
     def _error(
         self, ex: Exchange, status: int, message: str | None = None, model: str = ""
@@ -215,7 +217,7 @@ class AnthropicServer(TestServer):
             return
         ex.wait_generation(c)
         reply = {
-            **_message(c, matched, ex.faults.usage, done=True),
+            **_message(c, matched, ex.faults.usage, True, self.cache_read_tokens),
             "content": [{"type": "text", "text": c.text}],
         }
         ex.send_json(200, reply, headers={"request-id": _request_id()})
@@ -263,12 +265,19 @@ def _stopped(c: Completion, stops: list[str]) -> tuple[Completion, str | None]:
     return dataclasses.replace(c, words=split_words(c.text[:at])), matched
 
 
-def _usage(c: Completion, done: bool) -> dict[str, int]:
-    # message_start carries the real input count and a placeholder output count of 1.
-    return {"input_tokens": c.prompt_tokens, "output_tokens": c.completion_tokens if done else 1}
+def _usage(c: Completion, done: bool, cached: int) -> dict[str, int]:
+    # message_start carries the real input count and a placeholder output count of 1; tokens
+    # read from the cache are counted apart from input_tokens.
+    return {
+        "input_tokens": c.prompt_tokens - cached,
+        "cache_read_input_tokens": cached,
+        "output_tokens": c.completion_tokens if done else 1,
+    }
 
 
-def _message(c: Completion, matched: str | None, usage: bool, done: bool) -> dict[str, Any]:
+def _message(
+    c: Completion, matched: str | None, usage: bool, done: bool, cached: int = 0
+) -> dict[str, Any]:
     reason = ("stop_sequence" if matched else _STOP[c.finish_reason]) if done else None
     obj: dict[str, Any] = {
         "id": f"msg_{c.id_hex[:24]}",
@@ -280,7 +289,7 @@ def _message(c: Completion, matched: str | None, usage: bool, done: bool) -> dic
         "stop_sequence": matched if done else None,
     }
     if usage:
-        obj["usage"] = _usage(c, done)
+        obj["usage"] = _usage(c, done, cached)
     return obj
 
 
@@ -304,7 +313,8 @@ class _MessageEvents(StreamShape):
         self.ex, self.c, self.matched = ex, c, matched
 
     def head(self) -> bytes:
-        start = _message(self.c, None, self.ex.faults.usage, done=False)
+        cached = self.ex.server.cache_read_tokens  # type: ignore[attr-defined]
+        start = _message(self.c, None, self.ex.faults.usage, False, cached)
         block = {"type": "text", "text": ""}
         return (
             _event("message_start", {"message": start})
@@ -322,7 +332,8 @@ class _MessageEvents(StreamShape):
     def error(self) -> bytes:
         # Observed: an overload mid-stream, after the 200 (Helicone#4678, anthropic-sdk-go#200).
         words = self.ex.faults.error_message or "Overloaded"
-        error = {"details": None, "type": "overloaded_error", "message": words}
+        kind = self.ex.server.stream_error_type  # type: ignore[attr-defined]
+        error = {"details": None, "type": kind, "message": words}
         return _event("error", {"error": error})
 
     def tail(self) -> bytes:
