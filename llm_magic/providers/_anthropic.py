@@ -17,15 +17,14 @@ Wire facts that shape this module (shared/protocols/anthropic.md):
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
 from .. import errors
-from ._http import ADMIN_TIMEOUT, Exchange, HTTPService, KeyedProvider, error_text, timeout_for
-from ._sse_chat import _events as sse_events
-from .base import CancelToken, Chunk, Health, Message, ModelInfo, Options, ProviderFacts, Usage
+from ._http import ADMIN_TIMEOUT, Exchange, ServiceProvider, error_text
+from ._sse_chat import event_object, preview, sent_whole, sse_events, stream_ended
+from .base import CancelToken, Chunk, Message, ModelInfo, Options, Usage
 
 __all__ = ["API_VERSION", "DEFAULT_BASE_URL", "DEFAULT_MAX_TOKENS", "AnthropicProvider"]
 
@@ -60,10 +59,6 @@ _FINISH = {
     "tool_use": "tool_calls",
     "refusal": "content_filter",
 }
-
-
-def _preview(text: str) -> str:
-    return repr(text[:60] + ("…" if len(text) > 60 else ""))
 
 
 def messages_body(messages: list[Message], model: str, options: Options) -> dict[str, Any]:
@@ -114,27 +109,17 @@ def _failure(exchange: Exchange, obj: dict[str, Any], data: str) -> errors.Provi
     return exchange.error(errors.ProviderError, message)
 
 
-def _decode(exchange: Exchange, data: str) -> dict[str, Any]:
-    try:
-        obj = json.loads(data)
-    except ValueError:
-        raise exchange.error(errors.BadResponse, f"malformed event: {_preview(data)}") from None
-    if not isinstance(obj, dict):
-        raise exchange.error(errors.BadResponse, f"unexpected event: {_preview(data)}")
-    return obj
-
-
 def whole_message(exchange: Exchange, raw: bytes) -> Chunk:
     """The one Chunk of a non-streamed reply (a `Message` object)."""
     data = raw.decode("utf-8", "replace")
     if not data.strip():
         raise exchange.error(errors.BadResponse, "empty reply")
-    obj = _decode(exchange, data)
+    obj = event_object(exchange, data)
     if obj.get("type") == "error":
         raise _failure(exchange, obj, data)
     content = obj.get("content")
     if not isinstance(content, list):
-        raise exchange.error(errors.BadResponse, f"reply without content: {_preview(data)}")
+        raise exchange.error(errors.BadResponse, f"reply without content: {preview(data)}")
     usage = obj.get("usage") if isinstance(obj.get("usage"), dict) else None
     model = obj.get("model")
     return Chunk(
@@ -156,9 +141,8 @@ def _text_of(blocks: list[Any]) -> str:
 
 def message_chunks(exchange: Exchange) -> Iterator[Chunk]:
     """The Chunks of a streamed reply, as its events arrive."""
-    content_type = exchange.response.headers.get("content-type", "")
-    if "json" in content_type and "event-stream" not in content_type:
-        yield whole_message(exchange, exchange.body())  # stream: true was ignored
+    if sent_whole(exchange):
+        yield whole_message(exchange, exchange.body())
         return
     prompt_tokens: int | None = None
     finished = seen_any = False
@@ -166,7 +150,7 @@ def message_chunks(exchange: Exchange) -> Iterator[Chunk]:
         seen_any = True
         if not data.strip():
             continue
-        obj = _decode(exchange, data)
+        obj = event_object(exchange, data)
         kind = obj.get("type") or event
         if kind == "error" or event == "error":
             raise _failure(exchange, obj, data)
@@ -199,45 +183,24 @@ def message_chunks(exchange: Exchange) -> Iterator[Chunk]:
             finished = True
             exchange.finish()  # read the chunked terminator: the connection stays pooled
             break
-    exchange.check_cancelled()
-    if not seen_any and "event-stream" not in content_type:
-        raise errors.BadResponse(
-            f"expected server-sent events, got {content_type or 'a reply without a type'}",
-            provider=exchange.name,
-        )
-    if not finished:
-        raise errors.StreamBroken(
-            "stream ended before message_stop or a stop_reason", provider=exchange.name
-        )
+    stream_ended(exchange, seen_any, finished, "message_stop or a stop_reason")
 
 
-class AnthropicProvider(KeyedProvider, ProviderFacts):
+class AnthropicProvider(ServiceProvider):
     """Anthropic's Messages API. Thread-safe: one pooled client serves every caller."""
 
     server_label = "Anthropic API"
     listing_path = _MODELS
     admin_timeout_s = ADMIN_TIMEOUT.read
     base_url_hint = " (Anthropic's is the host alone, e.g. https://api.anthropic.com)"
+    key_header = "x-api-key"
+    extra_headers = {"anthropic-version": API_VERSION}
+    health_query = "?limit=1"
 
     @classmethod
     def normalise_base_url(cls, url: str | None) -> str:
         # The paths carry /v1 themselves; an OpenAI-style base ending in /v1 would double it.
         return (url or DEFAULT_BASE_URL).rstrip("/").removesuffix("/v1")
-
-    def __init__(
-        self, *, name: str, base_url: str | None, api_key: str | None, key_env: str | None = None
-    ) -> None:
-        self.name = name
-        self.base_url = self.normalise_base_url(base_url)
-        self._key_env = key_env
-        self._missing_key = api_key is None and key_env is not None
-        self._http = HTTPService(
-            name,
-            self.base_url,
-            api_key,
-            {"anthropic-version": API_VERSION},
-            key_header="x-api-key",
-        )
 
     def stream(
         self,
@@ -246,20 +209,8 @@ class AnthropicProvider(KeyedProvider, ProviderFacts):
         options: Options,
         cancel: CancelToken | None = None,
     ) -> Iterator[Chunk]:
-        self._require_key()
-        exchange = self._http.exchange(
-            "POST",
-            _MESSAGES,
-            json_body=messages_body(messages, model, options),
-            timeouts=timeout_for(options),
-            cancel=cancel,
-            accept="text/event-stream" if options.stream else "application/json",
-        )
-        with exchange:
-            if options.stream:
-                yield from message_chunks(exchange)
-            else:
-                yield whole_message(exchange, exchange.body())
+        body = messages_body(messages, model, options)
+        yield from self._answer(_MESSAGES, body, options, cancel, message_chunks, whole_message)
 
     def list_models(self) -> list[ModelInfo]:
         """Every page of /v1/models (newest first), following `last_id` while `has_more`."""
@@ -291,14 +242,3 @@ class AnthropicProvider(KeyedProvider, ProviderFacts):
             context_length=context if isinstance(context, int) else None,
             details={k: entry[k] for k in _MODEL_DETAILS if k in entry},
         )
-
-    def health(self) -> Health:
-        reachable, rtt, _, error = self._http.ping("GET", f"{_MODELS}?limit=1")
-        error = self._key_problem() or error
-        return Health(
-            provider=self.name, base_url=self.base_url, reachable=reachable, rtt_s=rtt, error=error
-        )
-
-    def close(self) -> None:
-        """Close the pooled connections (the registry keeps providers for the whole session)."""
-        self._http.close()
