@@ -5,6 +5,7 @@ providers share is tested once, in test_provider_contract.py."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import httpx2
@@ -271,3 +272,36 @@ def test_availability_asks_a_loopback_anthropic_with_its_key_header(anthropic_se
     (a,) = check_targets([f"anthropic:{MODEL}"])
     assert (a.ok, a.reason) == (True, f"server answers at {anthropic_server.url}")
     assert anthropic_server.requests[0].headers["x-api-key"] == "sk-test-000000000000"
+
+
+# ----------------------------------------------------------------------------- the server
+
+
+def test_the_server_streams_named_events_in_the_documented_order(anthropic_server):
+    headers = {"anthropic-version": "2023-06-01"}
+    turns = [{"role": "user", "content": "Hi"}]
+    body = {"model": MODEL, "max_tokens": 9, "stream": True, "messages": turns}
+    reply = httpx2.post(anthropic_server.url + "/v1/messages", json=body, headers=headers)
+    assert reply.headers["content-type"].startswith("text/event-stream")
+    assert reply.headers["request-id"].startswith("req_")
+    events = [block.split("\n") for block in reply.text.strip().split("\n\n")]
+    names = [lines[0].removeprefix("event: ") for lines in events]
+    assert names == [
+        "message_start",
+        "content_block_start",
+        "ping",
+        *["content_block_delta"] * 4,  # "Echo ", "from ", "claude-haiku-4-5: ", "Hi"
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
+    datas = [json.loads(lines[1].removeprefix("data: ")) for lines in events]
+    assert [d["type"] for d in datas] == names  # each data's type repeats its event's name
+    assert datas[0]["message"]["usage"] == {
+        "input_tokens": 1,
+        "cache_read_input_tokens": 0,
+        "output_tokens": 1,
+    }
+    assert datas[-2]["delta"] == {"stop_reason": "end_turn", "stop_sequence": None}
+    assert datas[-2]["usage"] == {"output_tokens": 4}
+    assert "[DONE]" not in reply.text
