@@ -38,17 +38,16 @@ _MODELS = "/v1/models"
 _PAGE = 1000  # the most models one listing page may hold
 _MOST_PAGES = 50  # a listing that never says has_more: false still ends
 _MODEL_DETAILS = ("display_name", "max_tokens", "capabilities")
-# error.type -> the HTTP status the error table gives it.
+# error.type -> the HTTP status the docs' error table gives it (billing_error and timeout_error
+# have none there: they stay plain failures).
 _STATUS_OF = {
     "invalid_request_error": 400,
     "authentication_error": 401,
-    "billing_error": 402,
     "permission_error": 403,
     "not_found_error": 404,
     "request_too_large": 413,
     "rate_limit_error": 429,
     "api_error": 500,
-    "timeout_error": 504,
     "overloaded_error": 529,
 }
 # stop_reason -> the word the other providers use, so the finish_reason column compares.
