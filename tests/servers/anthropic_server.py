@@ -125,20 +125,20 @@ class AnthropicServer(TestServer):
     """POST /v1/messages and GET /v1/models; `.url` is the bare host, as ANTHROPIC_BASE_URL.
 
     api_key: when set, requests need it (else 401 authentication_error).
-    models: id -> max_input_tokens, what /v1/models lists; check_models=True makes other models
-        a 404 not_found_error (default: any model answers).
+    State a test may change, restored by `reset()`: `models` (id -> max_input_tokens, what
+    /v1/models lists), `check_models`, `stream_error_type`, `cache_read_tokens`.
     """
 
     chat_marker = "/v1/messages"
 
-    def __init__(self, api_key: str | None = None, *, check_models: bool = False) -> None:
+    def __init__(self, api_key: str | None = None) -> None:
         super().__init__(api_key)
-        self.check_models = check_models
         self.routes[("POST", "/v1/messages")] = self._messages
         self.routes[("GET", "/v1/models")] = self._models
 
     def reset_state(self) -> None:
         self.models = dict(DEFAULT_ANTHROPIC_MODELS)  # a test may put others in
+        self.check_models = False  # True: a model not in `models` is a 404 not_found_error
         self.stream_error_type = "overloaded_error"  # error.type of the error_after event
         self.cache_read_tokens = 0  # prompt tokens reported as read from the prompt cache
 
