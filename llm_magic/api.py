@@ -80,7 +80,8 @@ def _keep(plan: Plan, records: list[RunRecord], session: Session) -> None:
     session.last = records
     if plan.request.chat and len(records) == len(plan.jobs):
         session.remember(plan.jobs, records)
-    record_run(records)  # never raises: a log that cannot be written is one stderr line
+    # never raises: a log that cannot be written is one stderr line
+    record_run(records, plan.policy.max_log_chars)
 
 
 def _import_in_background(module: str) -> None:

@@ -64,6 +64,7 @@ DEFAULTS: dict[str, Any] = {
     "cache": False,
     "log": True,
     "log_path": "",
+    "max_log_chars": 1_000_000,  # of each answer, in the run log and the cache; 0: no limit
 }
 
 # Environment variables that set a setting (types follow DEFAULTS).
@@ -74,6 +75,7 @@ ENV_SETTINGS: dict[str, str] = {
     "retries": "LLM_MAGIC_RETRIES",
     "concurrency": "LLM_MAGIC_CONCURRENCY",
     "cache": "LLM_MAGIC_CACHE",
+    "max_log_chars": "LLM_MAGIC_MAX_LOG_CHARS",
 }
 
 

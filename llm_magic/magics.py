@@ -47,6 +47,9 @@ class LLMMagics(Magics):
     cache = Bool(None, allow_none=True, help="Serve repeated requests from the cache.").tag(
         config=True
     )
+    max_log_chars = Int(
+        None, allow_none=True, help="Characters of each answer the run log keeps (0: all)."
+    ).tag(config=True)
 
     def __init__(self, shell: Any = None, session: Session | None = None, **kwargs: Any):
         super().__init__(shell, **kwargs)

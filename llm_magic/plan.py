@@ -20,6 +20,7 @@ from .runner import Job, Policy
 from .session import Session
 from .targets import TargetSpec
 from .template import check_over_fields, expand_over, render
+from .utf8 import utf8_safe
 
 __all__ = ["Plan", "make_plan", "plan_jobs"]
 
@@ -53,6 +54,9 @@ def make_plan(request: Request, session: Session) -> Plan:
     check_format(request.format)
     specs = session.specs(request.targets)
     prompts, systems, scopes, items = _render(request)
+    # Text UTF-8 cannot carry (a lone surrogate from a notebook string) would fail the send.
+    prompts = [utf8_safe(p)[0] for p in prompts]
+    systems = [utf8_safe(s)[0] if s else s for s in systems]
     checks = None
     if request.checks:  # looked up and filled now: a bad check stops the run before it starts
         names = request.variables if request.variables is not None else notebook_namespace()
@@ -127,6 +131,7 @@ def _policy(
         prices=file.prices,
         cache=bool(_setting("cache", request.cache, configured)),
         deadline=deadline or None,
+        max_log_chars=int(_setting("max_log_chars", None, configured)),
     )
 
 

@@ -61,6 +61,7 @@ RANGES: dict[str, Range] = {
     "deadline": Range(0),  # 0: no deadline
     "retries": Range(0, 10, whole=True),
     "concurrency": Range(1, 256, whole=True),
+    "max_log_chars": Range(0, whole=True),  # 0: no limit
 }
 
 

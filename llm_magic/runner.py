@@ -32,6 +32,7 @@ from .providers.base import CancelToken, Message, Options, Provider
 from .records import RunRecord
 from .redaction import Redactor, redact
 from .targets import Target, TargetSpec
+from .utf8 import utf8_safe
 
 __all__ = [
     "Events",
@@ -66,6 +67,7 @@ class Policy:
     prices: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     cache: bool = False  # serve repeated requests from the response cache (store.py)
     deadline: float | None = None  # seconds in all for one row, retries included
+    max_log_chars: int | None = None  # an answer longer is not cached (None: the setting's)
 
 
 class Events(Protocol):
@@ -377,7 +379,8 @@ def _try_target(job: Job, target: Target, run: _Run, token: CancelToken) -> RunR
                 run.events.on_text(job, record.output)
             return record
         _fetch(job, target, record, run, token)
-        default_store().cache_put(key, record)  # only answers that finished without error
+        # only answers that finished without error, and whole
+        default_store().cache_put(key, record, max_chars=run.policy.max_log_chars)
     return record
 
 
@@ -555,17 +558,9 @@ def _attempt(
 def _utf8_safe(text: str, record: RunRecord) -> str:
     """Text that UTF-8 can hold: a lone surrogate (legal in JSON as "\\ud800") becomes U+FFFD,
     noted on the row, so the log, the cache and every view can take the answer."""
-    if text.isascii():
-        return text
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        pass
-    # UTF-16 with surrogatepass joins the pairs that are whole and marks only the lone ones.
-    fixed = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
-    lone = sum(1 for c in text if "\ud800" <= c <= "\udfff") - 2 * (len(text) - len(fixed))
-    record.params["notes"] = [f"{lone} character(s) UTF-8 cannot hold became U+FFFD"]
+    fixed, lone = utf8_safe(text)
+    if lone:
+        record.params["notes"] = [f"{lone} character(s) UTF-8 cannot hold became U+FFFD"]
     return fixed
 
 

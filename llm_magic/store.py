@@ -4,8 +4,11 @@ The database is `$LLM_MAGIC_HOME/log.db`, else the config file's `log_path`, els
 the platformdirs user data dir (`~/.local/share/llm_magic/`). WAL mode; created 0600 in a 0700
 directory (SQLite gives -wal and -shm the database's mode). Every string goes through
 `redaction.redact` before it is written, even though records are redacted already: a careless
-server may echo a key into an answer. Persistence never breaks a run: a database that cannot be
-opened or written is one line on stderr per store, and its operations become no-ops.
+server may echo a key into an answer, and made UTF-8-safe (a lone surrogate, which a JSON
+escape can carry, becomes U+FFFD). Each answer is kept up to `max_log_chars` characters (config;
+0: whole); a row cut so is flagged in the store-only `truncated` column (`history_frame()`
+shows it) and never served from the cache. Persistence never breaks a run: a database that
+cannot be opened or written is one line on stderr per store, and its operations become no-ops.
 """
 
 from __future__ import annotations
@@ -18,16 +21,19 @@ import os
 import sqlite3
 import sys
 import threading
-from collections.abc import Iterator, Sequence
-from dataclasses import fields
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import ranges
 from .errors import one_line
 from .providers.base import Message, Options
 from .records import COLUMNS, RunRecord
 from .redaction import redact
+from .utf8 import utf8_safe
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -61,8 +67,14 @@ _KINDS: dict[str, str] = {
 }
 _SQL = {"real": "REAL", "int": "INTEGER", "bool": "INTEGER"}
 _UNFINISHED = ("interrupted", "error")
-_COLS = ", ".join(f'"{c}"' for c in COLUMNS)
-_MARKS = ", ".join("?" for _ in COLUMNS)
+# Not a RunRecord field: the DataFrame of a run keeps every character, only the log cuts.
+_TRUNCATED = "truncated"
+_STORED = (*COLUMNS, _TRUNCATED)  # a stored row: the run's columns, then the flag
+_STORED_COLS = ", ".join(f'"{c}"' for c in _STORED)
+_MARKS = ", ".join("?" for _ in _STORED)
+_OUTPUT = COLUMNS.index("output")
+# Redaction reads this far past a cut, so a key that crosses it is hidden whole.
+_CUT_MARGIN = 512
 
 
 def log_location() -> tuple[Path, str]:
@@ -120,7 +132,8 @@ def cache_key(
         **({"repeat": repeat} if repeat else {}),
     }
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    # surrogatepass: a prompt holding a lone surrogate still has a key, its own
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def copy_answer(hit: RunRecord, into: RunRecord) -> RunRecord:
@@ -165,15 +178,15 @@ def _clean(records: Sequence[RunRecord]) -> bool:
     return redact(joined) == joined
 
 
-def _to_sql(name: str, value: Any, scrub: bool) -> Any:
+def _to_sql(name: str, value: Any, redacting: bool) -> Any:
     kind = _KINDS[name]
     if value is None or (kind == "real" and math.isnan(value)):
         return None
     if kind == "text":
-        return redact(str(value)) if scrub else str(value)
+        return utf8_safe(redact(str(value)) if redacting else str(value))[0]
     if kind == "json":
-        value = _redact_json(value) if scrub else value
-        return json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
+        value = _redact_json(value) if redacting else value
+        return utf8_safe(json.dumps(value, sort_keys=True, default=str, ensure_ascii=False))[0]
     if kind == "time":  # naive datetimes are taken as UTC, as results.to_dataframe does
         when = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
         return when.astimezone(timezone.utc).isoformat()
@@ -193,45 +206,105 @@ def _from_sql(name: str, value: Any) -> Any:
     return value
 
 
-def _rows(records: Sequence[RunRecord]) -> list[tuple[Any, ...]]:
-    """Records as SQL rows, every string redacted (cheaply when there is nothing to redact)."""
-    dirty = not _clean(records)
+def _limit(max_chars: int | None) -> int:
+    """Characters of an answer the store keeps: `max_chars`, else the max_log_chars setting
+    (environment, config file or default); 0 means all."""
+    from .config import resolve_setting
+
+    if max_chars is None:
+        return int(resolve_setting("max_log_chars").value)
+    ranges.check("max_log_chars", max_chars, "")
+    return int(max_chars)
+
+
+def _cut(record: RunRecord, limit: int) -> tuple[RunRecord, bool]:
+    """`record` as the log keeps it, and whether its output was cut: an output longer than
+    `limit` (0: none) is cut to `limit` characters plus a margin, which _rows removes after
+    redaction (so a key that crosses the cut is hidden whole, never half written), and the
+    row's params get a note of how long the answer was."""
+    size = len(record.output)
+    if not limit or size <= limit:
+        return record, False
+    notes = record.params.get("notes")
+    note = f"the run log keeps the first {limit:,} of {size:,} characters of the answer"
+    params = {**record.params, "notes": [*(notes if isinstance(notes, list) else []), note]}
+    return replace(record, output=record.output[: limit + _CUT_MARGIN], params=params), True
+
+
+def _rows(records: Sequence[RunRecord], limit: int = 0) -> list[tuple[Any, ...]]:
+    """Records as SQL rows (COLUMNS, then the truncated flag): outputs cut to `limit` (0:
+    whole), every string redacted (cheaply when there is nothing to redact) and UTF-8-safe."""
+    kept = [_cut(r, limit) for r in records]
+    dirty = not _clean([r for r, _ in kept])
     rows = []
-    for r in records:
-        scrub = dirty and not _clean([r])
-        rows.append(tuple(_to_sql(c, getattr(r, c), scrub) for c in COLUMNS))
+    for r, cut in kept:
+        redacting = dirty and not _clean([r])
+        row = [_to_sql(c, getattr(r, c), redacting) for c in COLUMNS]
+        if cut:
+            row[_OUTPUT] = row[_OUTPUT][:limit]
+        rows.append((*row, int(cut)))
     return rows
 
 
-def _record(row: Sequence[Any]) -> RunRecord:
-    return RunRecord(**{c: _from_sql(c, v) for c, v in zip(COLUMNS, row, strict=True)})
+def _record(row: Sequence[Any]) -> tuple[RunRecord, bool]:
+    """A stored row (COLUMNS, then the truncated flag) as a record and its flag."""
+    *values, truncated = row
+    record = RunRecord(**{c: _from_sql(c, v) for c, v in zip(COLUMNS, values, strict=True)})
+    return record, bool(truncated)
 
 
 def _declare(column: str) -> str:
+    if column == _TRUNCATED:
+        return f'"{_TRUNCATED}" INTEGER NOT NULL DEFAULT 0'
     return f'"{column}" {_SQL.get(_KINDS[column], "TEXT")}'
 
 
 def _table_sql(table: str, extra: str = "") -> str:
-    return f"CREATE TABLE IF NOT EXISTS {table} ({extra}{', '.join(map(_declare, COLUMNS))})"
+    declared = ", ".join(map(_declare, _STORED))
+    return f"CREATE TABLE IF NOT EXISTS {table} ({extra}{declared})"
+
+
+def _close_quietly(conn: sqlite3.Connection) -> None:
+    with contextlib.suppress(sqlite3.Error):
+        conn.close()
 
 
 class Store:
     """The run log and response cache in one SQLite file; safe to share between threads
     (one connection, one lock: rows are written by the main thread, the cache is read and
-    written by the runner's workers)."""
+    written by the runner's workers).
+
+    Every write is one `BEGIN IMMEDIATE` transaction (it takes the write lock at once, so two
+    processes never both wait to upgrade a read lock), committed at its end and rolled back on
+    any exception, KeyboardInterrupt included: a failed write never leaves the connection inside
+    a transaction, which would keep this kernel's later runs and every other process from
+    writing. A connection that cannot be rolled back is closed and the next use opens another.
+    Every connection is closed by `close()`, when the store is garbage-collected, or when the
+    process ends, whichever comes first.
+    """
 
     def __init__(self, path: Path | str | None = None) -> None:
         self.path = Path(path).expanduser() if path is not None else log_path()
         self.problem: str | None = None  # why the store is unusable, if it is
         self._lock, self._warned = threading.RLock(), False
         self._conn: sqlite3.Connection | None = None
-        try:
-            self._conn = self._open()
-        except (OSError, sqlite3.Error) as exc:
-            self.problem = self._complain(f"cannot open {self.path}", exc)
+        self._closer: weakref.finalize | None = None  # closes _conn; runs at most once
+        self._connect()
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r}, {self.problem or 'open'})"
+
+    def _connect(self) -> None:
+        """Open the database (the lock held, or in __init__); on failure the store is unusable."""
+        try:
+            conn = self._open()
+        except (OSError, sqlite3.Error) as exc:
+            self.problem = self._complain(f"cannot open {self.path}", exc)
+            return
+        self._conn, self.problem = conn, None
+        # Holds the connection, not the store: when the store is collected (or the process
+        # ends first) the connection is closed, as Python 3.13 warns it must be.
+        self._closer = weakref.finalize(self, _close_quietly, conn)
 
     def _open(self) -> sqlite3.Connection:
         folder = self.path.parent
@@ -252,10 +325,13 @@ class Store:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")  # durable enough in WAL mode, much faster
             conn.execute("PRAGMA secure_delete=ON")  # clear() really removes old answers
-            conn.execute(_table_sql("runs", "id INTEGER PRIMARY KEY AUTOINCREMENT, "))
-            conn.execute(_table_sql("cache", "key TEXT PRIMARY KEY, created_at TEXT NOT NULL, "))
-            for table in ("runs", "cache"):
-                self._add_missing_columns(conn, table)
+            with self._transaction(conn):  # two processes opening at once: one after the other
+                conn.execute(_table_sql("runs", "id INTEGER PRIMARY KEY AUTOINCREMENT, "))
+                conn.execute(
+                    _table_sql("cache", "key TEXT PRIMARY KEY, created_at TEXT NOT NULL, ")
+                )
+                for table in ("runs", "cache"):
+                    self._add_missing_columns(conn, table)
         except BaseException:
             conn.close()
             raise
@@ -267,9 +343,9 @@ class Store:
 
     @staticmethod
     def _add_missing_columns(conn: sqlite3.Connection, table: str) -> None:
-        """A database written by an older version gains the columns RunRecord has since grown."""
+        """A database written by an older version gains the columns it has since grown."""
         have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-        for c in COLUMNS:
+        for c in _STORED:
             if c not in have:
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN {_declare(c)}")
 
@@ -281,39 +357,96 @@ class Store:
         return problem
 
     @contextlib.contextmanager
-    def _using(self, action: str) -> Iterator[sqlite3.Connection | None]:
-        """The connection under the lock, or None when unusable; a database error becomes a
-        warning (once) instead of an exception."""
+    def _transaction(self, conn: sqlite3.Connection) -> Iterator[None]:
+        """One BEGIN IMMEDIATE ... COMMIT, rolled back on any exception (which goes on up)."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            conn.execute("COMMIT")
+        except BaseException:
+            self._roll_back(conn)
+            raise
+
+    def _roll_back(self, conn: sqlite3.Connection) -> None:
+        """End the connection's open transaction, if any; a connection that cannot is closed
+        (the next use opens a fresh one), so it never holds the database's write lock."""
+        with contextlib.suppress(sqlite3.Error):
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if not conn.in_transaction:
+                return
+        if conn is self._conn:
+            self._shut()
+
+    def _shut(self) -> None:
+        """Close the connection (the lock held); the store reopens it at the next use."""
+        closer, self._conn, self._closer = self._closer, None, None
+        if closer is not None:
+            closer()
+
+    def reopen(self) -> None:
+        """Close the connection and open the database again (say, after the file was moved
+        back, or once a store that could not open can); the old connection is closed first."""
         with self._lock:
-            if self._conn is None:
+            self._shut()
+            self._connect()
+
+    def _ready(self) -> sqlite3.Connection | None:
+        """The connection (the lock held), outside any transaction: one that an interrupt left
+        open is rolled back, and a connection closed after a failure is opened again."""
+        if self._conn is not None:
+            self._roll_back(self._conn)
+        if self._conn is None and self.problem is None:
+            self._connect()
+        return self._conn
+
+    @contextlib.contextmanager
+    def _using(self, action: str) -> Iterator[sqlite3.Connection | None]:
+        """The connection under the lock, or None when unusable. Any exception of the block
+        rolls back what it began; a database error, or any other Exception, becomes a warning
+        (once) instead of an exception: persistence never breaks a run. KeyboardInterrupt and
+        SystemExit go on up, after the rollback."""
+        with self._lock:
+            conn = self._ready()
+            if conn is None:
                 yield None
                 return
             try:
-                yield self._conn
-            except (OSError, sqlite3.Error) as exc:
-                if self._conn.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        self._conn.execute("ROLLBACK")
+                yield conn
+            except Exception as exc:
+                self._roll_back(conn)
                 self._complain(f"cannot {action} {self.path}", exc)
+            except BaseException:
+                self._roll_back(conn)
+                raise
 
-    def log(self, records: Sequence[RunRecord]) -> None:
-        """Append every record, in order, in one transaction. Never raises for the database."""
-        rows = _rows(records)
-        with self._using("write the run log to") as conn:
-            if conn is None or not rows:
-                return
-            conn.execute("BEGIN")
-            conn.executemany(f"INSERT INTO runs ({_COLS}) VALUES ({_MARKS})", rows)
-            conn.execute("COMMIT")
+    def _write(self, action: str, work: Callable[[sqlite3.Connection], object]) -> bool:
+        """Run `work` in one transaction (see the class docstring); True once committed."""
+        committed = False
+        with self._using(action) as conn:
+            if conn is not None:
+                with self._transaction(conn):
+                    work(conn)
+                committed = True
+        return committed
 
-    def history(self, n: int | None = None) -> list[RunRecord]:
-        """The last `n` rows logged (all with None), oldest first, newest last."""
+    def log(self, records: Sequence[RunRecord], *, max_chars: int | None = None) -> None:
+        """Append every record, in order, in one transaction. Each output longer than
+        `max_chars` (default: the max_log_chars setting; 0: no limit) is stored cut to that
+        many characters and flagged truncated. Never raises for the database."""
+        rows = _rows(records, _limit(max_chars))
+        if rows:
+            insert = f"INSERT INTO runs ({_STORED_COLS}) VALUES ({_MARKS})"
+            self._write("write the run log to", lambda conn: conn.executemany(insert, rows))
+
+    def _logged(self, n: int | None) -> list[tuple[RunRecord, bool]]:
+        """The last `n` rows logged (all with None), oldest first, with their truncated flag."""
         if n is not None and n <= 0:
             return []
         limit = -1 if n is None else int(n)  # SQLite: a negative LIMIT means none
         query = (
-            f"SELECT {_COLS} FROM (SELECT id, {_COLS} FROM runs ORDER BY id DESC LIMIT ?) "
-            "ORDER BY id"
+            f"SELECT {_STORED_COLS} FROM (SELECT id, {_STORED_COLS} FROM runs "
+            "ORDER BY id DESC LIMIT ?) ORDER BY id"
         )
         with self._using("read the run log from") as conn:
             if conn is None:
@@ -321,63 +454,79 @@ class Store:
             return [_record(row) for row in conn.execute(query, (limit,)).fetchall()]
         return []  # reached only when reading failed (and was reported)
 
+    def history(self, n: int | None = None) -> list[RunRecord]:
+        """The last `n` rows logged (all with None), oldest first, newest last. A truncated
+        row's output is what the log kept; its params' notes say how long the answer was."""
+        return [record for record, _ in self._logged(n)]
+
     def history_frame(self, n: int | None = 20) -> pd.DataFrame:
-        """history(n) as a DataFrame with the schema of a run's DataFrame."""
+        """history(n) as a DataFrame: a run's columns and dtypes, then `truncated` (boolean):
+        True where the log kept only the first max_log_chars characters of the answer."""
+        import pandas as pd
+
         from .results import to_dataframe
 
-        return to_dataframe(self.history(n))
+        logged = self._logged(n)
+        frame = to_dataframe(record for record, _ in logged)
+        frame[_TRUNCATED] = pd.array([cut for _, cut in logged], dtype="boolean")
+        return frame
 
     def clear(self, *, log: bool = True, cache: bool = True) -> None:
         """Delete the run log and/or the cache (overwritten on disk: secure_delete is on)."""
-        with self._using("clear") as conn:
-            if conn is None:
-                return
-            conn.execute("BEGIN")
-            if log:
-                conn.execute("DELETE FROM runs")
-            if cache:
-                conn.execute("DELETE FROM cache")
-            conn.execute("COMMIT")
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the WAL still held the old pages
+        tables = [name for name, chosen in (("runs", log), ("cache", cache)) if chosen]
+
+        def delete(conn: sqlite3.Connection) -> None:
+            for table in tables:
+                conn.execute(f"DELETE FROM {table}")
+
+        if self._write("clear", delete):
+            with self._using("clear") as conn:
+                if conn is not None:  # the WAL still held the old pages
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def cache_get(self, key: str) -> RunRecord | None:
         """The answer stored under `key`, marked cached=True, or None.
 
         Its latency_s, ttft_s, tokens_per_s and cost_usd are those measured when the answer was
         first received: the row describes the model's answer, and `cached` says it was replayed.
+        A row holding part of an answer (truncated) is never served.
         """
+        query = f"SELECT {_STORED_COLS} FROM cache WHERE key = ?"
         with self._using("read the cache from") as conn:
             if conn is None:
                 return None
-            row = conn.execute(f"SELECT {_COLS} FROM cache WHERE key = ?", (key,)).fetchone()
+            row = conn.execute(query, (key,)).fetchone()
             if row is None:
                 return None
-            record = _record(row)
+            record, truncated = _record(row)
+            if truncated:
+                return None
             record.cached = True
             return record
         return None  # reached only when reading failed (and was reported)
 
-    def cache_put(self, key: str, record: RunRecord) -> bool:
-        """Store a finished answer under `key`. Errors, interrupted rows and rows that were
-        themselves served from the cache are not stored. True when stored."""
+    def cache_put(self, key: str, record: RunRecord, *, max_chars: int | None = None) -> bool:
+        """Store a finished answer under `key`. Errors, interrupted rows, rows that were
+        themselves served from the cache, and answers longer than `max_chars` (default: the
+        max_log_chars setting; 0: no limit), which the store would have to cut, are not
+        stored. True when stored."""
         if record.error is not None or record.cached or record.finish_reason in _UNFINISHED:
             return False
+        limit = _limit(max_chars)
+        if limit and len(record.output) > limit:
+            return False  # the cache replays whole answers only
         row = (key, datetime.now(timezone.utc).isoformat(), *_rows([record])[0])
-        with self._using("write the cache to") as conn:
-            if conn is None:
-                return False
-            conn.execute(
-                f"INSERT OR REPLACE INTO cache (key, created_at, {_COLS}) VALUES (?, ?, {_MARKS})",
-                row,
-            )
-            return True
-        return False  # reached only when writing failed (and was reported)
+        insert = (
+            f"INSERT OR REPLACE INTO cache (key, created_at, {_STORED_COLS}) "
+            f"VALUES (?, ?, {_MARKS})"
+        )
+        return self._write("write the cache to", lambda conn: conn.execute(insert, row))
 
     def close(self) -> None:
-        with self._lock, contextlib.suppress(sqlite3.Error):
-            conn, self._conn, self.problem = self._conn, None, self.problem or "closed"
-            if conn is not None:
-                conn.close()
+        """Close the connection for good (a transaction in progress is rolled back)."""
+        with self._lock:
+            self._shut()
+            self.problem = self.problem or "closed"
 
 
 _stores: dict[Path, Store] = {}
@@ -394,8 +543,9 @@ def default_store() -> Store:
         return store
 
 
-def record_run(records: Sequence[RunRecord]) -> None:
-    """Log a run's rows to the default store unless the `log` setting is off.
+def record_run(records: Sequence[RunRecord], max_chars: int | None = None) -> None:
+    """Log a run's rows to the default store unless the `log` setting is off, each answer cut
+    to `max_chars` (default: the max_log_chars setting; the planner passes %config's too).
 
     Never raises: a run must not fail because its log could not be written.
     """
@@ -403,6 +553,6 @@ def record_run(records: Sequence[RunRecord]) -> None:
         from .config import resolve_setting
 
         if records and resolve_setting("log").value:
-            default_store().log(records)
+            default_store().log(records, max_chars=max_chars)
     except Exception as exc:  # a broken config file or path: the run itself still stands
         print(f"llm_magic: run log skipped: {one_line(redact(str(exc)))}", file=sys.stderr)

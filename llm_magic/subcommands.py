@@ -78,16 +78,15 @@ def _alias(session: Session, settings: Settings, args: list[str]) -> Any:
 @handler("history")
 def _history(session: Session, settings: Settings, args: list[str]) -> Any:
     """`%llm history [N]`: the last N logged rows (default 20), oldest first, as a DataFrame
-    with the schema of a run's."""
+    with the schema of a run's plus `truncated` (the log kept the first max_log_chars)."""
     from .errors import ConfigProblem
-    from .results import to_dataframe
     from .store import default_store
 
     count = int(args[0]) if args else 20  # parse_subcommand has checked it is a whole number >= 1
     store = default_store()
     if store.problem is not None:
         raise ConfigProblem(f"the run log cannot be read: {store.problem}")
-    return to_dataframe(store.history(count))
+    return store.history_frame(count)
 
 
 # -- backends: providers, status, models, pull, rm, show, ps, config -------------------------

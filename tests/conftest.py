@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from IPython.core.displaypub import CapturingDisplayPublisher
 from IPython.core.interactiveshell import InteractiveShell
-from servers.fixtures import *  # noqa: F403  (the three servers, refused_url, silent_url)
+from servers.fixtures import *  # noqa: F403  (the protocol servers, refused_url, silent_url)
 from servers.llamacpp import llamacpp_server  # noqa: F401
 from traitlets.config import Config
 

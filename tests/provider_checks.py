@@ -11,6 +11,7 @@ from typing import Any
 from servers.base import TestServer
 
 from llm_magic import errors
+from llm_magic.providers._anthropic import AnthropicProvider
 from llm_magic.providers._http import KeyedProvider
 from llm_magic.providers.base import Chunk, Message
 from llm_magic.providers.mistral import MistralProvider
@@ -54,6 +55,16 @@ class Contract:
     stream_error: str  # words of the server's default failure in the middle of a stream
     health_path: str  # what health() asks
     version: str | None  # what health() reports
+    key_header: str = "authorization"  # the request header that carries the key
+    key_shape: str = "Bearer {key}"  # how the key is written in it
+
+    def sent_key(self, request: Any) -> str | None:
+        """The key a recorded request carried, read from where this protocol puts it."""
+        value = request.headers.get(self.key_header)
+        prefix, _, suffix = self.key_shape.partition("{key}")
+        if value is None or not (value.startswith(prefix) and value.endswith(suffix)):
+            return None
+        return value[len(prefix) : len(value) - len(suffix)]
 
     def open(
         self,
@@ -111,6 +122,19 @@ _FACTS: dict[str, dict[str, Any]] = {
         "stream_error": "an error was encountered while running the model",
         "health_path": "/api/version",
         "version": "0.12.6",
+    },
+    "anthropic": {
+        "provider_class": AnthropicProvider,
+        "model": "claude-haiku-4-5",
+        "key": KEY,
+        "key_env": "ANTHROPIC_API_KEY",
+        "chat_path": "/v1/messages",
+        "head": (Chunk(model="claude-haiku-4-5"),),  # from message_start
+        "stream_error": "Overloaded",  # the error event's overloaded_error
+        "health_path": "/v1/models",
+        "version": None,
+        "key_header": "x-api-key",
+        "key_shape": "{key}",
     },
 }
 KINDS = tuple(_FACTS)

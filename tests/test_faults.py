@@ -18,6 +18,7 @@ TARGETS = {
     "openai": "openai:gpt-4o-mini",
     "ollama": "ollama:llama3.2",
     "mistral": "mistral:mistral-small-latest",
+    "anthropic": "anthropic:claude-haiku-4-5",
 }
 
 
@@ -41,7 +42,7 @@ def run_pair(ip, servers, faulty: str, options: str = "") -> tuple[pd.Series, pd
     return df.iloc[0], healthy
 
 
-PROTOCOLS = ["openai", "ollama", "mistral"]
+PROTOCOLS = ["openai", "ollama", "mistral", "anthropic"]
 
 
 @pytest.mark.parametrize("name", PROTOCOLS)
@@ -114,7 +115,7 @@ def test_stall_past_the_read_timeout(ip, servers, name) -> None:
     assert "time" in row["error"].lower()
 
 
-@pytest.mark.parametrize("name", ["openai", "ollama"])
+@pytest.mark.parametrize("name", ["openai", "ollama", "anthropic"])
 def test_in_stream_error_after_200(ip, servers, name) -> None:
     server = servers[name]
     server.reply, server.error_after = "first second third", 1
@@ -125,7 +126,12 @@ def test_in_stream_error_after_200(ip, servers, name) -> None:
 
 @pytest.mark.parametrize("name", PROTOCOLS)
 def test_refused_connection(ip, servers, name, refused_url, monkeypatch) -> None:
-    env = {"openai": "OPENAI_BASE_URL", "ollama": "OLLAMA_HOST", "mistral": "MISTRAL_BASE_URL"}
+    env = {
+        "openai": "OPENAI_BASE_URL",
+        "ollama": "OLLAMA_HOST",
+        "mistral": "MISTRAL_BASE_URL",
+        "anthropic": "ANTHROPIC_BASE_URL",
+    }
     monkeypatch.setenv(env[name], refused_url + ("/v1" if name == "openai" else ""))
     row, _ = run_pair(ip, servers, name, "--retries 1")
     assert row["error"].startswith(f"{name}:") and row["output"] == ""

@@ -32,7 +32,7 @@ def test_load_ext_registers_magics_and_imports_nothing_heavy() -> None:
 
 
 def test_one_cell_three_providers_gives_one_row_each(ip, backends) -> None:
-    openai_server, ollama_server, mistral_server = backends
+    openai_server, ollama_server, mistral_server = backends[:3]
     shown = ip.run_cell(
         "%%llm openai:gpt-4o-mini ollama:llama3.2 mistral:mistral-small-latest -t 0.2 -n 50\n"
         "Why is the sky blue?"
@@ -118,7 +118,7 @@ def test_alias_subcommand_defines_a_usable_target(ip, backends) -> None:
 
 
 def test_quiet_still_says_when_no_target_answered(ip, backends, capsys) -> None:
-    openai_server, ollama_server, _ = backends
+    openai_server, ollama_server = backends[:2]
     ip.run_cell("%%llm openai:gpt-4o-mini ollama:llama3.2 -q\nHi")
     assert capsys.readouterr().err == ""  # quiet means quiet while answers come
     openai_server.status = ollama_server.status = 400

@@ -1,7 +1,7 @@
-"""What every HTTP provider (OpenAI through the SDK, Mistral, Ollama) must do alike, each checked
-against the loopback server of its own protocol on a real socket: errors become the right class
-with the server's words, faults mid-stream keep what arrived, cancelling is prompt, keys never
-show. What only one protocol does stays in that provider's own test file."""
+"""What every HTTP provider (OpenAI through the SDK, Mistral, Ollama, Anthropic) must do
+alike, each checked against the loopback server of its own protocol on a real socket: errors
+become the right class with the server's words, faults mid-stream keep what arrived, cancelling
+is prompt, keys never show. What only one protocol does stays in that provider's own test file."""
 
 from __future__ import annotations
 
@@ -92,6 +92,19 @@ def ask(
             errors.ServerFailed,
             "server busy, please try again. maximum pending requests exceeded",
         ),
+        # {"type": "error", "error": {"type", "message"}}; 529 is Anthropic's overload
+        ("anthropic", 400, errors.StatusError, "Your request was malformed."),
+        ("anthropic", 401, errors.AuthFailed, "invalid x-api-key"),
+        (
+            "anthropic",
+            403,
+            errors.AuthFailed,
+            "Your API key does not have permission to use the specified resource.",
+        ),
+        ("anthropic", 404, errors.NotFound, "model: claude-haiku-4-5"),
+        ("anthropic", 429, errors.RateLimited, "Number of requests has exceeded your rate limit."),
+        ("anthropic", 500, errors.ServerFailed, "Internal server error"),
+        ("anthropic", 529, errors.ServerFailed, "Overloaded"),
     ],
     indirect=["case"],
 )
@@ -102,7 +115,7 @@ def test_error_status_maps_to_class_with_server_message(provider, case, status, 
     assert type(error) is cls
     assert error.status == status
     assert error.message == f"{case.kind}: HTTP {status}: {words}"
-    assert error.retryable == (status in (408, 409, 429, 500, 503))
+    assert error.retryable == (status in (408, 409, 429, 500, 503, 529))
     assert len(case.server.requests) == 1  # no retries of its own: the runner retries
 
 
@@ -171,6 +184,7 @@ def test_cut_before_any_text_is_retryable(provider, case) -> None:
         ("openai", "malformed event: '{not json'"),
         ("mistral", "malformed event: '{not json'"),
         ("ollama", "malformed line from Ollama: '{not json'"),  # NDJSON has lines, not events
+        ("anthropic", "malformed event: '{not json'"),
     ],
     indirect=["case"],
 )
@@ -183,16 +197,23 @@ def test_malformed_event_is_bad_response_quoting_it(provider, case, shown) -> No
 
 
 @pytest.mark.parametrize(
-    ("case", "shown", "with_usage"),
+    ("case", "shown", "with_usage", "cls"),
     [
-        ("openai", "The model produced invalid content.", False),
+        ("openai", "The model produced invalid content.", False, errors.ProviderError),
         # a chunk with finish_reason "error" carries no words of the server's, but the usage
-        ("mistral", "the server ended the answer with finish_reason 'error'", True),
-        ("ollama", "The model produced invalid content.", False),
+        (
+            "mistral",
+            "the server ended the answer with finish_reason 'error'",
+            True,
+            errors.ProviderError,
+        ),
+        ("ollama", "The model produced invalid content.", False, errors.ProviderError),
+        # the event's error.type is overloaded_error: the status the docs give it, retryable
+        ("anthropic", "HTTP 529: The model produced invalid content.", False, errors.ServerFailed),
     ],
     indirect=["case"],
 )
-def test_error_event_before_text(provider, case, shown, with_usage) -> None:
+def test_error_event_before_text(provider, case, shown, with_usage, cls) -> None:
     case.server.error_after = 0
     case.server.error_message = "The model produced invalid content."
     chunks, error = ask(provider, case)
@@ -200,7 +221,7 @@ def test_error_event_before_text(provider, case, shown, with_usage) -> None:
         last = chunks.pop()
         assert (last.text, last.usage is None) == ("", False)
     assert chunks == list(case.head)
-    assert type(error) is errors.ProviderError
+    assert type(error) is cls
     assert error.message == f"{case.kind}: {shown}"
 
 
@@ -284,6 +305,7 @@ def test_cancelled_token_sends_nothing(provider, case) -> None:
             "upstream rejected token {key}",
             "upstream rejected token",
         ),
+        ("anthropic", 401, errors.AuthFailed, "invalid x-api-key: {key}", "invalid x-api-key"),
     ],
     indirect=["case"],
 )
@@ -293,7 +315,7 @@ def test_key_never_in_repr_or_errors(case, status, cls, echo, kept) -> None:
         assert PLAIN_KEY not in repr(provider)
         chunks, error = ask(provider, case)
         assert error is None and chunks
-        assert case.server.requests[0].headers["authorization"] == f"Bearer {PLAIN_KEY}"
+        assert case.sent_key(case.server.requests[0]) == PLAIN_KEY
         # a server that echoes the key in its error must not get it into our message
         case.server.status = status
         case.server.error_message = echo.format(key=PLAIN_KEY)
@@ -306,7 +328,12 @@ def test_key_never_in_repr_or_errors(case, status, cls, echo, kept) -> None:
 
 @pytest.mark.parametrize(
     ("case", "words"),
-    [("openai", "Incorrect API key"), ("mistral", "Unauthorized"), ("ollama", "unauthorized")],
+    [
+        ("openai", "Incorrect API key"),
+        ("mistral", "Unauthorized"),
+        ("ollama", "unauthorized"),
+        ("anthropic", "invalid x-api-key"),
+    ],
     indirect=["case"],
 )
 def test_wrong_key_is_auth_failed_without_the_key(case, words) -> None:

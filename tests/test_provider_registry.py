@@ -78,6 +78,8 @@ def test_plugins_are_read_with_defaults_unless_they_declare(plugins):
         ("ollama", "OLLAMA_HOST", "0.0.0.0:1234", "http://127.0.0.1:1234"),
         ("ollama", "OLLAMA_HOST", "", "http://127.0.0.1:11434"),
         ("mistral", "MISTRAL_BASE_URL", "http://127.0.0.1:9/v1/", "http://127.0.0.1:9"),
+        ("anthropic", "ANTHROPIC_BASE_URL", "http://127.0.0.1:9/v1/", "http://127.0.0.1:9"),
+        ("anthropic", "ANTHROPIC_BASE_URL", "", "https://api.anthropic.com"),
         ("vllm", "VLLM_BASE_URL", "http://127.0.0.1:8000/v1/", "http://127.0.0.1:8000/v1"),
     ],
 )

@@ -32,7 +32,7 @@ CREDENTIALED = "http://user:secretpw@127.0.0.1:1/v1?key=querysecret"
 
 @pytest.fixture
 def keyed(ip, backends, published, monkeypatch, isolated_env):
-    for var in ("OPENAI_API_KEY", "MISTRAL_API_KEY", "GROQ_API_KEY"):
+    for var in ("OPENAI_API_KEY", "MISTRAL_API_KEY", "ANTHROPIC_API_KEY", "GROQ_API_KEY"):
         monkeypatch.setenv(var, SENTINEL)
     return ip, backends.openai, backends.mistral, isolated_env
 
@@ -47,20 +47,24 @@ def rendered(ip) -> str:
     return "\n".join(o["data"].get(k, "") for o in ip.display_pub.outputs for k in kinds)
 
 
-def test_the_sentinel_reaches_the_server_and_nothing_else(keyed, capsys) -> None:
+def test_the_sentinel_reaches_the_server_and_nothing_else(keyed, backends, capsys) -> None:
     ip, openai_server, mistral_server, home = keyed
+    servers = (openai_server, mistral_server, backends.anthropic)
+    cell = "%%llm openai:gpt-4o-mini mistral:mistral-small-latest anthropic:claude-haiku-4-5"
     texts: list[str] = []
     # Success, then failures whose server text echoes the key back (a careless proxy does that).
-    df = run_frame(ip, "%%llm openai:gpt-4o-mini mistral:mistral-small-latest\nHi")
+    df = run_frame(ip, f"{cell}\nHi")
     texts.append(df.to_string() + df.to_json(date_format="iso"))
     assert openai_server.requests[-1].headers["authorization"] == f"Bearer {SENTINEL}"
+    assert backends.anthropic.requests[-1].headers["x-api-key"] == SENTINEL
     for status in (401, 429, 500):
-        openai_server.status = mistral_server.status = status
-        openai_server.error_message = mistral_server.error_message = f"key {SENTINEL} refused"
-        df = run_frame(ip, "%%llm openai:gpt-4o-mini mistral:mistral-small-latest --retries 0\nHi")
+        for server in servers:
+            server.status, server.error_message = status, f"key {SENTINEL} refused"
+        df = run_frame(ip, f"{cell} --retries 0\nHi")
         assert df["error"].notna().all()
         texts.append(df.to_string() + df.to_json(date_format="iso"))
-    openai_server.status = mistral_server.status = None
+    for server in servers:
+        server.status = None
     openai_server.reply = f"your key is {SENTINEL}"  # a model that repeats the key
     df = run_frame(ip, "%%llm openai:gpt-4o-mini --cache\nHi")
     texts.append(repr(ip.user_ns["_llm"]) + ip.user_ns["_llm"].to_json(date_format="iso"))
@@ -68,6 +72,7 @@ def test_the_sentinel_reaches_the_server_and_nothing_else(keyed, capsys) -> None
         result = ip.run_line_magic("llm", sub)
         texts.append(result.to_string() if hasattr(result, "to_string") else repr(result))
     texts.append(repr(api.complete("Hi", "mistral:mistral-small-latest")))
+    texts.append(repr(api.complete("Hi", "anthropic:claude-haiku-4-5")))
     texts.append(repr(providers.get_provider("openai")) + repr(providers.get_provider("groq")))
     texts.append(everything_shown(ip))
     captured = capsys.readouterr()
@@ -158,20 +163,24 @@ def test_escape_sequences_from_a_model_are_visible_in_every_view(keyed) -> None:
 WORK_KEY = "W0RK0plain0key0only0the0config0names"  # no key shape, no *_API_KEY variable
 
 
+@pytest.mark.parametrize(
+    ("kind", "header", "sent"),
+    [("openai", "authorization", "Bearer {key}"), ("anthropic", "x-api-key", "{key}")],
+)
 def test_a_key_only_the_config_names_is_hidden_everywhere(
-    ip, backends, published, monkeypatch, capsys, isolated_env
+    ip, backends, published, monkeypatch, capsys, isolated_env, kind, header, sent
 ) -> None:
-    server = backends.openai
+    server = getattr(backends, kind)
     (isolated_env / "config.toml").write_text(
-        f'[providers.work]\nkind = "openai"\nbase_url = "{server.url}"\n'
+        f'[providers.work]\nkind = "{kind}"\nbase_url = "{server.url}"\n'
         'api_key_env = "WORK_LLM_KEY"\n'
     )
     monkeypatch.setenv("WORK_LLM_KEY", WORK_KEY)
     server.echo_headers = True  # a debugging proxy's answer: the request's headers
     ip.run_cell("%%llm work:big-model\nHi")
     df = ip.user_ns["_llm"]
-    assert server.chat_requests()[-1].headers["authorization"] == f"Bearer {WORK_KEY}"
-    assert "authorization: Bearer ***" in df["output"].iloc[0]
+    assert server.chat_requests()[-1].headers[header] == sent.format(key=WORK_KEY)
+    assert f"{header}: {sent.format(key='***')}" in df["output"].iloc[0]
     texts = [df.to_string() + df.to_json(date_format="iso"), df.llm.side_by_side()._repr_html_()]
     server.echo_headers = False
     server.reply = f"the key you sent is {WORK_KEY} as far as I can tell"  # the bare key

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import math
 import os
 import sqlite3
@@ -10,6 +12,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -65,6 +68,17 @@ def files_bytes(folder: Path) -> bytes:
     return b"".join(p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file())
 
 
+@contextlib.contextmanager
+def other_connection(path: Path) -> Iterator[sqlite3.Connection]:
+    """The file as another program opens it, closed after (`with sqlite3.connect(...)` only
+    commits; Python 3.13 warns of a connection left unclosed)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
 def mode(path: Path | str) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
 
@@ -104,8 +118,9 @@ def test_log_history_round_trip_keeps_every_value_and_dtype(db: Store) -> None:
     assert back[0] == records[0]
     pd.testing.assert_frame_equal(to_dataframe(back), to_dataframe(records), check_exact=True)
     frame = db.history_frame(10)
-    assert tuple(frame.columns) == COLUMNS
-    assert {c: str(t) for c, t in frame.dtypes.items()} == DTYPES
+    assert tuple(frame.columns) == (*COLUMNS, "truncated")
+    assert {c: str(t) for c, t in frame.dtypes.items()} == {**DTYPES, "truncated": "boolean"}
+    assert not frame["truncated"].any()
     assert frame["started_at"].iloc[0] == pd.Timestamp(T0)
 
 
@@ -129,8 +144,9 @@ def test_thousand_rows_are_one_transaction(db: Store) -> None:
     db._conn.set_trace_callback(statements.append)  # type: ignore[union-attr]
     db.log([rec(i) for i in range(1000)])
     db._conn.set_trace_callback(None)  # type: ignore[union-attr]
-    assert [s for s in statements if s in ("BEGIN", "COMMIT")] == ["BEGIN", "COMMIT"]
-    with sqlite3.connect(db.path) as other:
+    transaction = ["BEGIN IMMEDIATE", "COMMIT"]  # the write lock at once: no upgrade deadlock
+    assert [s for s in statements if s in transaction] == transaction
+    with other_connection(db.path) as other:
         assert other.execute("SELECT count(*) FROM runs").fetchone() == (1000,)
     assert [r.repeat for r in db.history(2)] == [998, 999]
 
@@ -157,7 +173,7 @@ def test_wal_mode_and_private_file_modes(isolated_env: Path) -> None:
     finally:
         os.umask(old)
     try:
-        with sqlite3.connect(s.path) as other:
+        with other_connection(s.path) as other:
             assert other.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert mode(s.path) == 0o600
         for suffix in ("-wal", "-shm"):
@@ -253,7 +269,7 @@ def test_a_file_that_is_not_a_database_is_reported_not_raised(
 def test_a_write_failing_after_open_is_reported_once(
     db: Store, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with sqlite3.connect(db.path) as other:  # someone broke the schema under us
+    with other_connection(db.path) as other:  # someone broke the schema under us
         other.execute("DROP TABLE runs")
         other.execute("DROP TABLE cache")
     db.log([rec(0)])
@@ -273,6 +289,270 @@ def test_history_magic_on_an_unusable_log_is_a_usage_error(
     with pytest.raises(UsageError, match="run log cannot be read"):
         ip.run_line_magic("llm", "history")
     capsys.readouterr()
+
+
+# -- what servers send back: text UTF-8 cannot hold, writes that fail, huge answers ------------
+
+# Another process appending to the same log, as a second kernel would.
+_OTHER_PROCESS = """
+import sys
+from llm_magic.records import RunRecord
+from llm_magic.store import Store
+store = Store(sys.argv[1])
+store.log([RunRecord(run_id="other", target="a:b", provider="a", model="b", prompt="p")])
+print(sum(r.run_id == "other" for r in store.history()))
+store.close()
+"""
+
+
+def another_process_logs(path: Path) -> None:
+    """A real second process writes a row to `path` (it waits up to 5 s for the write lock)."""
+    out = subprocess.run(
+        [sys.executable, "-c", _OTHER_PROCESS, str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert out.stderr == "" and int(out.stdout) >= 1, out
+
+
+def test_lone_surrogates_are_stored_as_replacement_characters(db: Store) -> None:
+    odd = rec(
+        0,
+        prompt="prompt \udfff",
+        output="a\ud800b \ud83d\ude00",  # a lone surrogate, and a pair split in two
+        error="HTTP 500: \udc80",
+        model="m\ud800",
+        fallback_from="x:\ud800",
+        params={"k\ud800": ["v\udc00"], "system": "be \ud800 brief"},
+    )
+    db.log([odd])
+    assert db.cache_put("k", replace(odd, error=None)) is True
+    (back,) = db.history()
+    assert back.output == "a\ufffdb \U0001f600"
+    assert (back.prompt, back.error, back.model) == ("prompt \ufffd", "HTTP 500: \ufffd", "m\ufffd")
+    assert back.fallback_from == "x:\ufffd"
+    assert back.params == {"k\ufffd": ["v\ufffd"], "system": "be \ufffd brief"}
+    hit = db.cache_get("k")
+    assert hit is not None and hit.output == "a\ufffdb \U0001f600"
+    db.log([rec(1)])  # the next run is logged, and another process can write
+    another_process_logs(db.path)
+    assert [r.repeat for r in db.history()] == [0, 1, 0]
+
+
+def test_a_prompt_with_a_lone_surrogate_has_a_cache_key_of_its_own() -> None:
+    odd = key(messages=(Message("user", "why \ud800"),))
+    assert odd != key(messages=(Message("user", "why \ufffd"),)) and len(odd) == 64
+
+
+def test_a_write_that_fails_midway_is_rolled_back_and_others_write_next(
+    db: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # SQLite takes the first row, then cannot bind the second's count: the write fails midway.
+    db.log([rec(0), rec(1, prompt_tokens=2**70)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot write the run log" in err[0] and "too large" in err[0]
+    assert db.history() == []  # the first row went with the rest
+    assert db._conn is not None and not db._conn.in_transaction
+    another_process_logs(db.path)  # the write lock was released at once
+    db.log([rec(2)])
+    assert [(r.run_id, r.repeat) for r in db.history()] == [("other", 0), ("run1", 2)]
+
+
+def test_an_error_inside_a_transaction_is_rolled_back_and_reported(
+    db: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def half(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO runs (run_id) VALUES ('half')")
+        conn.execute("INSERT INTO runs (run_id) VALUES (?)", ("\ud800",))  # UTF-8 cannot
+
+    assert db._write("write the run log to", half) is False
+    assert "surrogates not allowed" in capsys.readouterr().err
+    assert db.history() == []
+    another_process_logs(db.path)
+    db.log([rec(0)])
+    assert [r.run_id for r in db.history()] == ["other", "run1"]
+
+
+def test_an_interrupt_inside_a_transaction_is_rolled_back_and_goes_on_up(db: Store) -> None:
+    def interrupted(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO runs (run_id) VALUES ('half')")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        db._write("write the run log to", interrupted)
+    assert db._conn is not None and not db._conn.in_transaction
+    another_process_logs(db.path)
+    db.log([rec(0)])
+    assert [r.run_id for r in db.history()] == ["other", "run1"]
+
+
+def test_a_transaction_left_open_is_rolled_back_before_the_next_write(db: Store) -> None:
+    assert db._conn is not None
+    # What an interrupt between two statements of an older version left behind.
+    db._conn.execute("BEGIN IMMEDIATE")
+    db._conn.execute("INSERT INTO runs (run_id) VALUES ('stale')")
+    db.log([rec(0)])
+    assert [r.run_id for r in db.history()] == ["run1"]
+    another_process_logs(db.path)
+
+
+def test_processes_writing_one_new_log_at_once_all_get_in(isolated_env: Path) -> None:
+    path = isolated_env / "shared" / "log.db"
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _OTHER_PROCESS, str(path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    for w in writers:
+        out, err = w.communicate(timeout=120)
+        assert (w.returncode, err) == (0, ""), err
+    s = Store(path)
+    assert len(s.history()) == 4
+    s.close()
+
+
+def test_max_log_chars_cuts_the_logged_answer_and_flags_it(db: Store) -> None:
+    long, short = rec(0, output="x" * 50), rec(1, output="y" * 10)
+    db.log([long, short], max_chars=10)
+    cut, whole = db.history()
+    assert cut.output == "x" * 10 and whole.output == "y" * 10
+    assert cut.params["notes"] == ["the run log keeps the first 10 of 50 characters of the answer"]
+    assert "notes" not in whole.params and "notes" not in long.params  # the record is untouched
+    assert len(long.output) == 50
+    frame = db.history_frame()
+    assert frame["truncated"].tolist() == [True, False]
+    assert frame["output"].tolist() == ["x" * 10, "y" * 10]
+
+
+def test_an_answer_longer_than_max_log_chars_is_never_cached(db: Store) -> None:
+    assert db.cache_put("long", rec(0, output="x" * 11), max_chars=10) is False
+    assert db.cache_get("long") is None
+    assert db.cache_put("fits", rec(0, output="x" * 10), max_chars=10) is True
+    with other_connection(db.path) as other:  # a truncated row, however it got there
+        other.execute("UPDATE cache SET truncated = 1 WHERE key = 'fits'")
+    assert db.cache_get("fits") is None
+
+
+def test_max_log_chars_zero_keeps_every_character(db: Store) -> None:
+    big = rec(0, output="é" * 1_500_000)  # past the default limit
+    db.log([big], max_chars=0)
+    assert db.cache_put("big", big, max_chars=0) is True
+    assert db.history()[0].output == big.output and not db.history_frame()["truncated"].any()
+    assert db.cache_get("big").output == big.output  # type: ignore[union-attr]
+
+
+def test_max_log_chars_defaults_to_the_setting(
+    db: Store, monkeypatch: pytest.MonkeyPatch, isolated_env: Path
+) -> None:
+    db.log([rec(0, output="x" * 1_000_001)])  # the default: 1,000,000
+    assert len(db.history()[0].output) == 1_000_000
+    (isolated_env / "config.toml").write_text("max_log_chars = 7\n")
+    db.log([rec(1, output="x" * 8)])
+    monkeypatch.setenv("LLM_MAGIC_MAX_LOG_CHARS", "5")  # the environment over the file
+    db.log([rec(2, output="x" * 8)])
+    assert db.cache_put("k", rec(3, output="x" * 6)) is False
+    assert [len(r.output) for r in db.history()[1:]] == [7, 5]
+    assert db.history_frame()["truncated"].tolist() == [True, True, True]
+
+
+def test_a_key_across_the_cut_is_hidden_whole(db: Store) -> None:
+    db.log([rec(0, output="a" * 94 + " " + SENTINEL + " tail")], max_chars=100)
+    assert b"sk-SE" not in files_bytes(db.path.parent)  # cut first, "sk-SE" would be left
+    assert db.history()[0].output == ("a" * 94 + " *** tail")[:100]
+
+
+def test_an_old_log_gains_the_truncated_column(isolated_env: Path) -> None:
+    path = isolated_env / "old.db"
+    with other_connection(path) as old:  # the tables as an older version made them
+        cols = ", ".join(f'"{c}"' for c in COLUMNS)
+        old.execute(f"CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, {cols})")
+        old.execute(f"CREATE TABLE cache (key TEXT PRIMARY KEY, created_at TEXT NOT NULL, {cols})")
+        old.execute("INSERT INTO runs (run_id, output, params) VALUES ('old', 'kept', '{}')")
+        old.execute("INSERT INTO cache (key, created_at, output) VALUES ('k', 'now', 'hit')")
+    s = Store(path)
+    try:
+        assert s.history_frame()["truncated"].tolist() == [False]
+        assert s.cache_get("k").output == "hit"  # type: ignore[union-attr]
+        s.log([rec(0, output="x" * 20)], max_chars=10)
+        assert s.history_frame()["truncated"].tolist() == [False, True]
+    finally:
+        s.close()
+
+
+# -- every connection closed -----------------------------------------------------------------
+
+
+def closed(conn: sqlite3.Connection | None) -> bool:
+    try:
+        conn.execute("SELECT 1")  # type: ignore[union-attr]
+    except sqlite3.ProgrammingError:
+        return True
+    return False
+
+
+def test_reopen_closes_the_old_connection(db: Store) -> None:
+    db.log([rec(0)])
+    old = db._conn
+    db.reopen()
+    assert closed(old) and db._conn is not old and not closed(db._conn)
+    db.log([rec(1)])
+    assert len(db.history()) == 2
+
+
+def test_a_failed_reopen_closes_the_old_connection_too(
+    isolated_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s = Store(isolated_env / "here" / "log.db")
+    old = s._conn
+    (isolated_env / "here").rename(isolated_env / "gone")
+    (isolated_env / "here").write_text("a file where the folder was")
+    s.reopen()
+    assert closed(old) and s._conn is None and s.problem is not None
+    s.log([rec(0)])  # a no-op, reported once
+    assert "cannot open" in capsys.readouterr().err
+    s.close()
+
+
+def test_a_store_closes_its_connection_when_collected(isolated_env: Path) -> None:
+    s = Store(isolated_env / "log.db")
+    conn = s._conn
+    del s
+    gc.collect()
+    assert closed(conn)
+
+
+def test_no_connection_is_left_open_when_the_process_ends(isolated_env: Path) -> None:
+    """Python 3.13 warns of every SQLite connection never closed; none may be (this holds on
+    any Python, and fails on 3.13 when one is left)."""
+    probe = (
+        "import sys\n"
+        "from llm_magic.records import RunRecord\n"
+        "from llm_magic.store import Store, record_run\n"
+        "row = RunRecord(run_id='r', target='a:b', provider='a', model='b', prompt='p')\n"
+        "record_run([row])\n"  # the default store, left open for the process's life
+        "Store(sys.argv[1] + '/dropped.db').log([row])\n"  # a store dropped at once
+        "Store(sys.argv[1] + '/x/log.db')\n"  # an open that fails: x is a file
+        "kept = Store(sys.argv[1] + '/kept.db'); kept.log([row]); kept.reopen()\n"
+        "print(len(kept.history()), len(Store(sys.argv[1] + '/dropped.db').history()))\n"
+    )
+    target = isolated_env / "probe"
+    target.mkdir()
+    (target / "x").write_text("a file")
+    out = subprocess.run(
+        [sys.executable, "-X", "dev", "-W", "error::ResourceWarning", "-c", probe, str(target)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (out.returncode, out.stdout) == (0, "1 1\n"), out.stderr
+    (line,) = out.stderr.splitlines()  # the failed open, and nothing else
+    assert line.startswith("llm_magic: run log/cache skipped: cannot open"), out.stderr
 
 
 # -- the response cache --------------------------------------------------------------------------
@@ -465,8 +745,8 @@ def test_history_magic_shows_the_last_rows_as_a_run_frame(ip) -> None:
     default_store().log([rec(i, run_id=f"r{i // 5}") for i in range(25)])
     df = ip.run_line_magic("llm", "history")
     assert isinstance(df, pd.DataFrame)
-    assert tuple(df.columns) == COLUMNS
-    assert {c: str(t) for c, t in df.dtypes.items()} == DTYPES
+    assert tuple(df.columns) == (*COLUMNS, "truncated")
+    assert {c: str(t) for c, t in df.dtypes.items()} == {**DTYPES, "truncated": "boolean"}
     assert list(df["repeat"]) == list(range(5, 25))
     df3 = ip.run_line_magic("llm", "history 3")
     assert list(df3["prompt"]) == ["prompt 22", "prompt 23", "prompt 24"]
@@ -476,4 +756,5 @@ def test_history_magic_shows_the_last_rows_as_a_run_frame(ip) -> None:
 
 def test_history_magic_on_an_empty_log_is_an_empty_run_frame(ip) -> None:
     df = ip.run_line_magic("llm", "history 5")
-    assert len(df) == 0 and {c: str(t) for c, t in df.dtypes.items()} == DTYPES
+    assert len(df) == 0
+    assert {c: str(t) for c, t in df.dtypes.items()} == {**DTYPES, "truncated": "boolean"}

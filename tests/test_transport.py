@@ -25,17 +25,24 @@ from llm_magic.providers.base import CancelToken, Message, Options
 from llm_magic.providers.openai import OpenAIProvider
 from llm_magic.redaction import redact
 
-MODELS = {"openai": "gpt-4o-mini", "ollama": "llama3.2", "mistral": "mistral-small-latest"}
+MODELS = {
+    "openai": "gpt-4o-mini",
+    "ollama": "llama3.2",
+    "mistral": "mistral-small-latest",
+    "anthropic": "claude-haiku-4-5",
+}
 URL_VARIABLES = {
     "openai": "OPENAI_BASE_URL",
     "ollama": "OLLAMA_HOST",
     "mistral": "MISTRAL_BASE_URL",
+    "anthropic": "ANTHROPIC_BASE_URL",
 }
 # Where each provider's chat request goes under its base URL.
 CHAT_PATHS = {
     "openai": "/chat/completions",
     "ollama": "/api/chat",
     "mistral": "/v1/chat/completions",
+    "anthropic": "/v1/messages",
 }
 PROXY_PASSWORD = "pr0xy-Pa55word-4-tests"
 

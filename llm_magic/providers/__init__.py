@@ -54,6 +54,7 @@ _KINDS = {
     "ollama": "llm_magic.providers.ollama:OllamaProvider",
     "mistral": "llm_magic.providers.mistral:MistralProvider",
     "local": "llm_magic.providers.local:LocalProvider",
+    "anthropic": "llm_magic.providers._anthropic:AnthropicProvider",
 }
 
 
@@ -84,6 +85,9 @@ BUILTIN: dict[str, ProviderSpec] = {
             "ollama", "ollama", "http://127.0.0.1:11434", None, base_url_env="OLLAMA_HOST"
         ),
         ProviderSpec("mistral", "mistral", "https://api.mistral.ai", "MISTRAL_API_KEY", True),
+        ProviderSpec(
+            "anthropic", "anthropic", "https://api.anthropic.com", "ANTHROPIC_API_KEY", True
+        ),
         ProviderSpec("local", "local", None),
         _compat("localai", "http://127.0.0.1:8080/v1", required=False),
         _compat("llamacpp", "http://127.0.0.1:8080/v1", required=False),

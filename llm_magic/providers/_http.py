@@ -20,7 +20,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import httpx2
 
@@ -28,13 +28,14 @@ from .. import errors
 from ..errors import ProviderError
 from ..redaction import redact, redact_url
 from ._sockets import IOSlot, Refused, make_client
-from .base import CancelToken, Options
+from .base import CancelToken, Chunk, Health, Options, ProviderFacts
 
 __all__ = [
     "ADMIN_TIMEOUT",
     "HEALTH_TIMEOUT",
     "Exchange",
     "HTTPService",
+    "ServiceProvider",
     "error_text",
     "map_exception",
     "retry_after",
@@ -371,13 +372,21 @@ class HTTPService:
     """A provider's base URL, key and pooled client; thread-safe (httpx2.Client is)."""
 
     def __init__(
-        self, name: str, base_url: str, api_key: str | None, headers: dict[str, str] | None = None
+        self,
+        name: str,
+        base_url: str,
+        api_key: str | None,
+        headers: dict[str, str] | None = None,
+        *,
+        key_header: str = "Authorization",
     ) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
         all_headers = {"Accept": "application/json", **(headers or {})}
         if api_key:
-            all_headers["Authorization"] = f"Bearer {api_key}"
+            # `Authorization` carries a bearer token; a vendor's own header (x-api-key) the key.
+            bearer = key_header.lower() == "authorization"
+            all_headers[key_header] = f"Bearer {api_key}" if bearer else api_key
         self.client = make_client(
             name=name, base_url=self.base_url, secret=api_key, headers=all_headers
         )
@@ -477,3 +486,63 @@ class KeyedProvider:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class ServiceProvider(KeyedProvider, ProviderFacts):
+    """An HTTP provider that says everything through one `HTTPService` (Mistral, Anthropic):
+    built from a name, base URL and key, it posts a request for an answer and reads it back
+    streamed or whole, checks its health on its model listing, and closes its pool.
+    Subclasses declare their facts, and `extra_headers` for every request (a protocol version).
+    """
+
+    extra_headers: ClassVar[dict[str, str]] = {}
+    health_query: ClassVar[str] = ""  # added to `listing_path` for a health check
+
+    def __init__(
+        self, *, name: str, base_url: str | None, api_key: str | None, key_env: str | None = None
+    ) -> None:
+        self.name = name
+        self.base_url = self.normalise_base_url(base_url) or ""
+        self._key_env = key_env
+        self._missing_key = api_key is None and key_env is not None
+        self._http = HTTPService(
+            name, self.base_url, api_key, dict(self.extra_headers), key_header=self.key_header
+        )
+
+    def _answer(
+        self,
+        path: str,
+        body: dict[str, Any],
+        options: Options,
+        cancel: CancelToken | None,
+        streamed: Callable[[Exchange], Iterator[Chunk]],
+        whole: Callable[[Exchange, bytes], Chunk],
+    ) -> Iterator[Chunk]:
+        """POST `body` to `path`; the Chunks `streamed` reads from the events, or the one
+        Chunk `whole` makes of the body when `options.stream` is off."""
+        self._require_key()
+        exchange = self._http.exchange(
+            "POST",
+            path,
+            json_body=body,
+            timeouts=timeout_for(options),
+            cancel=cancel,
+            accept="text/event-stream" if options.stream else "application/json",
+        )
+        with exchange:
+            if options.stream:
+                yield from streamed(exchange)
+            else:
+                yield whole(exchange, exchange.body())
+
+    def health(self) -> Health:
+        path = f"{self.listing_path or ''}{self.health_query}"
+        reachable, rtt, _, error = self._http.ping("GET", path)
+        error = self._key_problem() or error
+        return Health(
+            provider=self.name, base_url=self.base_url, reachable=reachable, rtt_s=rtt, error=error
+        )
+
+    def close(self) -> None:
+        """Close the pooled connections (the registry keeps providers for the whole session)."""
+        self._http.close()

@@ -8,6 +8,8 @@ all accepted here, so both providers read their streams with the same code:
   `{"object": "error", ...}`, or `finish_reason: "error"`);
 - `content` may be a string, null, or a list of typed parts (only `text` parts are answer text);
 - a server that ignores `stream: true` and answers with one JSON object is read as that object.
+Anthropic's named events have another shape; its module reads them with the SSE pieces here
+(`sse_events`, `event_object`, `sent_whole`, `stream_ended`).
 """
 
 from __future__ import annotations
@@ -20,10 +22,19 @@ from .. import errors
 from ._http import Exchange, error_text
 from .base import Chunk, Usage
 
-__all__ = ["chat_chunks", "whole_chunk"]
+__all__ = [
+    "chat_chunks",
+    "event_object",
+    "preview",
+    "sent_whole",
+    "sse_events",
+    "stream_ended",
+    "whole_chunk",
+]
 
 
-def _preview(text: str) -> str:
+def preview(text: str) -> str:
+    """The start of a text that did not parse, quoted for an error message."""
     return repr(text[:60] + ("…" if len(text) > 60 else ""))
 
 
@@ -53,7 +64,7 @@ def usage_of(obj: dict[str, Any]) -> Usage | None:
     return Usage(prompt_tokens=count("prompt_tokens"), completion_tokens=count("completion_tokens"))
 
 
-def _events(lines: Iterator[str]) -> Iterator[tuple[str, str]]:
+def sse_events(lines: Iterator[str]) -> Iterator[tuple[str, str]]:
     """(event name, data) per `data:` line.
 
     Each data line is taken as one event even without the blank line after it: chat servers
@@ -74,13 +85,19 @@ def _events(lines: Iterator[str]) -> Iterator[tuple[str, str]]:
             yield event, value
 
 
-def _decode(exchange: Exchange, data: str, event: str = "") -> dict[str, Any]:
+def event_object(exchange: Exchange, data: str) -> dict[str, Any]:
+    """The JSON object an event's data holds; BadResponse quoting it when it holds none."""
     try:
         obj = json.loads(data)
     except ValueError:
-        raise exchange.error(errors.BadResponse, f"malformed event: {_preview(data)}") from None
+        raise exchange.error(errors.BadResponse, f"malformed event: {preview(data)}") from None
     if not isinstance(obj, dict):
-        raise exchange.error(errors.BadResponse, f"unexpected event: {_preview(data)}")
+        raise exchange.error(errors.BadResponse, f"unexpected event: {preview(data)}")
+    return obj
+
+
+def _decode(exchange: Exchange, data: str, event: str = "") -> dict[str, Any]:
+    obj = event_object(exchange, data)
     inner = obj.get("error")
     if event == "error" or obj.get("object") == "error" or inner not in (None, "", {}):
         message = error_text(data, "error event without a message")
@@ -107,7 +124,7 @@ def whole_chunk(exchange: Exchange, raw: bytes) -> Chunk:
     obj = _decode(exchange, data)
     choice = _first_choice(obj)
     if not choice:
-        raise exchange.error(errors.BadResponse, f"reply without choices: {_preview(data)}")
+        raise exchange.error(errors.BadResponse, f"reply without choices: {preview(data)}")
     message = choice.get("message")
     return Chunk(
         text=text_of(message.get("content") if isinstance(message, dict) else None),
@@ -117,14 +134,34 @@ def whole_chunk(exchange: Exchange, raw: bytes) -> Chunk:
     )
 
 
+def sent_whole(exchange: Exchange) -> bool:
+    """The server ignored `stream: true` and answered with one JSON object."""
+    content_type = exchange.response.headers.get("content-type", "")
+    return "json" in content_type and "event-stream" not in content_type
+
+
+def stream_ended(exchange: Exchange, seen_any: bool, finished: bool, missing: str) -> None:
+    """After the last event: raise if the run was cancelled, if the reply was no event stream
+    at all, or if it ended before `missing` (what a finished answer ends with) came."""
+    exchange.check_cancelled()
+    content_type = exchange.response.headers.get("content-type", "")
+    if not seen_any and "event-stream" not in content_type:
+        raise errors.BadResponse(
+            f"expected server-sent events, got {content_type or 'a reply without a type'}",
+            provider=exchange.name,
+        )
+    if not finished:
+        # A clean close before the end and before any stop reason: the answer was cut.
+        raise errors.StreamBroken(f"stream ended before {missing}", provider=exchange.name)
+
+
 def chat_chunks(exchange: Exchange) -> Iterator[Chunk]:
     """The Chunks of a streamed reply, as they arrive."""
-    content_type = exchange.response.headers.get("content-type", "")
-    if "json" in content_type and "event-stream" not in content_type:
-        yield whole_chunk(exchange, exchange.body())  # stream: true was ignored
+    if sent_whole(exchange):
+        yield whole_chunk(exchange, exchange.body())
         return
     model_seen = finished = seen_any = False
-    for event, data in _events(exchange.lines()):
+    for event, data in sse_events(exchange.lines()):
         seen_any = True
         if data.strip() == "[DONE]":
             finished = True
@@ -152,14 +189,4 @@ def chat_chunks(exchange: Exchange) -> Iterator[Chunk]:
         if text or finish or usage or reported:
             exchange.started = exchange.started or bool(text)
             yield Chunk(text=text, usage=usage, finish_reason=finish, model=reported)
-    exchange.check_cancelled()
-    if not seen_any and "event-stream" not in content_type:
-        raise errors.BadResponse(
-            f"expected server-sent events, got {content_type or 'a reply without a type'}",
-            provider=exchange.name,
-        )
-    if not finished:
-        # A clean close before [DONE] and before any finish_reason: the answer was cut.
-        raise errors.StreamBroken(
-            "stream ended before [DONE] or a finish_reason", provider=exchange.name
-        )
+    stream_ended(exchange, seen_any, finished, "[DONE] or a finish_reason")

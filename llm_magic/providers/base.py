@@ -195,6 +195,9 @@ class ProviderFacts:
     listing_path: ClassVar[str | None] = None  # where list_models() asks, below the base URL
     admin_timeout_s: ClassVar[float | None] = None  # a listing's or show's wait (None: its own)
     base_url_hint: ClassVar[str] = ""  # added when the base URL seems wrong (HTTP 404)
+    # The request header that carries the API key: `Authorization` holds it as a bearer token,
+    # a vendor's own header (Anthropic's x-api-key) holds the bare key.
+    key_header: ClassVar[str] = "Authorization"
     start_hint: ClassVar[str | None] = None  # how to start its server when nothing answers
 
     @classmethod

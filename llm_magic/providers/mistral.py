@@ -14,9 +14,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .. import errors
-from ._http import ADMIN_TIMEOUT, HTTPService, KeyedProvider, timeout_for
+from ._http import ADMIN_TIMEOUT, ServiceProvider
 from ._sse_chat import chat_chunks, whole_chunk
-from .base import CancelToken, Chunk, Health, Message, ModelInfo, Options, ProviderFacts
+from .base import CancelToken, Chunk, Message, ModelInfo, Options
 
 __all__ = ["DEFAULT_BASE_URL", "MistralProvider"]
 
@@ -45,7 +45,7 @@ def _chat_body(messages: list[Message], model: str, options: Options) -> dict[st
     return body
 
 
-class MistralProvider(KeyedProvider, ProviderFacts):
+class MistralProvider(ServiceProvider):
     """Mistral's La Plateforme API. Thread-safe: one pooled client serves every caller."""
 
     server_label = "Mistral API"
@@ -58,15 +58,6 @@ class MistralProvider(KeyedProvider, ProviderFacts):
         # An OpenAI-style base URL ending in /v1 would double the version in every path.
         return base.removesuffix("/v1")
 
-    def __init__(
-        self, *, name: str, base_url: str | None, api_key: str | None, key_env: str | None = None
-    ) -> None:
-        self.name = name
-        self.base_url = self.normalise_base_url(base_url)
-        self._key_env = key_env
-        self._missing_key = api_key is None and key_env is not None
-        self._http = HTTPService(name, self.base_url, api_key)
-
     def stream(
         self,
         messages: list[Message],
@@ -74,20 +65,8 @@ class MistralProvider(KeyedProvider, ProviderFacts):
         options: Options,
         cancel: CancelToken | None = None,
     ) -> Iterator[Chunk]:
-        self._require_key()
-        exchange = self._http.exchange(
-            "POST",
-            _CHAT,
-            json_body=_chat_body(messages, model, options),
-            timeouts=timeout_for(options),
-            cancel=cancel,
-            accept="text/event-stream" if options.stream else "application/json",
-        )
-        with exchange:
-            if options.stream:
-                yield from chat_chunks(exchange)
-            else:
-                yield whole_chunk(exchange, exchange.body())
+        body = _chat_body(messages, model, options)
+        yield from self._answer(_CHAT, body, options, cancel, chat_chunks, whole_chunk)
 
     def list_models(self) -> list[ModelInfo]:
         self._require_key()
@@ -116,14 +95,3 @@ class MistralProvider(KeyedProvider, ProviderFacts):
                 )
             )
         return models
-
-    def health(self) -> Health:
-        reachable, rtt, _, error = self._http.ping("GET", _MODELS)
-        error = self._key_problem() or error
-        return Health(
-            provider=self.name, base_url=self.base_url, reachable=reachable, rtt_s=rtt, error=error
-        )
-
-    def close(self) -> None:
-        """Close the pooled connections (the registry keeps providers for the whole session)."""
-        self._http.close()

@@ -74,6 +74,7 @@ class TestServer:
 
     __test__ = False  # not a pytest test class despite the name
     url_suffix = ""
+    chat_marker = "chat"  # in the path of every request that asks for an answer
 
     def __init__(self, api_key: str | None = None) -> None:
         self._lock = threading.Lock()
@@ -171,7 +172,7 @@ class TestServer:
             return len(self._requests)
 
     def chat_requests(self) -> list[RecordedRequest]:
-        return [r for r in self.requests if r.method == "POST" and "chat" in r.path]
+        return [r for r in self.requests if r.method == "POST" and self.chat_marker in r.path]
 
     # -- helpers for the protocol handlers ------------------------------------------------
     def next_error_status(self, ex: Exchange) -> int | None:
@@ -249,7 +250,7 @@ class TestServer:
                 self.not_found(ex)
             elif raw and body is None and request.method in ("POST", "DELETE"):
                 self.bad_json(ex)
-            elif ex.faults.redirect is not None and "chat" in path:
+            elif ex.faults.redirect is not None and self.chat_marker in path:
                 where = ex.faults.redirect_to or f"{self.root_url}/moved{path}"
                 ex.send(ex.faults.redirect, b"", None, headers={"Location": where})
             else:

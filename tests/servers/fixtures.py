@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import pytest
 
+from .anthropic_server import AnthropicServer
 from .mistral_server import MistralServer
 from .ollama_server import OllamaServer
 from .openai_server import OpenAIServer
@@ -18,6 +19,8 @@ from .openai_server import OpenAIServer
 __all__ = [
     "TEST_KEY",
     "Backends",
+    "anthropic_server",
+    "anthropic_server_session",
     "backends",
     "mistral_server",
     "mistral_server_session",
@@ -48,6 +51,12 @@ def mistral_server_session() -> Iterator[MistralServer]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def anthropic_server_session() -> Iterator[AnthropicServer]:
+    with AnthropicServer() as server:
+        yield server
+
+
 # Starting a server takes a thread and a socket; resetting one is nearly free, so tests share
 # one server per protocol and each test starts from default knobs and an empty request log.
 @pytest.fixture
@@ -66,6 +75,12 @@ def ollama_server(ollama_server_session: OllamaServer) -> OllamaServer:
 def mistral_server(mistral_server_session: MistralServer) -> MistralServer:
     mistral_server_session.reset()
     return mistral_server_session
+
+
+@pytest.fixture
+def anthropic_server(anthropic_server_session: AnthropicServer) -> AnthropicServer:
+    anthropic_server_session.reset()
+    return anthropic_server_session
 
 
 @pytest.fixture
@@ -93,6 +108,7 @@ class Backends(NamedTuple):
     openai: OpenAIServer
     ollama: OllamaServer
     mistral: MistralServer
+    anthropic: AnthropicServer
 
 
 @pytest.fixture
@@ -101,11 +117,15 @@ def backends(
     openai_server: OpenAIServer,
     ollama_server: OllamaServer,
     mistral_server: MistralServer,
+    anthropic_server: AnthropicServer,
 ) -> Backends:
-    """The openai, ollama and mistral providers pointed at their loopback servers (made-up keys)."""
+    """The openai, ollama, mistral and anthropic providers pointed at their loopback servers
+    (made-up keys)."""
     monkeypatch.setenv("OPENAI_BASE_URL", openai_server.url)
     monkeypatch.setenv("OPENAI_API_KEY", TEST_KEY)
     monkeypatch.setenv("OLLAMA_HOST", ollama_server.url)
     monkeypatch.setenv("MISTRAL_BASE_URL", mistral_server.url)
     monkeypatch.setenv("MISTRAL_API_KEY", TEST_KEY)
-    return Backends(openai_server, ollama_server, mistral_server)
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", anthropic_server.url)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", TEST_KEY)
+    return Backends(openai_server, ollama_server, mistral_server, anthropic_server)
