@@ -5,7 +5,8 @@ complete("Say hi", "openai:gpt-4o-mini") -> Completion
 
 Options (keyword arguments of both, the same as the magic's): system, temperature, max_tokens,
 top_p, seed, stop, repeat, stream, timeout, deadline, retries, concurrency, cache; compare()
-also takes `over=` (a list, Series or DataFrame: the prompts are templates filled per item).
+also takes `over=` (a list, Series or DataFrame: the prompts are templates filled per item)
+and `checks=` (specs such as "contains:{expected}", functions, schemas: see checks.py).
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ def compare(
     With `over=items` the prompts are templates: `{field}` is filled from each item (and
     `{item}`), one prompt per item.
     """
-    from .results import to_dataframe
+    from .results import run_frame
 
     prompt_list = (prompts,) if isinstance(prompts, str) else tuple(prompts)
     if not prompt_list:
@@ -110,7 +111,8 @@ def compare(
     if targets is not None and not target_list:
         raise UsageProblem("compare() got no targets; leave targets out for the default one")
     request = Request.build("compare()", prompt_list, target_list, options)
-    return to_dataframe(run(make_plan(request, session)))
+    plan = make_plan(request, session)
+    return run_frame(run(plan), plan)
 
 
 def complete(prompt: str, target: str | None = None, **options: Any) -> Completion:
@@ -122,7 +124,7 @@ def complete(prompt: str, target: str | None = None, **options: Any) -> Completi
     """
     if target is not None and not isinstance(target, str):
         raise UsageProblem("complete() takes one target (a string); compare() takes several")
-    for name in ("repeat", "over"):
+    for name in ("repeat", "over", "checks"):
         if name in options:
             raise UsageProblem(f"complete() asks once; {name}= is compare()'s")
     request = Request.build("complete()", (prompt,), (target,) if target else (), options)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .checks import DEFAULT_THRESHOLD, CheckSpec, compile_checks, parse_check
 from .errors import UsageProblem
 from .ranges import RANGES, Range
 from .request import Request
@@ -73,6 +74,7 @@ class Command:
     quiet: bool = False
     interpolate: bool = True
     help: bool = False
+    checks: tuple[CheckSpec, ...] = ()
 
     def request(self, namespace: Mapping[str, Any]) -> Request:
         """The run this cell asks for; `--over VAR` and `{name}` fields read `namespace`."""
@@ -102,6 +104,7 @@ class Command:
             cache=self.cache,
             chat=self.chat,
             format=self.format,
+            checks=compile_checks(self.checks, namespace),
         )
 
 
@@ -159,6 +162,13 @@ def _format_name(text: str) -> str:
     if text.lower() not in FORMATS:
         raise argparse.ArgumentTypeError(f"{text!r} is not a format; allowed: {', '.join(FORMATS)}")
     return text.lower()
+
+
+def _check(text: str) -> CheckSpec:
+    try:
+        return parse_check(text)
+    except UsageProblem as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
 
 
 def _text(text: str) -> str:
@@ -234,6 +244,7 @@ def _build_parser() -> _Parser:
     p.add_argument("--chat", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("--no-interpolate", dest="interpolate", action="store_false")
+    p.add_argument("--check", dest="checks", type=_check, action="append", default=[])
     return p
 
 
@@ -283,6 +294,7 @@ def parse_command(line: str, cell: str | None) -> Command:
         quiet=ns.quiet,
         interpolate=ns.interpolate,
         help=ns.help,
+        checks=tuple(ns.checks),
     )
 
 
@@ -344,6 +356,10 @@ Options:
   --chat                  continue a conversation per target across cells
   -q, --quiet             show nothing; the result is in _llm (and -o VAR)
   --no-interpolate        send the cell text as written, no {{name}} fields
+  --check SPEC            score every answer (repeatable): contains:TEXT, icontains:TEXT,
+                          not-contains:TEXT, equals:TEXT, regex:PATTERN, json, schema:VAR,
+                          py:FUNC; NAME=SPEC names it, NAME@0.8=SPEC sets its threshold
+                          (default {DEFAULT_THRESHOLD}); TEXT and PATTERN take {{fields}}
   -h, --help              show this help
 
 Subcommands:

@@ -41,12 +41,23 @@ class _LiveColumns:
         labels = [plan.job_label(j) for j in plan.jobs]
         self._view = LiveView(labels, fmt=plan.request.format)
         self._view.show()
+        self._records: dict[int, RunRecord] = {}
 
     def on_text(self, job: Job, piece: str) -> None:
         self._view.append(job.index, piece)
 
     def on_done(self, job: Job, record: RunRecord) -> None:
+        self._records[job.index] = record
         self._view.finish(job.index, record.output, caption(record), record.error)
+
+    def scored(self, verdicts: list[str], passed: int) -> None:
+        """Each answer's checks (✓/✗ and the score, one line per row in job order) go above
+        its caption once the run's frame is scored."""
+        for index, line in enumerate(verdicts):
+            record = self._records.get(index)
+            if record is not None and line:
+                said = " · ".join(filter(None, [line, caption(record)]))
+                self._view.finish(index, record.output, said, record.error)
 
     def close(self) -> None:
         self._view.close()
@@ -69,6 +80,10 @@ class _ProgressBar:
             self._errors += 1
             self._bar.set_postfix(errors=self._errors, refresh=False)
         self._bar.update(1)
+
+    def scored(self, verdicts: list[str], passed: int) -> None:
+        shown = f"{passed}/{len(verdicts)}"
+        self._bar.set_postfix(errors=self._errors, passed=shown, refresh=False)
 
     def close(self) -> None:
         if self._errors:  # a full bar alone would read as all well

@@ -96,15 +96,19 @@ class LLMMagics(Magics):
         view = None if cmd.quiet else view_for(plan)
         interrupted = False
         try:
-            records = api.run(plan, view, self.session)
-        except RunInterrupted as exc:
-            records, interrupted = exc.records, True
+            try:
+                records = api.run(plan, view, self.session)
+            except RunInterrupted as exc:
+                records, interrupted = exc.records, True
+            from .results import compact, run_frame, verdict_lines
+
+            df = run_frame(records, plan)
+            if view is not None and plan.checks is not None:
+                # ✓/✗ and the score under each answer, in the view's last frame
+                view.scored(verdict_lines(df), int(df["passed"].sum()))
         finally:
             if view is not None:
                 view.close()
-        from .results import compact, to_dataframe
-
-        df = to_dataframe(records)
         ns["_llm"] = df
         if cmd.out:
             ns[cmd.out] = df
@@ -121,7 +125,7 @@ class LLMMagics(Magics):
                 " the rows are in _llm",
                 file=sys.stderr,
             )
-        if cmd.quiet or len(plan.jobs) == 1:
+        if cmd.quiet or len(plan.jobs) == 1 and plan.checks is None:
             return None  # the single answer is already on screen; the row is in _llm
         return compact(df)  # every column stays in _llm
 

@@ -60,6 +60,7 @@ class Panel(w.VBox):
         max_tokens: int = 256,
         repeat: int = 1,
         deadline: float | None = None,
+        checks: Sequence[str] = (),
         discover: bool = True,
         session: Session | None = None,
     ) -> None:
@@ -87,6 +88,7 @@ class Panel(w.VBox):
         self._thread: threading.Thread | None = None
         self._build(list(targets), prompt, system, temperature, max_tokens, repeat)
         self.deadline.value = "" if deadline is None else f"{deadline:g}"
+        self.checks.value = "\n".join([checks] if isinstance(checks, str) else checks)
         super().__init__(
             children=self._layout(),
             layout=w.Layout(
@@ -173,6 +175,11 @@ class Panel(w.VBox):
             style=_LABELLED,
             layout=w.Layout(width="16em"),
         )
+        self.checks = w.Textarea(
+            placeholder="one check a line, e.g. contains:Paris, json, correct=py:grade",
+            rows=2,
+            layout=_FULL,
+        )
         self.run_button = w.Button(
             description="Run",
             icon="play",
@@ -203,8 +210,8 @@ class Panel(w.VBox):
 
     def _layout(self) -> list[w.Widget]:
         system_box = w.Accordion(
-            [self.system, self.deadline],
-            titles=("System prompt", "Advanced"),
+            [self.system, self.deadline, self.checks],
+            titles=("System prompt", "Advanced", "Checks"),
             selected_index=None,
             layout=_FULL,
         )
@@ -277,6 +284,7 @@ class Panel(w.VBox):
             temperature=float(self.temperature.value),
             max_tokens=int(self.max_tokens.value),
             repeat=int(self.repeat.value),
+            checks=tuple(line.strip() for line in self.checks.value.splitlines() if line.strip()),
         )
         try:
             return make_plan(request, self._session)
@@ -344,14 +352,16 @@ class Panel(w.VBox):
         # The runner has reported every job to `live`, those never started included.
         elapsed = live.close()
         self.records = records
-        from .results import to_dataframe
+        from .results import run_frame
 
-        frame = to_dataframe(records)
+        frame = run_frame(records, plan)
         self.result = frame
         errors = sum(r.error is not None for r in records)
+        passed = f" · {int(frame['passed'].sum())} passed every check" if plan.checks else ""
         message = note or (
             f"{elapsed:.1f} s · {len(records)} answer{'s' if len(records) != 1 else ''}"
             + (f" · {errors} with errors" if errors else "")
+            + passed
             + " · the rows are in panel.result"
         )
         if phase == "done" and records and errors == len(records):

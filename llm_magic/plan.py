@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import providers, ranges
+from .checks import CheckPlan, compile_checks, notebook_namespace, plan_checks
 from .config import load_file_config, resolve_setting
 from .errors import UsageProblem
 from .providers.base import Message, Options
@@ -30,6 +31,7 @@ class Plan:
     jobs: tuple[Job, ...]
     policy: Policy
     labels: tuple[str, ...]  # one per target as written: the columns of the views
+    checks: CheckPlan | None = None  # scores added to each row (--check)
 
     def job_label(self, job: Job) -> str:
         """A live column's header; the repeats of one target share it and stack in it."""
@@ -51,10 +53,14 @@ def make_plan(request: Request, session: Session) -> Plan:
 
     check_format(request.format)
     specs = session.specs(request.targets)
-    prompts, systems = _render(request)
+    prompts, systems, scopes, items = _render(request)
     # Text UTF-8 cannot carry (a lone surrogate from a notebook string) would fail the send.
     prompts = [utf8_safe(p)[0] for p in prompts]
     systems = [utf8_safe(s)[0] if s else s for s in systems]
+    checks = None
+    if request.checks:  # looked up and filled now: a bad check stops the run before it starts
+        names = request.variables if request.variables is not None else notebook_namespace()
+        checks = plan_checks(compile_checks(request.checks, names), scopes, items)
     configured = session.settings()  # read at each run: %config may have changed
     options = _options(request, configured)
     policy = _policy(request, specs, configured)
@@ -62,28 +68,35 @@ def make_plan(request: Request, session: Session) -> Plan:
     jobs = plan_jobs(
         prompts, specs, options, system=systems, repeat=request.repeat, conversations=conversations
     )
-    return Plan(request, tuple(jobs), policy, tuple(s.label for s in specs))
+    return Plan(request, tuple(jobs), policy, tuple(s.label for s in specs), checks)
 
 
-def _render(request: Request) -> tuple[list[str], list[str | None]]:
-    """The prompts to send and the system prompt of each (--over renders it per item)."""
+Scope = Mapping[str, Any]
+
+
+def _render(request: Request) -> tuple[list[str], list[str | None], list[Scope], list[Scope]]:
+    """The prompts to send, the system prompt of each (--over renders it per item), and for
+    each the names its checks are filled from and its --over item's fields."""
     ns = request.variables
     if ns is None and request.over is not None:
         ns = {}  # compare(over=...): the prompts are templates of the items' fields alone
     if ns is None:
-        return list(request.prompts), [request.system] * len(request.prompts)
+        count = len(request.prompts)
+        return list(request.prompts), [request.system] * count, [{}] * count, [{}] * count
     rows: list[dict[str, Any]] = [{}]
     if request.over is not None:
         rows = expand_over(request.over, request.over_name)
         for template in request.prompts:  # the system prompt may use the items' fields too
             check_over_fields(template + "\n" + (request.system or ""), rows, request.over_name, ns)
-    prompts, systems = [], []
+    prompts, systems, scopes, items = [], [], [], []
     for row in rows:
         scope = {**ns, **row} if row else ns
         for template in request.prompts:
             prompts.append(render(template, scope))
             systems.append(render(request.system, scope) if request.system else None)
-    return prompts, systems
+            scopes.append(scope)
+            items.append(row)
+    return prompts, systems, scopes, items
 
 
 def _options(request: Request, configured: Mapping[str, Any]) -> Options:

@@ -48,6 +48,8 @@ class Request:
     cache: bool | None = None
     chat: bool = False  # continue each target's conversation (the session keeps them)
     format: str = "markdown"  # how the answers are shown
+    # checks.py: spec strings, functions, schemas (or a {name: check} dict); () adds no columns
+    checks: Any = ()
 
     @classmethod
     def build(

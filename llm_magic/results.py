@@ -9,17 +9,30 @@ from __future__ import annotations
 import importlib
 import math
 import warnings
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from llm_magic import html
+from llm_magic import html, scoring
+from llm_magic.checks import verdict_line
 from llm_magic.errors import UsageProblem
 from llm_magic.records import COLUMNS, RunRecord
 from llm_magic.view_text import excerpt, visible
 
-__all__ = ["DTYPES", "LLMAccessor", "SideBySide", "compact", "empty_frame", "to_dataframe"]
+if TYPE_CHECKING:
+    from llm_magic.plan import Plan
+
+__all__ = [
+    "DTYPES",
+    "LLMAccessor",
+    "SideBySide",
+    "compact",
+    "empty_frame",
+    "run_frame",
+    "to_dataframe",
+    "verdict_lines",
+]
 
 _STRING = (
     "run_id",
@@ -68,6 +81,21 @@ def to_dataframe(records: Iterable[RunRecord]) -> pd.DataFrame:
     return pd.DataFrame({c: _column(c, [row.get(c) for row in rows]) for c in COLUMNS})
 
 
+def run_frame(records: Sequence[RunRecord], plan: Plan) -> pd.DataFrame:
+    """The frame of a run: its records, plus its checks' columns when it has checks."""
+    frame = to_dataframe(records)
+    if plan.checks is None:
+        return frame
+    return scoring.score_run(frame, plan.checks, [job.prompt_no for job in plan.jobs])
+
+
+def verdict_lines(frame: pd.DataFrame) -> list[str]:
+    """Each row's checks as one line ("✓ correct 1.00 · ✗ json 0.00 (…)"); "" without."""
+    if "checks" not in frame.columns:
+        return [""] * len(frame)
+    return [verdict_line(detail) for detail in frame["checks"].tolist()]
+
+
 def empty_frame() -> pd.DataFrame:
     return to_dataframe([])
 
@@ -97,6 +125,9 @@ def compact(frame: pd.DataFrame) -> pd.DataFrame:
     view["answer"] = frame["output"].map(_preview).astype("string")
     for name in ("latency_s", "ttft_s", "completion_tokens", "tokens_per_s", "cost_usd", "error"):
         view[name] = frame[name]
+    if "passed" in frame.columns:  # with --check: every score, and whether all passed
+        for name in [c for c in frame.columns if str(c).startswith("score_")] + ["passed"]:
+            view[name] = frame[name]
     return view.rename(columns={"completion_tokens": "tokens"})
 
 
@@ -151,6 +182,8 @@ class SideBySide:
         if _value(get("fallback_from")) is not None:
             answered = f"by {get('target')} after {get('fallback_from')} failed"
             caption = " · ".join(filter(None, [caption, answered]))
+        verdicts = verdict_line(get("checks"))  # ✓/✗ and the score of each check
+        caption = " · ".join(filter(None, [verdicts, caption]))
         repeat = _value(get("repeat"))
         return html.Entry(
             text=_value(get("output")) or "",
@@ -213,10 +246,21 @@ class LLMAccessor:
     def side_by_side(self, fmt: str = "text") -> SideBySide:
         return SideBySide(self._need("side_by_side", ("prompt", "target", "output")), fmt)
 
+    def check(
+        self, *checks: Any, over: Any = None, variables: Mapping[str, Any] | None = None
+    ) -> pd.DataFrame:
+        """The frame scored again with other checks, nothing sent: specs ("contains:{expected}"),
+        functions (py:) or schemas. Fields are filled from the row's columns, then the `over`
+        items the run went over, then `variables` (default: the notebook's names). Returns a new
+        frame whose check columns are these checks' alone."""
+        items: Any = checks[0] if len(checks) == 1 and isinstance(checks[0], Mapping) else checks
+        return scoring.check_frame(self._frame, items, over=over, variables=variables)
+
     def summary(self) -> pd.DataFrame:
         """One row per target in order of first appearance. Latency, ttft and tokens/s are taken
         over answers without error (a failure's timing says nothing about the model's speed);
-        token and cost sums count every row and are NA/NaN when none is known."""
+        token and cost sums count every row and are NA/NaN when none is known. With checks:
+        pass_rate, its 95 % Wilson interval (pass_lo, pass_hi) and each score's mean."""
         cols = (
             "target",
             "error",
@@ -242,8 +286,12 @@ class LLMAccessor:
                 "cost_usd": group["cost_usd"].astype("float64").sum(min_count=1),
             }
         result = pd.DataFrame.from_dict(out, orient="index", columns=list(_SUMMARY))
+        result = result.astype(_SUMMARY)
+        passes = scoring.pass_summary(frame)
+        if passes is not None:
+            result = result.join(passes)
         result.index.name = "target"
-        return result.astype(_SUMMARY)
+        return result
 
     def plot(self, figsize: tuple[float, float] | None = None) -> Any:
         """Bar charts per target: median latency, ttft and tokens/s, whiskers up to p95.
