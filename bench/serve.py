@@ -2,6 +2,7 @@
 under measurement for the GIL.
 
     with served("openai", delay=0.05) as url: ...
+    with served("openai", reply_chars=5_000_000, chunk_chars=4096) as url: ...  # any Faults knob
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 
@@ -23,6 +25,8 @@ server.start()
 server.delay = {delay!r}
 server.token_delay = {token_delay!r}
 server.reply = {reply!r}
+for name, value in {knobs!r}.items():
+    setattr(server, name, value)
 print(server.url, flush=True)
 sys.stdin.read()  # serve until the parent closes our stdin
 server.stop()
@@ -37,7 +41,11 @@ _KINDS = {
 
 @contextmanager
 def served(
-    kind: str, delay: float = 0.0, token_delay: float = 0.0, reply: str | None = None
+    kind: str,
+    delay: float = 0.0,
+    token_delay: float = 0.0,
+    reply: str | None = None,
+    **knobs: Any,
 ) -> Iterator[str]:
     module, cls, kwargs = _KINDS[kind]
     code = _CHILD.format(
@@ -48,6 +56,7 @@ def served(
         delay=delay,
         token_delay=token_delay,
         reply=reply,
+        knobs=knobs,
     )
     child = subprocess.Popen(
         [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
