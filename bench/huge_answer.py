@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from serve import served  # noqa: E402
+from serve import alternate, sdk_answer, served  # noqa: E402
 
 KEY = "sk-bench-not-a-real-key"
 DISPLAY_TYPES = ("display_data", "update_display_data", "execute_result")
@@ -46,26 +46,13 @@ def sdk_vs_complete(chars: int, chunk: int, runs: int) -> tuple[float, float]:
         client = openai.OpenAI(base_url=url, api_key=KEY, max_retries=0)
 
         def raw() -> str:
-            stream = client.chat.completions.create(
-                model="bench-model",
-                messages=[{"role": "user", "content": "Say a lot."}],
-                stream=True,
-                stream_options={"include_usage": True},
-            )
-            return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+            return sdk_answer(client, "Say a lot.")
 
         def ours() -> str:
             return llm_magic.complete("Say a lot.", "openai:bench-model").text
 
         assert len(raw()) == len(ours()) == chars  # same work on both sides; warms both up
-        a, b = [], []
-        for _ in range(runs):
-            t = time.perf_counter()
-            ours()
-            a.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            raw()
-            b.append(time.perf_counter() - t)
+        a, b = alternate(ours, raw, runs)
         client.close()
     return statistics.median(a), statistics.median(b)
 

@@ -3,16 +3,23 @@ under measurement for the GIL.
 
     with served("openai", delay=0.05) as url: ...
     with served("openai", reply_chars=5_000_000, chunk_chars=4096) as url: ...  # any Faults knob
+
+Also `sdk_answer()`, the baseline the benchmarks hold llm_magic against (the raw openai SDK),
+and `alternate()`, which times two calls side by side.
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import openai
 
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 
@@ -68,3 +75,26 @@ def served(
         assert child.stdin is not None
         child.stdin.close()
         child.wait(timeout=10)
+
+
+def sdk_answer(client: openai.OpenAI, prompt: str) -> str:
+    """One streamed answer through the raw openai SDK, joined: what a user of the SDK writes."""
+    stream = client.chat.completions.create(
+        model="bench-model",
+        messages=[{"role": "user", "content": prompt}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+
+
+def alternate(a: Callable[[], object], b: Callable[[], object], runs: int) -> tuple[list, list]:
+    """Seconds of each of `runs` calls of `a` and of `b`, called A B A B so that drift in the
+    machine's speed hits both alike."""
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(runs):
+        for call, into in zip((a, b), times, strict=True):
+            start = time.perf_counter()
+            call()
+            into.append(time.perf_counter() - start)
+    return times

@@ -26,18 +26,9 @@ from typing import Any
 import pandas as pd
 import pytest
 
-MODELS = {"openai": "gpt-4o-mini", "ollama": "llama3.2", "mistral": "mistral-small-latest"}
+from tests.test_transport import CHAT_PATHS, MODELS, URL_VARIABLES
+
 HTTP = tuple(MODELS)
-URL_VARIABLES = {
-    "openai": "OPENAI_BASE_URL",
-    "ollama": "OLLAMA_HOST",
-    "mistral": "MISTRAL_BASE_URL",
-}
-CHAT_PATHS = {
-    "openai": "/chat/completions",
-    "ollama": "/api/chat",
-    "mistral": "/v1/chat/completions",
-}
 
 SECRET = "hostile0provider0key0in0the0environment"  # OPENAI_API_KEY and MISTRAL_API_KEY
 WORK_KEY = "W0RK0plain0key0only0the0config0names"  # no key shape, no *_API_KEY variable
