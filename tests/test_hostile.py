@@ -42,7 +42,7 @@ ESCAPES = (
 SHOWN = ("\\x00", "\\x1b[31mred", "\\x1b]52;c;ZXZpbA==\\x07", "\\x9b2J", "U+202E", "U+2066")
 ACTIVE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
-MAX_LOG_CHARS = 1_000_000  # the store's default (store branch: `max_log_chars`)
+MAX_LOG_CHARS = 1_000_000  # the store's default `max_log_chars`
 DISPLAY_MAX = 2_000_000  # bytes of display messages one run may send, whatever its answers
 DISPLAY_MESSAGE_MAX = 100_000  # bytes of one display message
 
@@ -126,12 +126,10 @@ def huge(size: int) -> Case:
         assert sum(sizes) <= DISPLAY_MAX, f"{sum(sizes):,} bytes in {len(sizes)} messages"
 
     def after(scene: Scene) -> None:
-        """The store branch's contract: at most max_log_chars logged, flagged, never cached."""
+        """The log keeps at most max_log_chars of it, flagged truncated, never cached."""
         rows = [r for r in logged(scene.log) if r["run_id"] == scene.run_id]
         logged_row = next(r for r in rows if r["target"].startswith(scene.kind))
-        if "truncated" not in logged_row:
-            pytest.xfail("needs the store branch: max_log_chars and the truncated column")
-        assert len(logged_row["output"]) <= MAX_LOG_CHARS and logged_row["truncated"] == 1
+        assert len(logged_row["output"]) == MAX_LOG_CHARS and logged_row["truncated"] == 1
         asked = len(scene.server.chat_requests())
         df = run_cell(scene.ip, f"{scene.kind}:{MODELS[scene.kind]} --cache -q\nHi")
         assert not df["cached"].iloc[0] and len(scene.server.chat_requests()) == asked + 1
@@ -312,4 +310,4 @@ def test_hostile_server(
             assert not [key for key in KEYS if key.encode() in data], path
 
     if case.after is not None:
-        case.after(scene)  # last: the huge case's may xfail until the store branch is in
+        case.after(scene)
