@@ -91,16 +91,16 @@ DRIP_REPLY = " ".join(f"w{i}" for i in range(300))
 def drip_arrange(scene: Scene) -> str:
     if scene.kind == "local":
         scene.ip.run_cell("%%llm local:smollm2 -n 1 -q\nHi")  # loaded before the clock runs
-        # Greedy, it says "Hello," until its context is full: a minute here, far past 1.5 s.
-        return "local:smollm2 -t 0 -n 2000 --deadline 1.5\nRepeat the word 'hello' forever."
-    scene.server.reply, scene.server.drip = DRIP_REPLY, 0.001
-    return f"{scene.kind}:{MODELS[scene.kind]} --timeout 0.5 --deadline 1.5 --retries 0\nHi"
+        # Greedy, it says "Hello," until its context is full: a minute here, far past 2 s.
+        return "local:smollm2 -t 0 -n 2000 --deadline 2\nRepeat the word 'hello' forever."
+    scene.server.reply, scene.server.drip = DRIP_REPLY, 0.0005
+    return f"{scene.kind}:{MODELS[scene.kind]} --timeout 0.5 --deadline 2 --retries 0\nHi"
 
 
 def drip_check(scene: Scene, row: pd.Series) -> None:
     assert row["finish_reason"] == "deadline"
     assert row["error"] == (
-        f"{scene.kind}: the deadline of 1.5 s passed; --deadline sets it (0: none)"
+        f"{scene.kind}: the deadline of 2 s passed; --deadline sets it (0: none)"
     )
     assert row["output"], "the text that arrived before the deadline is kept"
     if scene.kind != "local":
@@ -147,6 +147,11 @@ def surrogates_arrange(scene: Scene) -> str:
 def surrogates_check(scene: Scene, row: pd.Series) -> None:
     assert pd.isna(row["error"]) and row["output"] == "good \ufffd bad \ufffd end"
     assert row["params"]["notes"] == ["2 character(s) UTF-8 cannot hold became U+FFFD"]
+    # The live view heard the raw pieces: it showed them as U+FFFD too, and kept updating.
+    shown = [v for o in scene.published.outputs for v in o["data"].values()]
+    assert not [v for v in shown if ACTIVE.search(v)]
+    assert "bad \ufffd end" in "\n".join(scene.published.outputs[-1]["data"].values())
+    scene.ip.user_ns["_llm"].llm.side_by_side()._repr_html_().encode("utf-8")
     (logged_row,) = [
         r for r in logged(scene.log) if r["run_id"] == scene.run_id and r["target"] == row["target"]
     ]
@@ -293,8 +298,10 @@ def test_hostile_server(
     )
     assert order.count(scene.run_id) == 2
 
-    # No key anywhere: the DataFrame, every display message, the terminal, the home's files.
+    # No traceback, and no key anywhere: the DataFrame, every display message, the terminal,
+    # the home's files.
     captured = capsys.readouterr()
+    assert "Traceback" not in captured.out + captured.err
     texts = {
         "DataFrame": df.to_json(date_format="iso"),
         "side_by_side": df.llm.side_by_side()._repr_html_(),
