@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from serve import served  # noqa: E402
+from serve import sdk_answer, served  # noqa: E402
 
 KEY = "sk-bench-not-a-real-key"
 
@@ -81,13 +81,7 @@ def raw_sdk(url: str, n: int, workers: int) -> tuple[float, int]:
     client = openai.OpenAI(base_url=url, api_key=KEY, max_retries=0)
 
     def call(i: int) -> str:
-        stream = client.chat.completions.create(
-            model="bench-model",
-            messages=[{"role": "user", "content": f"prompt {i}"}],
-            stream=True,
-            stream_options={"include_usage": True},
-        )
-        return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        return sdk_answer(client, f"prompt {i}")
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         list(pool.map(call, range(workers)))  # warm-up, as every client gets

@@ -14,11 +14,12 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from serve import alternate, sdk_answer  # noqa: E402
 from servers.openai_server import OpenAIServer  # noqa: E402
 
 KEY = "sk-bench-not-a-real-key"
@@ -40,13 +41,7 @@ def main() -> None:
         client = openai.OpenAI(base_url=server.url, api_key=KEY, max_retries=0)
 
         def raw() -> str:
-            stream = client.chat.completions.create(
-                model="bench-model",
-                messages=[{"role": "user", "content": "Say something short."}],
-                stream=True,
-                stream_options={"include_usage": True},
-            )
-            return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+            return sdk_answer(client, "Say something short.")
 
         def ours() -> str:
             return llm_magic.complete("Say something short.", "openai:bench-model").text
@@ -54,14 +49,7 @@ def main() -> None:
         assert raw() == ours()  # same work on both sides
         for _ in range(20):  # warm-up: imports, pools, caches
             raw(), ours()
-        a, b = [], []
-        for _ in range(args.calls):
-            t = time.perf_counter()
-            ours()
-            a.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            raw()
-            b.append(time.perf_counter() - t)
+        a, b = alternate(ours, raw, args.calls)
     ma, mb = statistics.median(a) * 1000, statistics.median(b) * 1000
     print(f"{args.calls} calls each, streamed, loopback server")
     pa, pb = (sorted(x)[int(len(x) * 0.9)] * 1000 for x in (a, b))

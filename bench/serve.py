@@ -2,15 +2,24 @@
 under measurement for the GIL.
 
     with served("openai", delay=0.05) as url: ...
+    with served("openai", reply_chars=5_000_000, chunk_chars=4096) as url: ...  # any Faults knob
+
+Also `sdk_answer()`, the baseline the benchmarks hold llm_magic against (the raw openai SDK),
+and `alternate()`, which times two calls side by side.
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import openai
 
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 
@@ -23,6 +32,8 @@ server.start()
 server.delay = {delay!r}
 server.token_delay = {token_delay!r}
 server.reply = {reply!r}
+for name, value in {knobs!r}.items():
+    setattr(server, name, value)
 print(server.url, flush=True)
 sys.stdin.read()  # serve until the parent closes our stdin
 server.stop()
@@ -37,7 +48,11 @@ _KINDS = {
 
 @contextmanager
 def served(
-    kind: str, delay: float = 0.0, token_delay: float = 0.0, reply: str | None = None
+    kind: str,
+    delay: float = 0.0,
+    token_delay: float = 0.0,
+    reply: str | None = None,
+    **knobs: Any,
 ) -> Iterator[str]:
     module, cls, kwargs = _KINDS[kind]
     code = _CHILD.format(
@@ -48,6 +63,7 @@ def served(
         delay=delay,
         token_delay=token_delay,
         reply=reply,
+        knobs=knobs,
     )
     child = subprocess.Popen(
         [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
@@ -59,3 +75,26 @@ def served(
         assert child.stdin is not None
         child.stdin.close()
         child.wait(timeout=10)
+
+
+def sdk_answer(client: openai.OpenAI, prompt: str) -> str:
+    """One streamed answer through the raw openai SDK, joined: what a user of the SDK writes."""
+    stream = client.chat.completions.create(
+        model="bench-model",
+        messages=[{"role": "user", "content": prompt}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+
+
+def alternate(a: Callable[[], object], b: Callable[[], object], runs: int) -> tuple[list, list]:
+    """Seconds of each of `runs` calls of `a` and of `b`, called A B A B so that drift in the
+    machine's speed hits both alike."""
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(runs):
+        for call, into in zip((a, b), times, strict=True):
+            start = time.perf_counter()
+            call()
+            into.append(time.perf_counter() - start)
+    return times

@@ -40,6 +40,9 @@ NO_KEY = "not-needed"
 _SECRET_NAME = re.compile(r"(API_KEY|_TOKEN|_SECRET)$")
 # Bearer tokens and well-known key shapes, redacted even when they came from somewhere else.
 _KEY_SHAPES = re.compile(r"(Bearer\s+)\S+|\b(sk|xai|gsk|pk)-[A-Za-z0-9_\-]{8,}")
+# Text that holds none of these cannot match _KEY_SHAPES; `in` finds that out far faster than
+# the regex's scan (0.3 s for a 5 MB answer, paid on every write of it).
+_SHAPE_MARKS = ("Bearer", "sk-", "xai-", "pk-")
 _SHORTEST_ENV = 4  # an environment value shorter than this is no key
 # A registered value is hidden even inside model text, so it must be long enough to be a key:
 # placeholders such as "EMPTY" or "ollama", which local servers' docs tell users to send, would
@@ -121,6 +124,8 @@ class Redactor:
             self._refresh()
         for secret in self._secrets:
             text = text.replace(secret, "***")
+        if not any(mark in text for mark in _SHAPE_MARKS):
+            return text
         return _KEY_SHAPES.sub(lambda m: (m.group(1) or "") + "***", text)
 
 

@@ -388,6 +388,74 @@ def test_plain_reply_faults(openai_server, mistral_server, client, proto):
     assert r.status_code == 200 and r.text == "{not json"
 
 
+# -- hostile answers: drip, huge, lone surrogates, controls (all protocols) -------------------
+HOSTILE_TEXT = "nul\x00 esc\x1b[31mred\x1b[0m osc\x1b]52;c;ZXZpbA==\x07 \u202eexe.txt \u2066x\u2069"
+
+
+@pytest.mark.parametrize("proto", STREAMS)
+def test_drip_sends_the_body_one_byte_at_a_time(request, client, proto):
+    fixture, path, body = STREAMS[proto]
+    server = request.getfixturevalue(fixture)
+    server.reply, server.drip = "ab", 0.001
+    # A read timeout far below the whole body's time: the drip is never silent for long.
+    timeout = httpx2.Timeout(5, read=0.5)
+    with client.stream(
+        "POST", server.root_url + path, json={**body, "messages": USER}, timeout=timeout
+    ) as r:
+        assert r.status_code == 200
+        parts = list(r.iter_raw())
+    raw = b"".join(parts)
+    assert _words(proto, raw) == ["ab"]
+    assert len(parts) > len(raw) / 3  # arrived in (nearly) single bytes
+    listing = client.get(server.root_url + ("/api/tags" if proto == "ollama" else "/v1/models"))
+    assert listing.status_code == 200  # only chat replies drip
+
+
+@pytest.mark.parametrize("proto", STREAMS)
+def test_huge_answer_in_big_pieces(request, client, proto):
+    size, piece = 20_000_000, 1 << 16
+    got, err = _stream(
+        request, client, proto, reply="0123456789", reply_chars=size, chunk_chars=piece
+    )
+    words = _words(proto, got)
+    assert err is None and len(words) == -(-size // piece)
+    assert "".join(words) == "0123456789" * (size // 10)
+
+
+def test_reply_chars_repeats_any_text_to_the_exact_length(openai_server, client):
+    openai_server.reply, openai_server.reply_chars, openai_server.chunk_chars = "abc", 7, 3
+    r = _chat(openai_server, client)
+    assert r.json()["choices"][0]["message"]["content"] == "abcabca"
+    assert r.json()["usage"]["completion_tokens"] == 3  # one per piece
+
+
+@pytest.mark.parametrize("proto", STREAMS)
+def test_lone_surrogates_go_out_as_json_escapes(request, client, proto):
+    # A lone high surrogate, and a pair split over two pieces (each piece alone is lone).
+    text = "a\ud800bc\ud83d\ude00"
+    got, err = _stream(request, client, proto, reply=text, chunk_chars=5)
+    assert err is None and b"\\ud800" in got and b"\\ud83d" in got and b"\\ude00" in got
+    got.decode("utf-8")  # the rest of the body is plain UTF-8
+    assert "".join(_words(proto, got)) == text
+
+
+@pytest.mark.parametrize("proto", ["openai", "mistral"])
+def test_lone_surrogates_in_a_plain_reply(openai_server, mistral_server, client, proto):
+    server = openai_server if proto == "openai" else mistral_server
+    server.reply = "x\udfffy"
+    r = _chat(server, client)
+    assert b"\\udfff" in r.content
+    assert r.json()["choices"][0]["message"]["content"] == "x\udfffy"
+
+
+@pytest.mark.parametrize("proto", STREAMS)
+def test_controls_and_bidi_reach_the_client_as_sent(request, client, proto):
+    got, err = _stream(request, client, proto, reply=HOSTILE_TEXT)
+    assert err is None and "".join(_words(proto, got)) == HOSTILE_TEXT
+    # JSON escapes every C0 control; bidi overrides travel as plain UTF-8.
+    assert b"\\u0000" in got and b"\\u001b" in got and "\u202e".encode() in got
+
+
 # -- Ollama ----------------------------------------------------------------------------------
 def test_ollama_streams_ndjson_by_default_with_ns_metrics(ollama_server, client):
     url = ollama_server.url + "/api/chat"

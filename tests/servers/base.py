@@ -32,7 +32,10 @@ class Faults:
 
     delay: float = 0.0  # seconds before the first byte of a chat reply
     token_delay: float = 0.0  # seconds between streamed content chunks
+    drip: float = 0.0  # seconds before each single byte of a chat reply's body (never quite idle)
     reply: str | None = None  # exact answer text; None: "Echo from MODEL: LAST USER MESSAGE"
+    reply_chars: int | None = None  # the answer text repeated to exactly N characters (huge)
+    chunk_chars: int | None = None  # stream the answer in pieces of N characters (None: by word)
     status: int | None = None  # answer chat requests with this HTTP error status
     error_message: str | None = None  # overrides the protocol's default error message
     fail_times: int | None = None  # only the first N chat requests get `status` (None: all)
@@ -197,10 +200,19 @@ class TestServer:
     def completion(
         self, ex: Exchange, model: str, messages: Any, max_tokens: int | None
     ) -> Completion:
-        reply = ex.faults.reply
-        if ex.faults.echo_headers:  # what a debugging proxy answers: everything it was sent
+        f = ex.faults
+        reply = f.reply
+        if f.echo_headers:  # what a debugging proxy answers: everything it was sent
             reply = "\n".join(f"{k}: {v}" for k, v in ex.request.headers.items())
-        return plan_completion(reply, ex.faults.report_model, model, messages, max_tokens)
+        return plan_completion(
+            reply,
+            f.report_model,
+            model,
+            messages,
+            max_tokens,
+            size=f.reply_chars,
+            piece=f.chunk_chars,
+        )
 
     @contextlib.contextmanager
     def chat_slot(self) -> Iterator[None]:

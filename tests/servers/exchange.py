@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import select
 import socket
 import time
@@ -33,6 +34,8 @@ class Exchange:
         self.cancel = server._cancel  # set by reset()/stop(): wakes delays and stalls
         self.started = time.monotonic()
         self.responded = False
+        # Only chat replies drip: listing models or pulling stays quick.
+        self.drip = self.faults.drip if "chat" in request.path else 0.0
 
     @property
     def body(self) -> Any:
@@ -80,7 +83,7 @@ class Exchange:
         h.end_headers()
         self.responded = True
         if body and self.request.method != "HEAD":
-            h.wfile.write(body)
+            self._send_body(body)
 
     def send_json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
         self.send(status, dumps(obj), headers=headers)
@@ -105,12 +108,22 @@ class Exchange:
         self.responded = True
 
     def write(self, data: bytes) -> None:
-        """One chunk of the chunked body, in one send() call."""
+        """One chunk of the chunked body, in one send() call (unless it drips)."""
         if data:
-            self.handler.wfile.write(b"%X\r\n%s\r\n" % (len(data), data))
+            self._send_body(b"%X\r\n%s\r\n" % (len(data), data))
 
     def end_stream(self) -> None:
-        self.handler.wfile.write(b"0\r\n\r\n")
+        self._send_body(b"0\r\n\r\n")
+
+    def _send_body(self, data: bytes) -> None:
+        """Body bytes at once, or (the `drip` knob) one byte at a time, each after a pause: a
+        server that is never silent for long, so no read timeout ever fires."""
+        if not self.drip:
+            self.handler.wfile.write(data)
+            return
+        for i in range(len(data)):
+            self.sleep(self.drip)
+            self.handler.wfile.write(data[i : i + 1])
 
     def stream(self, shape: StreamShape, completion: Completion) -> None:
         """Run a streamed reply through `shape`, applying the stream fault knobs.
@@ -183,9 +196,18 @@ class StreamShape:
         return b""
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def dumps(obj: Any) -> bytes:
-    """Compact JSON like the real servers send (no spaces after separators)."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    """Compact JSON like the real servers send (no spaces after separators), UTF-8 but for lone
+    surrogates: UTF-8 cannot carry them, so they go out as the `\\ud800` escapes JSON allows
+    (json.dumps writes them raw when ensure_ascii is off). Controls are always escaped."""
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text).encode()
 
 
 def _seconds(value: float) -> str:

@@ -65,12 +65,23 @@ def plan_completion(
     model: str,
     messages: Any,
     max_tokens: int | None,
+    *,
+    size: int | None = None,
+    piece: int | None = None,
 ) -> Completion:
+    """What the fake model answers: `reply` (or an echo of the last user message), repeated to
+    `size` characters when given, in pieces of `piece` characters (else one per word)."""
     msgs = _messages(messages)
     if reply is None:
         users = [message_text(m.get("content")) for m in msgs if m.get("role") == "user"]
         reply = f"Echo from {model}: {users[-1] if users else ''}".rstrip()
-    words = split_words(reply)
+    if size is not None:
+        unit = reply or "x"
+        reply = (unit * (size // len(unit) + 1))[:size]
+    if piece is None:
+        words = split_words(reply)
+    else:  # slices: linear in the answer's length, however long (megabytes) it is
+        words = [reply[i : i + piece] for i in range(0, len(reply), max(1, piece))]
     finish = "stop"
     limited = isinstance(max_tokens, int) and not isinstance(max_tokens, bool) and max_tokens >= 0
     if limited and len(words) > max_tokens:
