@@ -114,7 +114,8 @@ def huge(size: int) -> Case:
     def arrange(scene: Scene) -> str:
         server = scene.server
         server.reply, server.reply_chars, server.chunk_chars = "0123456789", size, 4096
-        return f"{scene.kind}:{MODELS[scene.kind]} --cache\nHi"
+        # A piece counts as a token here; anthropic always sends max_tokens (4,096 by default).
+        return f"{scene.kind}:{MODELS[scene.kind]} --cache -n 100000\nHi"
 
     def check(scene: Scene, row: pd.Series) -> None:
         assert pd.isna(row["error"]) and row["finish_reason"] == "stop"
@@ -131,7 +132,7 @@ def huge(size: int) -> Case:
         logged_row = next(r for r in rows if r["target"].startswith(scene.kind))
         assert len(logged_row["output"]) == MAX_LOG_CHARS and logged_row["truncated"] == 1
         asked = len(scene.server.chat_requests())
-        df = run_cell(scene.ip, f"{scene.kind}:{MODELS[scene.kind]} --cache -q\nHi")
+        df = run_cell(scene.ip, f"{scene.kind}:{MODELS[scene.kind]} --cache -n 100000 -q\nHi")
         assert not df["cached"].iloc[0] and len(scene.server.chat_requests()) == asked + 1
         assert len(df["output"].iloc[0]) == size
 
@@ -189,9 +190,15 @@ def echo_arrange(scene: Scene) -> str:
     return f"work:{MODELS[scene.kind]}\nHi"
 
 
+# Each protocol's own key header, as it reaches the server and as the echo shows it.
+SENT_KEY = {"anthropic": ("x-api-key", WORK_KEY)}
+
+
 def echo_check(scene: Scene, row: pd.Series) -> None:
-    assert pd.isna(row["error"]) and "authorization: Bearer ***" in row["output"]
-    assert scene.server.chat_requests()[-1].headers["authorization"] == f"Bearer {WORK_KEY}"
+    header, value = SENT_KEY.get(scene.kind, ("authorization", f"Bearer {WORK_KEY}"))
+    shown = value.replace(WORK_KEY, "***")
+    assert pd.isna(row["error"]) and f"{header}: {shown}" in row["output"]
+    assert scene.server.chat_requests()[-1].headers[header] == value
 
 
 # -- a redirect: not followed, named ----------------------------------------------------------

@@ -35,7 +35,7 @@ class Exchange:
         self.started = time.monotonic()
         self.responded = False
         # Only chat replies drip: listing models or pulling stays quick.
-        self.drip = self.faults.drip if "chat" in request.path else 0.0
+        self.drip = self.faults.drip if server.chat_marker in request.path else 0.0
 
     @property
     def body(self) -> Any:
