@@ -193,25 +193,26 @@ class _Rows:
         return [r for r in self._records if r is not None]
 
 
-class _Deadlines:
-    """One thread per run that cancels a job's request when its row's time is up.
+class _Watch:
+    """The one thread of the process that cancels requests whose row's time is up.
 
-    Cheaper than a timer thread per job on runs of thousands; it ends with the run.
+    Started on first use and kept: a thread per run cost a one-request complete() 0.4 ms. The
+    entries of a run that has ended are skipped, and swept out once they are half the heap.
     """
 
     def __init__(self) -> None:
-        self._due: list[tuple[float, int, CancelToken, threading.Event]] = []
+        self._due: list[tuple[float, int, _Deadlines, CancelToken, threading.Event]] = []
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
-        self._closed = False
         self._count = 0
+        self._stale = 0
 
-    def arm(self, seconds: float, token: CancelToken) -> threading.Event:
-        """Cancel `token` in `seconds`; the event returned is set if that happened."""
+    def arm(self, at: float, owner: _Deadlines, token: CancelToken) -> threading.Event:
         fired = threading.Event()
         with self._cond:
             self._count += 1
-            heapq.heappush(self._due, (time.monotonic() + seconds, self._count, token, fired))
+            heapq.heappush(self._due, (at, self._count, owner, token, fired))
+            owner.armed += 1
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._watch, daemon=True, name="llm_magic-deadlines"
@@ -220,28 +221,52 @@ class _Deadlines:
             self._cond.notify()
         return fired
 
+    def forget(self, owner: _Deadlines) -> None:
+        """`owner`'s run has ended: its entries are stale."""
+        with self._cond:
+            owner.closed = True
+            self._stale += owner.armed
+            if self._stale * 2 > len(self._due):
+                self._due = [e for e in self._due if not e[2].closed]
+                heapq.heapify(self._due)
+                self._stale = 0
+
     def _watch(self) -> None:
         while True:
             with self._cond:
-                if self._closed:
-                    return
                 now = time.monotonic()
                 due = []
                 while self._due and self._due[0][0] <= now:
-                    due.append(heapq.heappop(self._due))
+                    entry = heapq.heappop(self._due)
+                    if entry[2].closed:
+                        self._stale = max(0, self._stale - 1)
+                    else:
+                        due.append(entry)
                 if not due:
                     self._cond.wait(self._due[0][0] - now if self._due else None)
                     continue
-            for _, _, token, fired in due:  # outside the lock: closing a stream may block
+            for _, _, _, token, fired in due:  # outside the lock: closing a stream may block
                 if not token.cancelled:
                     fired.set()
                     token.cancel()
 
+
+_WATCH = _Watch()
+
+
+class _Deadlines:
+    """A run's deadlines, kept by the process's one watch thread until the run ends."""
+
+    def __init__(self) -> None:
+        self.armed = 0
+        self.closed = False
+
+    def arm(self, seconds: float, token: CancelToken) -> threading.Event:
+        """Cancel `token` in `seconds`; the event returned is set if that happened."""
+        return _WATCH.arm(time.monotonic() + seconds, self, token)
+
     def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._due.clear()
-            self._cond.notify()
+        _WATCH.forget(self)
 
 
 def _resolved_once(get_provider: Callable[[str], Provider]) -> Callable[[str], Provider]:
