@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from llm_magic._runner import Job, Policy, RunInterrupted, run_jobs
 from llm_magic.errors import DeadlinePassed, ServerFailed
 from llm_magic.providers.base import CancelToken, Chunk
-from llm_magic.runner import Job, Policy, RunInterrupted, run_jobs
 from tests.test_runner import ScriptedProvider, job, words
 
 
