@@ -18,7 +18,7 @@ import time
 
 import pandas as pd
 
-from llm_magic.records import RunRecord
+from llm_magic._records import RunRecord
 from llm_magic.results import to_dataframe
 
 CHECKS = (

@@ -21,11 +21,11 @@ import sys
 PROBE = """
 import json, sys, time
 side = sys.argv[1]
-from llm_magic.providers.gguf import bundled_gguf
+from llm_magic.providers._gguf import bundled_gguf
 path = bundled_gguf()
 start = time.perf_counter()
 if side == "ours":
-    from llm_magic.providers.gguf import read_gguf
+    from llm_magic.providers._gguf import read_gguf
     context = read_gguf(path).context_length
 else:
     import gguf

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 
 __all__ = [
+    "Completion",
     "Panel",
     "__version__",
     "available",
@@ -24,16 +25,17 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .api import compare, complete
-    from .availability import available, check_targets
-    from .panel import Panel
+    from ._api import Completion, compare, complete
+    from ._availability import available, check_targets
+    from ._panel import Panel
 
 _LAZY = {
-    "available": "availability",
-    "check_targets": "availability",
-    "compare": "api",
-    "complete": "api",
-    "Panel": "panel",
+    "available": "_availability",
+    "check_targets": "_availability",
+    "compare": "_api",
+    "complete": "_api",
+    "Completion": "_api",
+    "Panel": "_panel",
 }
 
 
@@ -48,7 +50,7 @@ def __getattr__(name: str) -> Any:
 
 def load_ipython_extension(ipython: Any) -> None:
     """`%load_ext llm_magic`: register `%%llm` / `%llm` and make `%config LLMMagics` work."""
-    from .magics import LLMMagics
+    from ._magics import LLMMagics
 
     magics = LLMMagics(ipython, parent=ipython)
     ipython.register_magics(magics)

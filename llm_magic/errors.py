@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .redaction import redact
+from ._redaction import redact
 
 __all__ = [
     "AuthFailed",
@@ -55,8 +55,6 @@ __all__ = [
     "TransportError",
     "UnknownProvider",
     "UsageProblem",
-    "one_line",
-    "status_error",
 ]
 
 def one_line(text: str, limit: int = 300) -> str:

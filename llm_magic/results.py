@@ -14,14 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from llm_magic import html, scoring
-from llm_magic.checks import verdict_line
+from llm_magic import _html as html
+from llm_magic import _scoring as scoring
+from llm_magic._checks import verdict_line
+from llm_magic._records import COLUMNS, RunRecord
+from llm_magic._view_text import excerpt, visible
 from llm_magic.errors import UsageProblem
-from llm_magic.records import COLUMNS, RunRecord
-from llm_magic.view_text import excerpt, visible
 
 if TYPE_CHECKING:
-    from llm_magic.plan import Plan
+    from llm_magic._plan import Plan
 
 __all__ = [
     "DTYPES",

@@ -28,12 +28,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import ranges
+from . import _ranges as ranges
+from ._records import COLUMNS, RunRecord
+from ._redaction import redact
+from ._utf8 import utf8_safe
 from .errors import one_line
 from .providers.base import Message, Options
-from .records import COLUMNS, RunRecord
-from .redaction import redact
-from .utf8 import utf8_safe
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -83,7 +83,7 @@ def log_location() -> tuple[Path, str]:
     home = os.environ.get("LLM_MAGIC_HOME", "").strip()
     if home:
         return Path(home).expanduser() / DB_NAME, "environment LLM_MAGIC_HOME"
-    from .config import load_file_config
+    from ._config import load_file_config
 
     file = load_file_config()
     configured = file.settings.get("log_path")
@@ -209,7 +209,7 @@ def _from_sql(name: str, value: Any) -> Any:
 def _limit(max_chars: int | None) -> int:
     """Characters of an answer the store keeps: `max_chars`, else the max_log_chars setting
     (environment, config file or default); 0 means all."""
-    from .config import resolve_setting
+    from ._config import resolve_setting
 
     if max_chars is None:
         return int(resolve_setting("max_log_chars").value)
@@ -550,7 +550,7 @@ def record_run(records: Sequence[RunRecord], max_chars: int | None = None) -> No
     Never raises: a run must not fail because its log could not be written.
     """
     try:
-        from .config import resolve_setting
+        from ._config import resolve_setting
 
         if records and resolve_setting("log").value:
             default_store().log(records, max_chars=max_chars)

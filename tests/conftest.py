@@ -69,7 +69,7 @@ def ip() -> Iterator[InteractiveShell]:
     InteractiveShell.clear_instance()  # another test may have made a plain shell
     shell = ShellForTests.instance(config=config)
     shell.extension_manager.load_extension("llm_magic")
-    from llm_magic.session import Session
+    from llm_magic._session import Session
 
     magics = shell.magics_manager.registry["LLMMagics"]
     magics.session = Session()

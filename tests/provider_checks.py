@@ -13,10 +13,10 @@ from servers.base import TestServer
 from llm_magic import errors
 from llm_magic.providers._anthropic import AnthropicProvider
 from llm_magic.providers._http import KeyedProvider
+from llm_magic.providers._mistral import MistralProvider
+from llm_magic.providers._ollama import OllamaProvider
+from llm_magic.providers._openai import OpenAIProvider
 from llm_magic.providers.base import Chunk, Message
-from llm_magic.providers.mistral import MistralProvider
-from llm_magic.providers.ollama import OllamaProvider
-from llm_magic.providers.openai import OpenAIProvider
 
 KEY = "sk-SENTINEL-abc123456789"
 PLAIN_KEY = "SENTINEL0plain0key0123"  # no well-known key shape: only our own scrubbing hides it

@@ -10,9 +10,9 @@ import pytest
 
 import llm_magic
 from llm_magic import providers
+from llm_magic._records import COLUMNS
 from llm_magic.errors import AuthFailed, RateLimited, ServerFailed, UnknownProvider
 from llm_magic.providers.base import Chunk, Health, Usage
-from llm_magic.records import COLUMNS
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""llm_magic.availability against real loopback servers and the installed embedded model."""
+"""llm_magic._availability against real loopback servers and the installed embedded model."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from llm_magic.availability import available, check_targets
+from llm_magic._availability import available, check_targets
 from llm_magic.errors import UsageProblem
 
 needs_llama = pytest.mark.skipif(

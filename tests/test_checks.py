@@ -13,7 +13,7 @@ import pytest
 from IPython.core.error import UsageError
 
 import llm_magic
-from llm_magic.records import COLUMNS
+from llm_magic._records import COLUMNS
 from tests.cells import run_frame
 
 TWO = "openai:gpt-4o-mini ollama:llama3.2"
@@ -287,8 +287,8 @@ def test_checks_on_the_embedded_model(ip) -> None:
 
 def test_the_panel_has_a_checks_box(wired) -> None:
     pytest.importorskip("ipywidgets")
-    from llm_magic.panel import Panel
-    from llm_magic.session import Session
+    from llm_magic._panel import Panel
+    from llm_magic._session import Session
 
     ip, backends = wired
     panel = Panel(["openai:gpt-4o-mini"], "Hi", checks=["contains:Hi"], discover=False,

@@ -8,11 +8,11 @@ import math
 import pandas as pd
 import pytest
 
-from llm_magic.checks import DEFAULT_THRESHOLD, CheckSpec, compile_checks, parse_check
+from llm_magic._checks import DEFAULT_THRESHOLD, CheckSpec, compile_checks, parse_check
+from llm_magic._records import COLUMNS, RunRecord
+from llm_magic._scoring import wilson
 from llm_magic.errors import TemplateProblem, UsageProblem
-from llm_magic.records import COLUMNS, RunRecord
 from llm_magic.results import to_dataframe
-from llm_magic.scoring import wilson
 
 
 def _frame(outputs: list[str], targets: tuple[str, ...] = ("a:x", "b:y")) -> pd.DataFrame:

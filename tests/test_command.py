@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from llm_magic import command as command_module
-from llm_magic.command import (
+from llm_magic import _command as command_module
+from llm_magic._command import (
     FORMATS,
     SUBCOMMANDS,
     Command,
@@ -16,11 +16,11 @@ from llm_magic.command import (
     split_line,
     usage_text,
 )
-from llm_magic.config import FileConfig
+from llm_magic._config import FileConfig
+from llm_magic._targets import resolve_targets
+from llm_magic._template import expand_over, render
 from llm_magic.errors import TemplateProblem, UnknownProvider, UsageProblem
 from llm_magic.providers import known_providers
-from llm_magic.targets import resolve_targets
-from llm_magic.template import expand_over, render
 
 KNOWN = known_providers(FileConfig())
 CELL = "Say hi\n"

@@ -12,9 +12,10 @@ import pytest
 from servers.base import Exchange, TestServer
 from servers.ollama_server import OllamaServer
 
-from llm_magic import backends, discovery
-from llm_magic.backends import Backend, configured_backends, models_table, status_table
-from llm_magic.discovery import Found, discover, gather, loopback_port, probe_port
+from llm_magic import _backends as backends
+from llm_magic import _discovery as discovery
+from llm_magic._backends import Backend, configured_backends, models_table, status_table
+from llm_magic._discovery import Found, discover, gather, loopback_port, probe_port
 from llm_magic.errors import ConnectFailed, TimedOut, UnknownProvider
 
 KEY = "sk-SENTINEL-discovery-0123456789"

@@ -15,10 +15,10 @@ from IPython.core.displaypub import CapturingDisplayPublisher, DisplayPublisher
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
-from llm_magic import html
-from llm_magic.display import LiveView
+from llm_magic import _html as html
+from llm_magic._display import LiveView
+from llm_magic._view_text import SHOWN_HEAD, STREAM_TAIL, Tail, excerpt, visible
 from llm_magic.errors import UsageProblem
-from llm_magic.view_text import SHOWN_HEAD, STREAM_TAIL, Tail, excerpt, visible
 
 XSS = "<script>alert(1)</script>"
 

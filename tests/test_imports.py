@@ -116,9 +116,9 @@ def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 def test_the_graph_is_read_from_the_source() -> None:
     edges = graph()
     # A few edges known to exist, so that an empty graph cannot pass the tests below.
-    assert "llm_magic.providers" in edges["llm_magic.backends"]
-    assert "llm_magic.providers.base" in edges["llm_magic.providers.ollama"]
-    assert "llm_magic.redaction" in edges["llm_magic.providers.base"]
+    assert "llm_magic.providers" in edges["llm_magic._backends"]
+    assert "llm_magic.providers.base" in edges["llm_magic.providers._ollama"]
+    assert "llm_magic._redaction" in edges["llm_magic.providers.base"]
 
 
 def test_cycles_are_found_when_there_are_some() -> None:

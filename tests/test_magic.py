@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from IPython.core.error import UsageError
 
-from llm_magic.records import COLUMNS
+from llm_magic._records import COLUMNS
 from tests.cells import run_frame
 
 KEY = "sk-SENTINEL-magic-0123456789"

@@ -10,7 +10,7 @@ import time
 import pandas as pd
 import pytest
 
-from llm_magic.live import LIVE_COLUMNS_MAX
+from llm_magic._live import LIVE_COLUMNS_MAX
 from tests.cells import run_frame
 
 
@@ -150,9 +150,9 @@ def test_interrupting_the_kernel_keeps_rows_and_stops_within_a_second(wired) -> 
 
 
 def test_live_columns_name_the_prompt_and_the_run() -> None:
-    from llm_magic.plan import make_plan
-    from llm_magic.request import Request
-    from llm_magic.session import Session
+    from llm_magic._plan import make_plan
+    from llm_magic._request import Request
+    from llm_magic._session import Session
 
     targets = ("openai:gpt-4o-mini", "ollama:llama3.2")
     # two --over items that render the same text are still two prompts

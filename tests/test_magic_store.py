@@ -91,7 +91,7 @@ def test_an_unwritable_log_never_breaks_the_run(ip, openai, isolated_env, monkey
 # -- what servers send back ---------------------------------------------------------------------
 
 OTHER_PROCESS = (
-    "from llm_magic.records import RunRecord\n"
+    "from llm_magic._records import RunRecord\n"
     "from llm_magic.store import default_store\n"
     "default_store().log([RunRecord(run_id='other', target='a:b', provider='a', model='b',"
     " prompt='p')])\n"

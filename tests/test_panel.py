@@ -13,9 +13,9 @@ from collections.abc import Callable
 import pandas as pd
 import pytest
 
-from llm_magic.panel import Panel
-from llm_magic.session import Session
-from llm_magic.view_text import SHOWN_HEAD
+from llm_magic._panel import Panel
+from llm_magic._session import Session
+from llm_magic._view_text import SHOWN_HEAD
 
 RUN_TIMEOUT = 60.0
 

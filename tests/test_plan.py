@@ -5,10 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from llm_magic._plan import make_plan
+from llm_magic._request import Request
+from llm_magic._session import Session
 from llm_magic.errors import UsageProblem
-from llm_magic.plan import make_plan
-from llm_magic.request import Request
-from llm_magic.session import Session
 
 TARGETS = ("openai:gpt-4o-mini", "ollama:llama3.2")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from llm_magic._pricing import LOCAL_PROVIDERS, PRICES, cost_usd, price
 from llm_magic.errors import ConfigProblem
-from llm_magic.pricing import LOCAL_PROVIDERS, PRICES, cost_usd, price
 
 
 def test_exact_names() -> None:

@@ -14,7 +14,7 @@ from cells import run_frame
 from provider_checks import KEY, MSGS, REPLY, contract, drain, text_of
 
 from llm_magic import errors, providers
-from llm_magic.availability import check_targets
+from llm_magic._availability import check_targets
 from llm_magic.providers._anthropic import DEFAULT_MAX_TOKENS, AnthropicProvider
 from llm_magic.providers.base import Chunk, Message, Options, Usage
 

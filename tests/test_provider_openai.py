@@ -13,8 +13,8 @@ from provider_checks import KEY, MSGS, REPLY, contract, drain, text_of
 
 from llm_magic import errors
 from llm_magic.providers._http import retry_after
+from llm_magic.providers._openai import OpenAIProvider
 from llm_magic.providers.base import Chunk, Message, Options, Usage
-from llm_magic.providers.openai import OpenAIProvider
 
 MODEL = "gpt-4o-mini"
 
@@ -254,8 +254,8 @@ def test_error_event_with_a_status_code_keeps_the_status(
 
 
 def test_openai_org_and_project_never_reach_another_vendor(monkeypatch, openai_server) -> None:
+    from llm_magic.providers._openai import OpenAIProvider
     from llm_magic.providers.base import Options
-    from llm_magic.providers.openai import OpenAIProvider
 
     monkeypatch.setenv("OPENAI_ORG_ID", "org-private")
     monkeypatch.setenv("OPENAI_PROJECT_ID", "proj-private")

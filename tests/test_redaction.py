@@ -6,7 +6,7 @@ import base64
 
 import httpx2
 
-from llm_magic.redaction import (
+from llm_magic._redaction import (
     NO_KEY,
     Redactor,
     add_header_secrets,

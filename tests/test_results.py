@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 
 from llm_magic import results
+from llm_magic._records import COLUMNS, RunRecord
+from llm_magic._view_text import SHOWN_HEAD
 from llm_magic.errors import UsageProblem
-from llm_magic.records import COLUMNS, RunRecord
 from llm_magic.results import to_dataframe
-from llm_magic.view_text import SHOWN_HEAD
 
 EXPECTED = {
     "run_id": "string",

@@ -12,10 +12,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from llm_magic._runner import Job, Policy, RunInterrupted, estimate_tokens, run_jobs
+from llm_magic._targets import Target, TargetSpec
 from llm_magic.errors import ConnectFailed, ProviderError, RateLimited, ServerFailed, StreamBroken
 from llm_magic.providers.base import CancelToken, Chunk, Message, Options, Usage
-from llm_magic.runner import Job, Policy, RunInterrupted, estimate_tokens, run_jobs
-from llm_magic.targets import Target, TargetSpec
 
 Script = Callable[[int, CancelToken | None], Iterator[Chunk]]
 
@@ -415,8 +415,8 @@ def test_an_interrupt_while_providers_are_built_keeps_every_row() -> None:
 
 
 def test_the_embedded_model_is_limited_to_one_request_by_default() -> None:
-    from llm_magic.plan import make_plan
-    from llm_magic.request import Request
-    from llm_magic.session import Session
+    from llm_magic._plan import make_plan
+    from llm_magic._request import Request
+    from llm_magic._session import Session
 
     assert make_plan(Request(("Hi",)), Session()).policy.limits["local"] == 1

@@ -10,10 +10,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from llm_magic import runner
+from llm_magic import _runner as runner
+from llm_magic._runner import Job, Policy, RunInterrupted, run_jobs
 from llm_magic.errors import DeadlinePassed, ServerFailed
 from llm_magic.providers.base import CancelToken, Chunk
-from llm_magic.runner import Job, Policy, RunInterrupted, run_jobs
 from tests.test_runner import ScriptedProvider, job, words
 
 

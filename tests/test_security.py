@@ -12,10 +12,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from llm_magic import api, discovery, providers
-from llm_magic.availability import check_targets
-from llm_magic.panel_view import metrics_html, status_html
-from llm_magic.records import RunRecord
+from llm_magic import _api as api
+from llm_magic import _discovery as discovery
+from llm_magic import providers
+from llm_magic._availability import check_targets
+from llm_magic._panel_view import metrics_html, status_html
+from llm_magic._records import RunRecord
 from tests.cells import run_frame
 
 SENTINEL = "sk-SENTINEL-0123456789abcdef"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from IPython.core.error import UsageError
 
-from llm_magic.config import load_file_config, resolve_setting
+from llm_magic._config import load_file_config, resolve_setting
 from llm_magic.errors import ConfigProblem, UsageProblem
 
 CELL = "%%llm openai:gpt-4o-mini ollama:llama3.2 -q\nHi"

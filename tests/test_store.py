@@ -20,9 +20,10 @@ import pandas as pd
 import pytest
 from IPython.core.error import UsageError
 
-from llm_magic import config, store
+from llm_magic import _config as config
+from llm_magic import store
+from llm_magic._records import COLUMNS, RunRecord
 from llm_magic.providers.base import Message, Options
-from llm_magic.records import COLUMNS, RunRecord
 from llm_magic.results import DTYPES, to_dataframe
 from llm_magic.store import Store, cache_key, copy_answer, default_store, log_path, record_run
 
@@ -296,7 +297,7 @@ def test_history_magic_on_an_unusable_log_is_a_usage_error(
 # Another process appending to the same log, as a second kernel would.
 _OTHER_PROCESS = """
 import sys
-from llm_magic.records import RunRecord
+from llm_magic._records import RunRecord
 from llm_magic.store import Store
 store = Store(sys.argv[1])
 store.log([RunRecord(run_id="other", target="a:b", provider="a", model="b", prompt="p")])
@@ -532,7 +533,7 @@ def test_no_connection_is_left_open_when_the_process_ends(isolated_env: Path) ->
     any Python, and fails on 3.13 when one is left)."""
     probe = (
         "import sys\n"
-        "from llm_magic.records import RunRecord\n"
+        "from llm_magic._records import RunRecord\n"
         "from llm_magic.store import Store, record_run\n"
         "row = RunRecord(run_id='r', target='a:b', provider='a', model='b', prompt='p')\n"
         "record_run([row])\n"  # the default store, left open for the process's life

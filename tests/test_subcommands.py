@@ -14,9 +14,9 @@ from IPython.core.error import UsageError
 from test_discovery import write_gguf
 from test_provider_ollama import ScriptedPull
 
-from llm_magic import discovery
-from llm_magic.providers import ollama as ollama_module
-from llm_magic.providers.gguf import bundled_gguf
+from llm_magic import _discovery as discovery
+from llm_magic.providers import _ollama as ollama_module
+from llm_magic.providers._gguf import bundled_gguf
 
 KEY = "sk-SENTINEL-subcommands-0123456789"
 
@@ -75,8 +75,8 @@ def test_providers_lists_every_provider_with_its_origin(ip, servers, isolated_en
 
 
 def test_handlers_take_the_session_and_the_settings_not_the_magic(isolated_env, capsys):
-    from llm_magic import api
-    from llm_magic.subcommands import run_subcommand
+    from llm_magic import _api as api
+    from llm_magic._subcommands import run_subcommand
 
     session = api.Session()
     assert run_subcommand(session, {}, "alias", ["fast", "local:smollm2"]) is None
@@ -388,7 +388,7 @@ def test_rm_local_unloads_the_embedded_model(ip, capsys):
 
 
 def test_model_dirs_from_the_config_file_feed_models_and_config(ip, isolated_env) -> None:
-    from llm_magic.providers import gguf
+    from llm_magic.providers import _gguf as gguf
 
     folder = isolated_env / "ggufs"
     folder.mkdir()

@@ -6,10 +6,8 @@ import dataclasses
 
 import pytest
 
-from llm_magic.config import FileConfig
-from llm_magic.errors import UnknownProvider, UsageProblem
-from llm_magic.providers import known_providers
-from llm_magic.targets import (
+from llm_magic._config import FileConfig
+from llm_magic._targets import (
     Target,
     TargetSpec,
     check_alias,
@@ -17,6 +15,8 @@ from llm_magic.targets import (
     resolve_targets,
     validate_alias_name,
 )
+from llm_magic.errors import UnknownProvider, UsageProblem
+from llm_magic.providers import known_providers
 
 KNOWN = known_providers(FileConfig())
 ALIASES = {

@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
+from llm_magic._template import check_over_fields, expand_over, fields, render
 from llm_magic.errors import TemplateProblem, UsageProblem
-from llm_magic.template import check_over_fields, expand_over, fields, render
 
 NS = {
     "topic": "tea",
@@ -202,7 +202,7 @@ def test_bad_over_values(value: object, fragment: str) -> None:
 def test_no_pandas_import() -> None:
     code = (
         "import sys\n"
-        "import llm_magic.command, llm_magic.targets, llm_magic.template as t\n"
+        "import llm_magic._command, llm_magic._targets, llm_magic._template as t\n"
         "assert t.expand_over([1], 'v') == [{'item': 1, 'v': 1}]\n"
         "assert 'pandas' not in sys.modules, 'pandas was imported'\n"
     )

@@ -18,12 +18,13 @@ import trustme
 from cells import run_frame
 from servers.forward_proxy import ForwardProxy
 
-from llm_magic import api, errors
+from llm_magic import _api as api
+from llm_magic import errors
+from llm_magic._redaction import redact
 from llm_magic.providers import _sockets
+from llm_magic.providers._openai import OpenAIProvider
 from llm_magic.providers._proxy import proxy_route, proxy_shown, route_for
 from llm_magic.providers.base import CancelToken, Message, Options
-from llm_magic.providers.openai import OpenAIProvider
-from llm_magic.redaction import redact
 
 MODELS = {
     "openai": "gpt-4o-mini",

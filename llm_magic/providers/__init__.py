@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import FileConfig, load_file_config
+from .._config import FileConfig, load_file_config
 from ..errors import ConfigProblem, UnknownProvider
 from .base import MODEL_COMMANDS, Provider, ProviderFacts
 
@@ -50,10 +50,10 @@ __all__ = [
 
 # kind -> "module:Class" of the class that speaks that protocol.
 _KINDS = {
-    "openai": "llm_magic.providers.openai:OpenAIProvider",
-    "ollama": "llm_magic.providers.ollama:OllamaProvider",
-    "mistral": "llm_magic.providers.mistral:MistralProvider",
-    "local": "llm_magic.providers.local:LocalProvider",
+    "openai": "llm_magic.providers._openai:OpenAIProvider",
+    "ollama": "llm_magic.providers._ollama:OllamaProvider",
+    "mistral": "llm_magic.providers._mistral:MistralProvider",
+    "local": "llm_magic.providers._local:LocalProvider",
     "anthropic": "llm_magic.providers._anthropic:AnthropicProvider",
 }
 
@@ -298,7 +298,7 @@ def adhoc_provider(kind: str, name: str, base_url: str) -> Provider:
 
 def model_folders() -> tuple[list[Path], str]:
     """The folders searched for GGUF files, and the environment variable that names them."""
-    from . import gguf
+    from . import _gguf as gguf
 
     return gguf.model_folders(), gguf.MODELS_ENV
 

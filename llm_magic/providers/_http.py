@@ -25,8 +25,8 @@ from typing import Any, ClassVar, TypeVar
 import httpx2
 
 from .. import errors
+from .._redaction import redact, redact_url
 from ..errors import ProviderError
-from ..redaction import redact, redact_url
 from ._sockets import IOSlot, Refused, make_client
 from .base import CancelToken, Chunk, Health, Options, ProviderFacts
 

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from ..redaction import redact_url
+from .._redaction import redact_url
 
 if TYPE_CHECKING:
-    from ..config import FileConfig
+    from .._config import FileConfig
 
 __all__ = ["Route", "configured_proxy", "proxy_route", "proxy_shown", "route_for"]
 
@@ -184,7 +184,7 @@ def route_for(scheme: str, host: str, port: int | None, configured: str | None) 
 def configured_proxy(name: str, cfg: FileConfig | None = None) -> str | None:
     """The `proxy` of the `[providers.NAME]` table, None when there is none."""
     if cfg is None:
-        from ..config import load_file_config
+        from .._config import load_file_config
 
         cfg = load_file_config()
     value = cfg.providers.get(name, {}).get("proxy")

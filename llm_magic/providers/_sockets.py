@@ -23,7 +23,7 @@ import httpcore2
 import httpx2
 
 from .. import errors
-from ..redaction import add_header_secrets, add_secret, redact_url
+from .._redaction import add_header_secrets, add_secret, redact_url
 from ._proxy import Route, configured_proxy, route_for
 
 __all__ = ["IOSlot", "Refused", "make_client"]

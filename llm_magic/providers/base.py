@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from ..redaction import redact_url
+from .._redaction import redact_url
 
 __all__ = [
     "CancelToken",

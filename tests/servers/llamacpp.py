@@ -101,7 +101,7 @@ def llamacpp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     missing = [m for m in _SERVER_MODULES if importlib.util.find_spec(m) is None]
     if missing:
         pytest.skip(f"llama_cpp.server needs {', '.join(missing)}: pip install 'llm_magic[test]'")
-    from llm_magic.providers.gguf import bundled_gguf
+    from llm_magic.providers._gguf import bundled_gguf
 
     model = bundled_gguf()
     if model is None:

@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable
 
 from . import providers
+from ._redaction import redact
 from .errors import LLMMagicError, one_line
-from .redaction import redact
 
 __all__ = ["ALWAYS_OFFERED", "ModelDiscovery", "providers_to_ask"]
 
@@ -24,7 +24,7 @@ ALWAYS_OFFERED = "local:smollm2"  # the embedded model needs no server and no ke
 def providers_to_ask() -> list[str]:
     """The providers worth listing: the same ones `%llm status` checks (never a cloud API
     without a key); a broken config file is reported when a run needs it, not while browsing."""
-    from .backends import configured_backends
+    from ._backends import configured_backends
 
     try:
         return [backend.name for backend in configured_backends()]

@@ -28,8 +28,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from llm_magic import html
-from llm_magic.view_text import (
+from llm_magic import _html as html
+from llm_magic._view_text import (
     SHOWN_HEAD,
     STREAM_TAIL,
     Tail,

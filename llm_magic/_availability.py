@@ -26,7 +26,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from . import providers
-from .discovery import gather
+from ._discovery import gather
+from ._redaction import redact_url
+from ._targets import Target, parse_target
 from .errors import (
     AuthFailed,
     NotFound,
@@ -35,8 +37,6 @@ from .errors import (
     TimedOut,
     TransportError,
 )
-from .redaction import redact_url
-from .targets import Target, parse_target
 
 if TYPE_CHECKING:
     from .providers.base import ModelInfo, ProviderFacts
@@ -104,7 +104,7 @@ def check_targets(
 def _kernel_session() -> Any:
     # The kernel's session (its `%llm alias` aliases). Imported on use: availability sits
     # below the modules that run things.
-    from .session import session
+    from ._session import session
 
     return session
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from html import escape as _html_escape
 from typing import Any
 
+from llm_magic._view_text import Excerpt, excerpt, visible
 from llm_magic.errors import UsageProblem
-from llm_magic.view_text import Excerpt, excerpt, visible
 
 __all__ = [
     "FORMATS",

@@ -18,6 +18,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
+from ._pricing import cost_usd
+from ._records import RunRecord
+from ._redaction import Redactor, redact
+from ._targets import Target, TargetSpec
+from ._utf8 import utf8_safe
 from .errors import (
     Cancelled,
     DeadlinePassed,
@@ -27,12 +32,7 @@ from .errors import (
     StreamBroken,
     one_line,
 )
-from .pricing import cost_usd
 from .providers.base import CancelToken, Message, Options, Provider
-from .records import RunRecord
-from .redaction import Redactor, redact
-from .targets import Target, TargetSpec
-from .utf8 import utf8_safe
 
 __all__ = [
     "Events",

@@ -245,7 +245,7 @@ def model_name(path: Path) -> str:
 def model_folders() -> list[Path]:
     """Folders named by LLM_MAGIC_MODELS (os.pathsep-separated), then the config file's
     `model_dirs` list; existing ones only, each once."""
-    from ..config import load_file_config
+    from .._config import load_file_config
     from ..errors import ConfigProblem
 
     raw = os.environ.get(MODELS_ENV, "")

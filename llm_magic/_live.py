@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .plan import Plan
-from .records import RunRecord
-from .runner import Job
+from ._plan import Plan
+from ._records import RunRecord
+from ._runner import Job
 
 __all__ = ["LIVE_COLUMNS_MAX", "caption", "view_for"]
 
@@ -20,7 +20,7 @@ LIVE_COLUMNS_MAX = 12
 
 def caption(record: RunRecord) -> str:
     """The line under an answer: timing and tokens as side_by_side() shows, plus any fallback."""
-    from .html import caption_text
+    from ._html import caption_text
 
     text = caption_text(
         record.latency_s,
@@ -36,7 +36,7 @@ class _LiveColumns:
     """Feeds runner events to the live columns (one per job)."""
 
     def __init__(self, plan: Plan) -> None:
-        from .display import LiveView
+        from ._display import LiveView
 
         labels = [plan.job_label(j) for j in plan.jobs]
         self._view = LiveView(labels, fmt=plan.request.format)

@@ -23,8 +23,8 @@ from typing import Any
 import httpx2
 
 from .. import errors
+from .._redaction import NO_KEY
 from ..errors import ProviderError
-from ..redaction import NO_KEY
 from ._http import (
     ADMIN_TIMEOUT,
     HEALTH_TIMEOUT,

@@ -12,12 +12,12 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import providers
-from .command import usage_text
+from ._command import usage_text
+from ._targets import check_alias
 from .errors import UsageProblem
-from .targets import check_alias
 
 if TYPE_CHECKING:
-    from .session import Session
+    from ._session import Session
 
 __all__ = ["HANDLERS", "run_subcommand"]
 
@@ -111,7 +111,7 @@ def _one_line_refusals(fn: Handler) -> Handler:
 @handler("providers")
 def _providers(session: Session, settings: Settings, args: list[str]) -> Any:
     """Every registered provider: configured?, key (masked), base URL and where it came from."""
-    from .manage import providers_table
+    from ._manage import providers_table
 
     return providers_table()
 
@@ -119,7 +119,7 @@ def _providers(session: Session, settings: Settings, args: list[str]) -> Any:
 @handler("status")
 def _status(session: Session, settings: Settings, args: list[str]) -> Any:
     """Health of every configured backend and of local servers found on the usual ports."""
-    from .backends import status_table
+    from ._backends import status_table
 
     return status_table()
 
@@ -128,7 +128,7 @@ def _status(session: Session, settings: Settings, args: list[str]) -> Any:
 @_one_line_refusals
 def _models(session: Session, settings: Settings, args: list[str]) -> Any:
     """`%llm models [PROVIDER]`: one table of every reachable backend's models."""
-    from .backends import models_table
+    from ._backends import models_table
 
     frame, notes = models_table(args[0] if args else None)
     for note in notes:
@@ -137,7 +137,7 @@ def _models(session: Session, settings: Settings, args: list[str]) -> Any:
 
 
 def _target(session: Session, word: str) -> Any:
-    from .manage import target_of
+    from ._manage import target_of
 
     return target_of(word, session.all_aliases())
 
@@ -146,7 +146,7 @@ def _target(session: Session, word: str) -> Any:
 @_one_line_refusals
 def _pull(session: Session, settings: Settings, args: list[str]) -> None:
     """`%llm pull ollama:MODEL`, with a progress bar."""
-    from .manage import pull
+    from ._manage import pull
 
     try:
         result = pull(_target(session, args[0]))
@@ -159,7 +159,7 @@ def _pull(session: Session, settings: Settings, args: list[str]) -> None:
 @_one_line_refusals
 def _rm(session: Session, settings: Settings, args: list[str]) -> None:
     """`%llm rm ollama:MODEL` deletes it from Ollama; `%llm rm local:MODEL` unloads it."""
-    from .manage import remove
+    from ._manage import remove
 
     print(remove(_target(session, args[0])))
 
@@ -168,7 +168,7 @@ def _rm(session: Session, settings: Settings, args: list[str]) -> None:
 @_one_line_refusals
 def _show(session: Session, settings: Settings, args: list[str]) -> Any:
     """`%llm show TARGET`: what the backend knows about that model."""
-    from .manage import show
+    from ._manage import show
 
     return show(_target(session, args[0]))
 
@@ -177,7 +177,7 @@ def _show(session: Session, settings: Settings, args: list[str]) -> Any:
 @_one_line_refusals
 def _ps(session: Session, settings: Settings, args: list[str]) -> Any:
     """Models loaded right now (Ollama's and the embedded ones)."""
-    from .manage import running_table
+    from ._manage import running_table
 
     frame, notes = running_table()
     for note in notes:
@@ -188,7 +188,7 @@ def _ps(session: Session, settings: Settings, args: list[str]) -> Any:
 @handler("config")
 def _config(session: Session, settings: Settings, args: list[str]) -> Any:
     """Every resolved setting with its source; keys masked."""
-    from .manage import config_table
+    from ._manage import config_table
 
     return config_table(settings)
 
@@ -199,7 +199,7 @@ def _panel(session: Session, settings: Settings, args: list[str]) -> Any:
     # A bad target is one UsageError line now, before any widget is built.
     session.specs(args)
     try:
-        from .panel import Panel
+        from ._panel import Panel
     except ImportError as exc:
         raise UsageProblem(str(exc)) from None
     return Panel(args or None, session=session)

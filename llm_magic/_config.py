@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import ranges
+from . import _ranges as ranges
+from ._redaction import add_secret_variable
 from .errors import ConfigProblem
-from .redaction import add_secret_variable
 
 if sys.version_info >= (3, 11):
     import tomllib

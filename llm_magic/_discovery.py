@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from ._redaction import redact
 from .errors import LLMMagicError, TimedOut, one_line
-from .redaction import redact
 
 __all__ = [
     "DEFAULT_PORTS",

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import one_line
 
 if TYPE_CHECKING:
-    from .checks import Check
+    from ._checks import Check
 
 __all__ = ["SCORERS", "Verdict", "raised"]
 

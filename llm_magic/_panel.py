@@ -22,19 +22,20 @@ except ImportError as exc:  # an optional extra: say how to get it
     raise ImportError("llm_magic.Panel needs ipywidgets: pip install 'llm_magic[widgets]'") from exc
 from traitlets import Bool
 
-from . import api, ranges
+from . import _api as api
+from . import _ranges as ranges
+from ._config import resolve_setting
+from ._panel_models import ALWAYS_OFFERED, ModelDiscovery
+from ._panel_run import LiveRun
+from ._panel_view import chart_png, header_html, metrics_html, note_html, status_html
+from ._plan import Plan, make_plan
+from ._records import RunRecord
+from ._redaction import redact
+from ._request import Request
+from ._session import Session
+from ._session import session as kernel_session
 from ._version import __version__
-from .config import resolve_setting
 from .errors import LLMMagicError, RunInterrupted, UsageProblem, one_line
-from .panel_models import ALWAYS_OFFERED, ModelDiscovery
-from .panel_run import LiveRun
-from .panel_view import chart_png, header_html, metrics_html, note_html, status_html
-from .plan import Plan, make_plan
-from .records import RunRecord
-from .redaction import redact
-from .request import Request
-from .session import Session
-from .session import session as kernel_session
 
 __all__ = ["Panel"]
 

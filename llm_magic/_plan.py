@@ -10,17 +10,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import providers, ranges
-from .checks import CheckPlan, compile_checks, notebook_namespace, plan_checks
-from .config import load_file_config, resolve_setting
+from . import _ranges as ranges
+from . import providers
+from ._checks import CheckPlan, compile_checks, notebook_namespace, plan_checks
+from ._config import load_file_config, resolve_setting
+from ._request import Request
+from ._runner import Job, Policy
+from ._session import Session
+from ._targets import TargetSpec
+from ._template import check_over_fields, expand_over, render
+from ._utf8 import utf8_safe
 from .errors import UsageProblem
 from .providers.base import Message, Options
-from .request import Request
-from .runner import Job, Policy
-from .session import Session
-from .targets import TargetSpec
-from .template import check_over_fields, expand_over, render
-from .utf8 import utf8_safe
 
 __all__ = ["Plan", "make_plan", "plan_jobs"]
 
@@ -49,7 +50,7 @@ def make_plan(request: Request, session: Session) -> Plan:
         raise UsageProblem(
             "--chat cannot be combined with -r/--repeat: which answer would continue?"
         )
-    from .html import check_format
+    from ._html import check_format
 
     check_format(request.format)
     specs = session.specs(request.targets)

@@ -17,11 +17,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import html
-from .panel_view import column_html, status_html
-from .records import RunRecord
-from .runner import Job
-from .view_text import SHOWN_HEAD, STREAM_TAIL, Tail, render_spacing
+from . import _html as html
+from ._panel_view import column_html, status_html
+from ._records import RunRecord
+from ._runner import Job
+from ._view_text import SHOWN_HEAD, STREAM_TAIL, Tail, render_spacing
 
 __all__ = ["LiveRun", "caption"]
 

@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import providers
-from .config import load_file_config, resolve_setting
+from ._config import load_file_config, resolve_setting
+from ._records import RunRecord
+from ._targets import TargetSpec, resolve_targets
 from .providers.base import Message
-from .records import RunRecord
-from .targets import TargetSpec, resolve_targets
 
 if TYPE_CHECKING:
-    from .runner import Job
+    from ._runner import Job
 
 __all__ = ["Session", "session"]
 

@@ -13,13 +13,13 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from traitlets import Bool, Float, Int, Unicode
 
-from . import api
-from .command import Command, parse_command, parse_subcommand, usage_text
+from . import _api as api
+from ._command import Command, parse_command, parse_subcommand, usage_text
+from ._live import view_for
+from ._plan import make_plan
+from ._session import Session
+from ._session import session as kernel_session
 from .errors import ConfigProblem, ProviderError, RunInterrupted, UsageProblem
-from .live import view_for
-from .plan import make_plan
-from .session import Session
-from .session import session as kernel_session
 
 __all__ = ["LLMMagics"]
 
@@ -132,7 +132,7 @@ class LLMMagics(Magics):
     # -- subcommands ---------------------------------------------------------------------------
 
     def _subcommand(self, line: str) -> Any:
-        from .subcommands import run_subcommand
+        from ._subcommands import run_subcommand
 
         name, args = parse_subcommand(line)
         return run_subcommand(self.session, self.configured(), name, args)

@@ -21,9 +21,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .check_kinds import SCORERS, Verdict, raised
+from ._check_kinds import SCORERS, Verdict, raised
+from ._template import fields, render
 from .errors import UsageProblem
-from .template import fields, render
 
 __all__ = [
     "DEFAULT_THRESHOLD",

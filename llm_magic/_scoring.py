@@ -13,9 +13,9 @@ from typing import Any
 
 import pandas as pd
 
-from .checks import Check, CheckPlan, compile_checks, notebook_namespace
+from ._checks import Check, CheckPlan, compile_checks, notebook_namespace
+from ._template import expand_over, render
 from .errors import UsageProblem, one_line
-from .template import expand_over, render
 
 __all__ = ["check_frame", "is_check_column", "pass_summary", "score_run", "wilson"]
 

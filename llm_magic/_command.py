@@ -13,10 +13,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .checks import DEFAULT_THRESHOLD, CheckSpec, compile_checks, parse_check
+from ._checks import DEFAULT_THRESHOLD, CheckSpec, compile_checks, parse_check
+from ._ranges import RANGES, Range
+from ._request import Request
 from .errors import UsageProblem
-from .ranges import RANGES, Range
-from .request import Request
 
 __all__ = [
     "FORMATS",

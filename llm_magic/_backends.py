@@ -17,8 +17,8 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from . import providers
-from .config import FileConfig, load_file_config
-from .discovery import (
+from ._config import FileConfig, load_file_config
+from ._discovery import (
     LOOPBACK,
     PROBE_TIMEOUT,
     Found,
@@ -28,9 +28,9 @@ from .discovery import (
     loopback_port,
     unprefixed,
 )
+from ._redaction import redact_url
 from .errors import TimedOut, TransportError, UnknownProvider
 from .providers.base import Health, ModelInfo, Provider, ProviderFacts
-from .redaction import redact_url
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -19,12 +19,12 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 from . import providers
+from ._plan import Plan, make_plan
+from ._records import RunRecord
+from ._request import Request
+from ._runner import Events, run_jobs
+from ._session import Session, session
 from .errors import ProviderError, UsageProblem
-from .plan import Plan, make_plan
-from .records import RunRecord
-from .request import Request
-from .runner import Events, run_jobs
-from .session import Session, session
 from .store import record_run
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ class Completion:
         return f"Completion({short!r}, target={self.record.target!r})"
 
     def _repr_html_(self) -> str:
-        from .html import Entry, answer_html
+        from ._html import Entry, answer_html
 
         return answer_html(Entry(self.text))
 

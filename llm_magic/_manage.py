@@ -12,11 +12,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import backends, discovery, providers
-from .config import DEFAULTS, FileConfig, config_path, load_file_config, resolve_setting
+from . import _backends as backends
+from . import _discovery as discovery
+from . import providers
+from ._config import DEFAULTS, FileConfig, config_path, load_file_config, resolve_setting
+from ._redaction import redact_key, redact_url
+from ._targets import Target, parse_target
 from .errors import ProviderError, UsageProblem
-from .redaction import redact_key, redact_url
-from .targets import Target, parse_target
 
 if TYPE_CHECKING:
     import pandas as pd

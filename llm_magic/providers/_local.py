@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import Cancelled, GGUFError, ModelNotFound, ProviderError, StreamBroken, UsageProblem
-from . import gguf
+from . import _gguf as gguf
+from ._gguf import BUNDLED_NAME
 from .base import CancelToken, Chunk, Health, Message, ModelInfo, Options, ProviderFacts, Usage
-from .gguf import BUNDLED_NAME
 
 __all__ = ["LocalProvider", "ModelNotFound", "loaded", "resolve_model", "unload"]
 

@@ -13,8 +13,8 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from llm_magic import html
-from llm_magic.records import RunRecord
+from llm_magic import _html as html
+from llm_magic._records import RunRecord
 
 if TYPE_CHECKING:
     import pandas as pd
