@@ -145,7 +145,9 @@ def test_interrupting_the_kernel_keeps_rows_and_stops_within_a_second(wired) -> 
     assert stalled["finish_reason"] == "interrupted" and stalled["output"] == "partial answer "
     assert pd.isna(healthy["error"]) and healthy["output"].startswith("Echo from")
     time.sleep(0.2)
-    assert not [t for t in threading.enumerate() if t.name.startswith("llm_magic")]
+    # Every worker has ended; the process's one deadline watch thread stays (it is shared).
+    workers = [t for t in threading.enumerate() if t.name.startswith("llm_magic")]
+    assert [t.name for t in workers] in ([], ["llm_magic-deadlines"])
     assert openai_server.in_flight == 0, "the stalled connection was left open"
 
 

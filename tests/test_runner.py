@@ -278,7 +278,9 @@ def test_interrupt_cancels_in_flight_requests_and_keeps_rows() -> None:
     assert b.finish_reason == "interrupted" and b.output == "begun "
     assert c.finish_reason == "interrupted" and c.output == "" and providers["c"].calls == 0
     time.sleep(0.2)
-    assert not [t for t in threading.enumerate() if t.name.startswith("llm_magic")]
+    # Every worker has ended; the process's one deadline watch thread stays (it is shared).
+    workers = [t for t in threading.enumerate() if t.name.startswith("llm_magic")]
+    assert [t.name for t in workers] in ([], ["llm_magic-deadlines"])
 
 
 def test_jobs_beyond_concurrency_wait_their_turn() -> None:
