@@ -28,6 +28,7 @@ Keys are read only from environment variables, never from this file.
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import sys
 from dataclasses import dataclass, field
@@ -98,7 +99,15 @@ class FileConfig:
 
 
 def config_path() -> Path:
-    override = os.environ.get("LLM_MAGIC_CONFIG")
+    # Asked about a dozen times a run; platformdirs' answer depends only on these variables.
+    env = os.environ
+    return _config_path(
+        env.get("LLM_MAGIC_CONFIG"), env.get("XDG_CONFIG_HOME"), env.get("HOME"), env.get("APPDATA")
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _config_path(override: str | None, *platform_vars: str | None) -> Path:
     if override:
         return Path(override).expanduser()
     from platformdirs import user_config_dir
