@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import _thread
 import os
-from collections.abc import Iterator
+import signal
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -41,6 +43,19 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("LLM_MAGIC_CONFIG", str(tmp_path / "config.toml"))
     monkeypatch.setenv("LLM_MAGIC_HOME", str(tmp_path / "home"))
     return tmp_path
+
+
+@pytest.fixture
+def interrupt_main() -> Iterator[Callable[[], None]]:
+    """`_thread.interrupt_main`, with Python's own SIGINT handler in place for the test.
+
+    Started from a shell that ignores SIGINT (a background job, some CI agents), Python keeps
+    SIG_IGN and interrupt_main() then does nothing; a kernel installs the handler itself.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield _thread.interrupt_main
+    if previous is not None:  # None: set outside Python, which cannot put it back
+        signal.signal(signal.SIGINT, previous)
 
 
 class ShellForTests(InteractiveShell):

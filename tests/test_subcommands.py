@@ -3,7 +3,6 @@ loopback servers on real sockets."""
 
 from __future__ import annotations
 
-import _thread
 import re
 import threading
 import time
@@ -257,7 +256,7 @@ def test_a_pull_that_stalls_part_way_says_how_far_it_got(ip, monkeypatch):
     )
 
 
-def test_interrupting_a_pull_is_one_line_saying_how_far_it_got(ip, servers):
+def test_interrupting_a_pull_is_one_line_saying_how_far_it_got(ip, servers, interrupt_main):
     ollama_server = servers[1]
     ollama_server.token_delay = 0.5  # a progress line every 0.5 s: 4.5 s for the whole pull
 
@@ -268,7 +267,7 @@ def test_interrupting_a_pull_is_one_line_saying_how_far_it_got(ip, servers):
                 return
             time.sleep(0.01)
         time.sleep(1.3)  # the first layer is announced and half downloaded
-        _thread.interrupt_main()
+        interrupt_main()
 
     threading.Thread(target=interrupt).start()
     with pytest.raises(UsageError) as err:
