@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import _thread
+import atexit
 import os
 import signal
 from collections.abc import Callable, Iterator
@@ -95,3 +96,6 @@ def ip() -> Iterator[InteractiveShell]:
     shell.user_ns.clear()
     shell.init_user_ns()
     ShellForTests.clear_instance()
+    # Every shell registers an atexit reset with a gc.collect(); hundreds of them kept every
+    # shell alive and made the interpreter's exit after the suite take minutes.
+    atexit.unregister(shell.atexit_operations)
