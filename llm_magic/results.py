@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from llm_magic import _html as html
@@ -319,9 +320,19 @@ class LLMAccessor:
                 pd.Series([_stat(groups, t, column, q) for t in targets], index=targets)
                 for q in (0.5, 0.95)
             )
-            # whiskers go up from the median to p95; an unknown value draws no bar
-            whisker = [[0.0] * len(targets), (p95 - med).fillna(0.0).tolist()]
-            med.plot.bar(ax=ax, yerr=whisker, capsize=3, rot=30, legend=False)
+            med.plot.bar(ax=ax, rot=30, legend=False)  # an unknown value draws no bar
+            # Whiskers go up from the median to p95. Drawn by errorbar() with a float (2, N) array:
+            # bar(yerr=) in matplotlib < 3.11 splits it into a list, which trips numpy's
+            # "ndim > 0 to a scalar" deprecation when there is one target.
+            up = (p95 - med).fillna(0.0).to_numpy(dtype="float64")
+            ax.errorbar(
+                np.arange(len(targets), dtype="float64"),
+                med.fillna(0.0).to_numpy(dtype="float64"),
+                yerr=np.stack([np.zeros_like(up), up]),
+                fmt="none",
+                capsize=3,
+                ecolor=plt.rcParams["xtick.color"],
+            )
             for i, value in enumerate(med.tolist()):
                 if math.isnan(value):  # an empty slot must not read as "fastest"
                     ax.annotate("no answer", (i, 0), ha="center", va="bottom", rotation=90)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import _thread
+import atexit
 import os
-from collections.abc import Iterator
+import signal
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -43,6 +46,19 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+@pytest.fixture
+def interrupt_main() -> Iterator[Callable[[], None]]:
+    """`_thread.interrupt_main`, with Python's own SIGINT handler in place for the test.
+
+    Started from a shell that ignores SIGINT (a background job, some CI agents), Python keeps
+    SIG_IGN and interrupt_main() then does nothing; a kernel installs the handler itself.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield _thread.interrupt_main
+    if previous is not None:  # None: set outside Python, which cannot put it back
+        signal.signal(signal.SIGINT, previous)
+
+
 class ShellForTests(InteractiveShell):
     """A real InteractiveShell whose run_cell raises instead of printing a traceback."""
 
@@ -80,3 +96,6 @@ def ip() -> Iterator[InteractiveShell]:
     shell.user_ns.clear()
     shell.init_user_ns()
     ShellForTests.clear_instance()
+    # Every shell registers an atexit reset with a gc.collect(); hundreds of them kept every
+    # shell alive and made the interpreter's exit after the suite take minutes.
+    atexit.unregister(shell.atexit_operations)

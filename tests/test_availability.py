@@ -24,6 +24,7 @@ def test_embedded_model_is_available_without_key_or_server() -> None:
     assert available(["local:smollm2"]) == ["local:smollm2"]
 
 
+@needs_llama  # without it, that is the reason given first
 def test_missing_gguf_file_is_not_available(tmp_path: Path) -> None:
     missing = tmp_path / "nope.gguf"
     ok, reason = reasons(f"local:{missing}")[f"local:{missing}"]

@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 BINDER = REPO / "binder"
 # Not part of what Binder clones, or rebuilt by the replay itself.
 _SKIP = shutil.ignore_patterns(
-    ".git", ".venv", "*.egg-info", "__pycache__", ".pytest_cache", ".ruff_cache",
+    ".git", ".venv", ".venv-*", "*.egg-info", "__pycache__", ".pytest_cache", ".ruff_cache",
     "test-artifacts", "build", "dist", ".ipynb_checkpoints",
 )  # fmt: skip
 

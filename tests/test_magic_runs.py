@@ -3,7 +3,6 @@ the config file, and interrupting the kernel — against loopback servers on rea
 
 from __future__ import annotations
 
-import _thread
 import threading
 import time
 
@@ -118,7 +117,7 @@ def test_one_target_streams_as_markdown(wired, published) -> None:
     assert "<strong>bold</strong> answer" in rendered[-1]
 
 
-def test_interrupting_the_kernel_keeps_rows_and_stops_within_a_second(wired) -> None:
+def test_interrupting_the_kernel_keeps_rows_and_stops_within_a_second(wired, interrupt_main):
     ip, openai_server, ollama_server = wired
     openai_server.reply, openai_server.stall_after = "partial answer then a stall", 2
     started = threading.Event()
@@ -131,7 +130,7 @@ def test_interrupting_the_kernel_keeps_rows_and_stops_within_a_second(wired) -> 
         time.sleep(0.3)  # let the first words arrive and the healthy target finish
         started.set()
         sent_at.append(time.monotonic())
-        _thread.interrupt_main()
+        interrupt_main()
 
     threading.Thread(target=interrupt).start()
     with pytest.raises(KeyboardInterrupt, match="1 of 2 answers finished; every row is in _llm"):

@@ -322,6 +322,14 @@ def test_plot_draws_median_bars_per_target() -> None:
     assert heights == pytest.approx([0.5, 0.0])  # pandas draws an unknown value as no bar
     assert [t.get_text() for t in ttft.texts] == ["no answer"]  # ... which must not read as 0
     assert latency.get_title() == "latency (s)"
+    assert whiskers(latency) == pytest.approx([0, 5.0, 5.9, 1, 2.0, 2.9])  # median up to p95
+    assert whiskers(ttft) == pytest.approx([0, 0.5, 0.5, 1, 0.0, 0.0])
+
+
+def whiskers(ax) -> list[float]:
+    """x, bottom, top of each error bar an Axes draws, in one flat list."""
+    (bars,) = [c for c in ax.collections if len(c.get_segments()) > 0]
+    return [v for (x, low), (_, high) in bars.get_segments() for v in (x, low, high)]
 
 
 @pytest.mark.usefixtures("agg")
@@ -329,6 +337,7 @@ def test_plot_single_target_with_errors() -> None:
     df = to_dataframe([rec("a:b", latency_s=1.0), rec("a:b", latency_s=50.0, error="a: boom")])
     axes = df.llm.plot()
     assert [p.get_height() for p in axes[0].patches] == pytest.approx([1.0])
+    assert whiskers(axes[0]) == pytest.approx([0, 1.0, 1.0])  # the failure's 50 s is not in it
     failed = to_dataframe([rec("a:b", latency_s=1.0), rec("c:d", latency_s=0.1, error="c: boom")])
     latency = failed.llm.plot()[0]
     assert [p.get_height() for p in latency.patches][0] == pytest.approx(1.0)

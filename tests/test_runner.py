@@ -237,7 +237,7 @@ def test_a_provider_bug_becomes_an_error_row() -> None:
     assert rec.error is not None and "KeyError" in rec.error
 
 
-def test_interrupt_cancels_in_flight_requests_and_keeps_rows() -> None:
+def test_interrupt_cancels_in_flight_requests_and_keeps_rows(interrupt_main) -> None:
     started, quick_done = threading.Event(), threading.Event()
 
     def slow(n: int, cancel: CancelToken | None) -> Iterator[Chunk]:
@@ -259,13 +259,11 @@ def test_interrupt_cancels_in_flight_requests_and_keeps_rows() -> None:
         "b": ScriptedProvider("b", slow),
         "c": ScriptedProvider("c", late),
     }
-    import _thread
-
     # Deliver KeyboardInterrupt to the main thread once a request is in flight, as Jupyter does.
     def interrupt() -> None:
         started.wait(5)
         quick_done.wait(5)
-        _thread.interrupt_main()
+        interrupt_main()
 
     threading.Thread(target=interrupt).start()
     start = time.perf_counter()
