@@ -20,6 +20,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 from typing import Any, ClassVar, TypeVar
 
 import httpx2
@@ -546,3 +547,10 @@ class ServiceProvider(KeyedProvider, ProviderFacts):
     def close(self) -> None:
         """Close the pooled connections (the registry keeps providers for the whole session)."""
         self._http.close()
+
+
+def unix_time(value: Any) -> str | None:
+    """An OpenAI-style `created` (seconds since the epoch) as ISO 8601 UTC; None if absent."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return datetime.fromtimestamp(value, timezone.utc).isoformat()
+    return None

@@ -10,11 +10,10 @@ rides on the last content chunk next to `finish_reason`; error bodies come in se
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from typing import Any
 
 from .. import errors
-from ._http import ADMIN_TIMEOUT, ServiceProvider
+from ._http import ADMIN_TIMEOUT, ServiceProvider, unix_time
 from ._sse_chat import chat_chunks, whole_chunk
 from .base import CancelToken, Chunk, Message, ModelInfo, Options
 
@@ -85,11 +84,7 @@ class MistralProvider(ServiceProvider):
                 ModelInfo(
                     provider=self.name,
                     model=str(entry["id"]),
-                    modified=(
-                        datetime.fromtimestamp(created, timezone.utc).isoformat()
-                        if isinstance(created, (int, float)) and created > 0
-                        else None
-                    ),
+                    modified=unix_time(created),
                     context_length=context if isinstance(context, int) else None,
                     details={k: entry[k] for k in _CARD_DETAILS if k in entry},
                 )

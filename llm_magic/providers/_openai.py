@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from typing import Any
 
 import httpx2
@@ -33,6 +32,7 @@ from ._http import (
     error_text,
     retry_after,
     timeout_for,
+    unix_time,
 )
 from ._sockets import make_client
 from ._sse_chat import chat_chunks, whole_chunk
@@ -205,11 +205,7 @@ class OpenAIProvider(KeyedProvider, ProviderFacts):
                 ModelInfo(
                     provider=self.name,
                     model=str(raw["id"]),
-                    modified=(
-                        datetime.fromtimestamp(created, timezone.utc).isoformat()
-                        if isinstance(created, (int, float)) and created > 0
-                        else None
-                    ),
+                    modified=unix_time(created),
                     context_length=context,
                     details={k: v for k, v in raw.items() if k in ("owned_by", "object")},
                 )
