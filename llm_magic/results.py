@@ -88,7 +88,8 @@ def run_frame(records: Sequence[RunRecord], plan: Plan) -> pd.DataFrame:
     frame = to_dataframe(records)
     if plan.checks is None:
         return frame
-    return scoring.score_run(frame, plan.checks, [job.prompt_no for job in plan.jobs])
+    nos = [job.prompt_no for job in plan.jobs]
+    return scoring.score_run(frame, plan.checks, nos, plan.judge)
 
 
 def verdict_lines(frame: pd.DataFrame) -> list[str]:
@@ -249,14 +250,28 @@ class LLMAccessor:
         return SideBySide(self._need("side_by_side", ("prompt", "target", "output")), fmt)
 
     def check(
-        self, *checks: Any, over: Any = None, variables: Mapping[str, Any] | None = None
+        self,
+        *checks: Any,
+        over: Any = None,
+        variables: Mapping[str, Any] | None = None,
+        judge: str | None = None,
+        cache: bool | None = None,
     ) -> pd.DataFrame:
-        """The frame scored again with other checks, nothing sent: specs ("contains:{expected}"),
-        functions (py:) or schemas. Fields are filled from the row's columns, then the `over`
-        items the run went over, then `variables` (default: the notebook's names). Returns a new
-        frame whose check columns are these checks' alone."""
+        """The frame scored again with other checks, no answer asked again: specs
+        ("contains:{expected}"), functions (py:) or schemas. Fields are filled from the row's
+        columns, then the `over` items the run went over, then `variables` (default: the
+        notebook's names). judge: checks ask `judge` (default: the default target). Returns a
+        new frame whose check columns are these checks' alone."""
+        from ._plan import make_judge
+        from ._request import Request
+        from ._session import session
+
         items: Any = checks[0] if len(checks) == 1 and isinstance(checks[0], Mapping) else checks
-        return scoring.check_frame(self._frame, items, over=over, variables=variables)
+        request = Request(prompts=("",), judge=judge, cache=cache)
+        return scoring.check_frame(
+            self._frame, items, over=over, variables=variables,
+            judge=lambda: make_judge(request, session),
+        )
 
     def summary(self) -> pd.DataFrame:
         """One row per target in order of first appearance. Latency, ttft and tokens/s are taken
