@@ -1,6 +1,7 @@
 """The LLM judge of `judge:RUBRIC` checks: one prompt per answer, asking for a verdict as the
 JSON object {"score": <0..1>, "reason": "…"}, sent as one batch through the runner once the
-answers are in (so concurrency, retries, cache and the deadline apply), never a row itself.
+answers are in (so concurrency, retries, cache and the deadline apply), logged in the run log,
+never a row of the result.
 
 A verdict is read leniently (a JSON object in a ```json fence or inside prose counts); what
 cannot be read, and a judge request that failed, is NaN and a one-line reason.
@@ -18,8 +19,9 @@ from typing import Any
 from ._check_kinds import Verdict
 from ._runner import Job, Policy, run_jobs
 from ._targets import TargetSpec
-from .errors import one_line
+from .errors import RunInterrupted, one_line
 from .providers.base import Message, Options
+from .store import record_run
 
 __all__ = ["Judge", "judge_prompt", "read_verdict"]
 
@@ -84,7 +86,11 @@ class Judge:
         for i, (rubric, question, answer) in enumerate(tasks):
             prompt = judge_prompt(rubric, question, answer)
             jobs.append(Job(i, prompt, (Message("user", prompt),), self.spec, self.options))
-        records = run_jobs(jobs, self.get_provider, self.policy) if jobs else []
+        try:
+            records = run_jobs(jobs, self.get_provider, self.policy) if jobs else []
+        except RunInterrupted as stopped:  # the answers are in: keep them, judged or not
+            records = list(stopped.records)
+        record_run(records, self.policy.max_log_chars)  # in the run log like any request
         verdicts: list[Verdict] = []
         for record in records:
             if record.error is not None:

@@ -83,6 +83,15 @@ def test_a_failing_judge_is_the_rows_reason(wired) -> None:
     assert df.attrs["judge"]["failed"] == 1 and df.attrs["judge"]["requests"] == 1
 
 
+def test_judge_requests_are_in_the_run_log(wired) -> None:
+    ip, backends = wired
+    backends.openai.faults.reply = '{"score": 1, "reason": "fine"}'
+    run_frame(ip, f"%%llm {ANSWERER} -q {JUDGE} --check judge:ok?\nHi")
+    logged = ip.run_line_magic("llm", "history")
+    assert list(logged["target"]) == [ANSWERER, "openai:gpt-4o-mini"]
+    assert "RUBRIC:\nok?" in logged["prompt"].iloc[1]
+
+
 def test_a_failed_answer_is_not_sent_to_the_judge(wired) -> None:
     ip, backends = wired
     backends.ollama.faults.status = 500
