@@ -23,7 +23,7 @@ from .errors import RunInterrupted, one_line
 from .providers.base import Message, Options
 from .store import record_run
 
-__all__ = ["Judge", "judge_prompt", "read_verdict"]
+__all__ = ["VERDICT_SCHEMA", "Judge", "judge_prompt", "read_verdict"]
 
 _PROMPT = """You are a strict grader. Grade the ANSWER to the QUESTION against the RUBRIC.
 Reply with one JSON object and nothing else: {{"score": <a number from 0 to 1>, \
@@ -38,7 +38,19 @@ QUESTION:
 ANSWER:
 {answer}"""
 
+# Asked of backends that can hold an answer to a schema (the embedded model does, by grammar).
+VERDICT_SCHEMA = json.dumps(
+    {
+        "type": "object",
+        "properties": {
+            "score": {"type": "number", "minimum": 0, "maximum": 1},
+            "reason": {"type": "string"},
+        },
+        "required": ["score", "reason"],
+    }
+)
 _OBJECT = re.compile(r"\{.*?\}", re.S)  # shortest first: a verdict is one flat object
+_BARE_SCORE = re.compile(r'"score"\s*:\s*"?(\d+(?:\.\d+)?|\.\d+)"?')
 
 
 def judge_prompt(rubric: str, question: str, answer: str) -> str:
@@ -66,6 +78,9 @@ def read_verdict(text: str) -> Verdict:
             return math.nan, one_line(f"judge gave score {score!r}, not in 0–1", 200)
         reason = value.get("reason")
         return float(score), one_line(f"judge: {reason}" if reason else "judge: no reason", 200)
+    bare = _BARE_SCORE.search(text)  # a verdict cut short, or broken JSON around its score
+    if bare and 0.0 <= float(bare.group(1)) <= 1.0:
+        return float(bare.group(1)), "judge: (its reason was not readable)"
     shown = text.strip()[:60] or "an empty reply"
     return math.nan, one_line(f"judge verdict not readable: {shown!r}", 200)
 

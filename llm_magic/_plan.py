@@ -14,7 +14,7 @@ from . import _ranges as ranges
 from . import providers
 from ._checks import CheckPlan, compile_checks, notebook_namespace, plan_checks
 from ._config import load_file_config, resolve_setting
-from ._judge import Judge
+from ._judge import VERDICT_SCHEMA, Judge
 from ._request import Request
 from ._runner import Job, Policy
 from ._session import Session
@@ -86,7 +86,7 @@ def make_judge(request: Request, session: Session) -> Judge:
     configured = session.settings()
     policy = _policy(request, [spec], configured)
     options = _options(Request(prompts=request.prompts, timeout=request.timeout), configured)
-    options = replace(options, temperature=0.0, stream=False)
+    options = replace(options, temperature=0.0, stream=False, json_schema=VERDICT_SCHEMA)
     return Judge(spec, policy, options, providers.get_provider)
 
 

@@ -12,7 +12,7 @@ import pytest
 from IPython.core.error import UsageError
 
 import llm_magic
-from llm_magic._judge import read_verdict
+from llm_magic._judge import VERDICT_SCHEMA, read_verdict
 from tests.cells import run_frame
 
 ANSWERER = "ollama:llama3.2"
@@ -145,10 +145,21 @@ def test_a_judge_that_cannot_be_resolved_is_one_line_before_anything_is_sent(wir
         ('```json\n{"score": 0.5, "reason": "half"}\n```', 0.5),
         ('Here: {"reason": "r", "score": "0.25"} done', 0.25),
         ('{"a": 1} then {"score": 0}', 0.0),
+        ('{ "score": 0.5, "reason": "cut sho', 0.5),
     ],
 )
 def test_verdicts_are_read_leniently(text: str, score: float) -> None:
     assert read_verdict(text)[0] == score
+
+
+def test_the_verdict_schema_goes_with_each_judge_request(wired) -> None:
+    ip, backends = wired
+    backends.openai.faults.reply = '{"score": 1, "reason": "fine"}'
+    df = run_frame(ip, f"%%llm {ANSWERER} -q {JUDGE} --check judge:ok?\nHi")
+    logged = ip.run_line_magic("llm", "history")
+    (judged,) = (r for r in logged.itertuples() if r.target != ANSWERER)
+    assert json.loads(judged.params["json_schema"]) == json.loads(VERDICT_SCHEMA)
+    assert judged.params["temperature"] == 0.0 and df["score_judge"].tolist() == [1.0]
 
 
 CASES = Path(__file__).resolve().parent.parent / "notebooks" / "cases.csv"
