@@ -82,7 +82,7 @@ def make_judge(request: Request, session: Session) -> Judge:
     try:
         (spec,) = session.specs([request.judge] if request.judge else [])
     except UsageProblem as exc:
-        raise UsageProblem(f"--judge: {exc.message}") from None
+        raise UsageProblem(f"the judge (--judge, judge=): {exc.message}") from None
     configured = session.settings()
     policy = _policy(request, [spec], configured)
     options = _options(Request(prompts=request.prompts, timeout=request.timeout), configured)

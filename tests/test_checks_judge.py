@@ -13,6 +13,7 @@ from IPython.core.error import UsageError
 
 import llm_magic
 from llm_magic._judge import VERDICT_SCHEMA, read_verdict
+from llm_magic.errors import UsageProblem
 from tests.cells import run_frame
 
 ANSWERER = "ollama:llama3.2"
@@ -136,6 +137,11 @@ def test_a_judge_that_cannot_be_resolved_is_one_line_before_anything_is_sent(wir
         ip.run_cell(f"%%llm {ANSWERER} --judge nosuch:model --check judge:ok?\nHi")
     assert "--judge" in str(info.value) and "\n" not in str(info.value)
     assert backends.ollama.request_count == 0 and backends.openai.request_count == 0
+    df = llm_magic.compare("Hi", ANSWERER)
+    refused = r"^the judge \(--judge, judge=\): unknown provider 'nosuch'"
+    with pytest.raises(UsageProblem, match=refused):
+        df.llm.check("judge:ok?", judge="nosuch:model")
+    assert backends.ollama.request_count == 1 and backends.openai.request_count == 0
 
 
 @pytest.mark.parametrize(
