@@ -9,14 +9,16 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from ._checks import Check, CheckPlan, compile_checks, notebook_namespace
-from ._judge import Judge
 from ._template import expand_over, render
 from .errors import UsageProblem, one_line
+
+if TYPE_CHECKING:
+    from ._judge import Judge
 
 __all__ = ["check_frame", "is_check_column", "pass_summary", "score_run", "wilson"]
 
