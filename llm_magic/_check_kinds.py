@@ -143,8 +143,9 @@ def _py(check: Check, answer: str, arg: Any, row: Callable[[], Mapping[str, Any]
 
 
 def _unjudged(check: Check, answer: str, arg: Any, row: Any) -> Verdict:
-    # scoring.py hands judge: checks the judge's verdicts; this runs only without a judge
-    return math.nan, "no judge ran"
+    # scoring.py hands judge: checks the judge's verdicts; this runs only when a stopped run
+    # skipped the judge
+    return math.nan, "not judged (the run was stopped)"
 
 
 SCORERS: dict[str, Callable[[Check, str, Any, Any], Verdict]] = {

@@ -43,7 +43,9 @@ def run_frame(records: Sequence[RunRecord], plan: Plan) -> pd.DataFrame:
     if plan.checks is None:
         return frame
     nos = [job.prompt_no for job in plan.jobs]
-    return scoring.score_run(frame, plan.checks, nos, plan.judge)
+    # A run the user stopped sends nothing more: its judge: checks stay unjudged.
+    stopped = any(r.finish_reason == "interrupted" for r in records)
+    return scoring.score_run(frame, plan.checks, nos, None if stopped else plan.judge)
 
 
 def verdict_lines(frame: pd.DataFrame) -> list[str]:

@@ -12,8 +12,13 @@ import pytest
 from IPython.core.error import UsageError
 
 import llm_magic
+import llm_magic._api
 from llm_magic._judge import VERDICT_SCHEMA, read_verdict
+from llm_magic._plan import make_plan
+from llm_magic._request import Request
+from llm_magic._session import Session
 from llm_magic.errors import UsageProblem
+from llm_magic.results import run_frame as run_frame_of
 from tests.cells import run_frame
 
 ANSWERER = "ollama:llama3.2"
@@ -100,6 +105,20 @@ def test_a_failed_answer_is_not_sent_to_the_judge(wired) -> None:
     df = run_frame(ip, f"%%llm {ANSWERER} -q --retries 0 {JUDGE} --check judge:ok?\nHi")
     assert df["checks"][0]["judge"]["reason"] == "no answer"
     assert backends.openai.request_count == 0 and df.attrs["judge"]["requests"] == 0
+
+
+def test_a_stopped_run_is_not_judged(wired) -> None:
+    ip, backends = wired
+    plan = make_plan(
+        Request(("Hi", "Bye"), (ANSWERER,), checks=["judge:ok?"], judge="openai:gpt-4o-mini"),
+        Session(),
+    )
+    records = llm_magic._api.run(plan)
+    records[1].finish_reason, records[1].error = "interrupted", "interrupted"
+    df = run_frame_of(records, plan)
+    assert len(df) == 2 and df["score_judge"].isna().all()
+    assert df["checks"][0]["judge"]["reason"] == "not judged (the run was stopped)"
+    assert backends.openai.request_count == 0 and "judge" not in df.attrs
 
 
 def test_with_cache_the_same_judgement_is_not_paid_twice(wired) -> None:
