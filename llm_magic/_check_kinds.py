@@ -142,6 +142,12 @@ def _py(check: Check, answer: str, arg: Any, row: Callable[[], Mapping[str, Any]
     return score, one_line(str(reason), 200) if reason else f"{name} gave {score:g}"
 
 
+def _unjudged(check: Check, answer: str, arg: Any, row: Any) -> Verdict:
+    # scoring.py hands judge: checks the judge's verdicts; this runs only when a stopped run
+    # skipped the judge
+    return math.nan, "not judged (the run was stopped)"
+
+
 SCORERS: dict[str, Callable[[Check, str, Any, Any], Verdict]] = {
     "contains": _contains,
     "icontains": _icontains,
@@ -151,4 +157,5 @@ SCORERS: dict[str, Callable[[Check, str, Any, Any], Verdict]] = {
     "json": _json,
     "schema": _schema,
     "py": _py,
+    "judge": _unjudged,
 }

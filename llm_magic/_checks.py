@@ -5,8 +5,9 @@ A spec is `[NAME][@THRESHOLD]=KIND[:ARG]` or just `KIND[:ARG]`:
 
     contains:TEXT  icontains:TEXT  not-contains:TEXT  equals:TEXT  regex:PATTERN  json
     schema:VAR     py:FUNC         correct=contains:{expected}     close@0.8=py:similarity
+    judge:RUBRIC
 
-TEXT and PATTERN are templates filled per row (the `--over` item's fields, the notebook's
+TEXT, PATTERN and RUBRIC are templates filled per row (the `--over` item's fields, the notebook's
 names); VAR and FUNC name notebook objects. Every answer gets a score in 0–1 (NaN when it cannot
 be scored) and a one-line reason; it passes when its score reaches the threshold. Nothing here
 imports pandas: parsing runs when `%load_ext` is light, scoring works on plain values.
@@ -51,8 +52,9 @@ KINDS: dict[str, str | None] = {
     "json": None,
     "schema": "VAR",
     "py": "FUNC",
+    "judge": "RUBRIC",  # an LLM's verdict: judge.py, run after the answers are in
 }
-_TEMPLATED = ("TEXT", "PATTERN")
+_TEMPLATED = ("TEXT", "PATTERN", "RUBRIC")
 _PREFIX = re.compile(r"(?P<name>[A-Za-z_]\w*)?(?:@(?P<threshold>[^=]*))?=(?P<rest>.*)", re.S)
 assert set(SCORERS) == set(KINDS)
 

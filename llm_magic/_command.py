@@ -75,6 +75,7 @@ class Command:
     interpolate: bool = True
     help: bool = False
     checks: tuple[CheckSpec, ...] = ()
+    judge: str | None = None
 
     def request(self, namespace: Mapping[str, Any]) -> Request:
         """The run this cell asks for; `--over VAR` and `{name}` fields read `namespace`."""
@@ -105,6 +106,7 @@ class Command:
             chat=self.chat,
             format=self.format,
             checks=compile_checks(self.checks, namespace),
+            judge=self.judge,
         )
 
 
@@ -245,6 +247,7 @@ def _build_parser() -> _Parser:
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("--no-interpolate", dest="interpolate", action="store_false")
     p.add_argument("--check", dest="checks", type=_check, action="append", default=[])
+    p.add_argument("--judge")
     return p
 
 
@@ -295,6 +298,7 @@ def parse_command(line: str, cell: str | None) -> Command:
         interpolate=ns.interpolate,
         help=ns.help,
         checks=tuple(ns.checks),
+        judge=ns.judge,
     )
 
 
@@ -358,8 +362,10 @@ Options:
   --no-interpolate        send the cell text as written, no {{name}} fields
   --check SPEC            score every answer (repeatable): contains:TEXT, icontains:TEXT,
                           not-contains:TEXT, equals:TEXT, regex:PATTERN, json, schema:VAR,
-                          py:FUNC; NAME=SPEC names it, NAME@0.8=SPEC sets its threshold
-                          (default {DEFAULT_THRESHOLD}); TEXT and PATTERN take {{fields}}
+                          py:FUNC, judge:RUBRIC; NAME=SPEC names it, NAME@0.8=SPEC sets
+                          its threshold (default {DEFAULT_THRESHOLD}); TEXT, PATTERN and RUBRIC
+                          take {{fields}}
+  --judge TARGET          who judges judge: checks (default: the default target)
   -h, --help              show this help
 
 Subcommands:

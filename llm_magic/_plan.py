@@ -7,13 +7,14 @@ so every check happens here, once, and raises `UsageProblem` before anything is 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from . import _ranges as ranges
 from . import providers
 from ._checks import CheckPlan, compile_checks, notebook_namespace, plan_checks
 from ._config import load_file_config, resolve_setting
+from ._judge import VERDICT_SCHEMA, Judge
 from ._request import Request
 from ._runner import Job, Policy
 from ._session import Session
@@ -23,7 +24,7 @@ from ._utf8 import utf8_safe
 from .errors import UsageProblem
 from .providers.base import Message, Options
 
-__all__ = ["Plan", "make_plan", "plan_jobs"]
+__all__ = ["Plan", "make_judge", "make_plan", "plan_jobs"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -33,6 +34,7 @@ class Plan:
     policy: Policy
     labels: tuple[str, ...]  # one per target as written: the columns of the views
     checks: CheckPlan | None = None  # scores added to each row (--check)
+    judge: Judge | None = None  # asked after the answers, when a check is judge:
 
     def job_label(self, job: Job) -> str:
         """A live column's header; the repeats of one target share it and stack in it."""
@@ -58,18 +60,34 @@ def make_plan(request: Request, session: Session) -> Plan:
     # Text UTF-8 cannot carry (a lone surrogate from a notebook string) would fail the send.
     prompts = [utf8_safe(p)[0] for p in prompts]
     systems = [utf8_safe(s)[0] if s else s for s in systems]
-    checks = None
-    if request.checks:  # looked up and filled now: a bad check stops the run before it starts
-        names = request.variables if request.variables is not None else notebook_namespace()
-        checks = plan_checks(compile_checks(request.checks, names), scopes, items)
+    checks = judge = None
     configured = session.settings()  # read at each run: %config may have changed
     options = _options(request, configured)
     policy = _policy(request, specs, configured)
+    if request.checks:  # looked up and filled now: a bad check stops the run before it starts
+        names = request.variables if request.variables is not None else notebook_namespace()
+        checks = plan_checks(compile_checks(request.checks, names), scopes, items)
+        if any(check.kind == "judge" for check in checks.checks):
+            judge = make_judge(request, session)
     conversations = session.conversations if request.chat else None
     jobs = plan_jobs(
         prompts, specs, options, system=systems, repeat=request.repeat, conversations=conversations
     )
-    return Plan(request, tuple(jobs), policy, tuple(s.label for s in specs), checks)
+    return Plan(request, tuple(jobs), policy, tuple(s.label for s in specs), checks, judge)
+
+
+def make_judge(request: Request, session: Session) -> Judge:
+    """The judge of judge: checks: `request.judge` (default: the default target), asked at
+    temperature 0 under the run's retries, concurrency, cache and deadline."""
+    try:
+        (spec,) = session.specs([request.judge] if request.judge else [])
+    except UsageProblem as exc:
+        raise UsageProblem(f"the judge (--judge, judge=): {exc.message}") from None
+    configured = session.settings()
+    policy = _policy(request, [spec], configured)
+    options = _options(Request(prompts=request.prompts, timeout=request.timeout), configured)
+    options = replace(options, temperature=0.0, stream=False, json_schema=VERDICT_SCHEMA)
+    return Judge(spec, policy, options, providers.get_provider)
 
 
 Scope = Mapping[str, Any]

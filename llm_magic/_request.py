@@ -50,6 +50,7 @@ class Request:
     format: str = "markdown"  # how the answers are shown
     # checks.py: spec strings, functions, schemas (or a {name: check} dict); () adds no columns
     checks: Any = ()
+    judge: str | None = None  # the target of judge: checks (None: the default target)
 
     @classmethod
     def build(

@@ -9,13 +9,16 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from ._checks import Check, CheckPlan, compile_checks, notebook_namespace
 from ._template import expand_over, render
 from .errors import UsageProblem, one_line
+
+if TYPE_CHECKING:
+    from ._judge import Judge
 
 __all__ = ["check_frame", "is_check_column", "pass_summary", "score_run", "wilson"]
 
@@ -32,15 +35,18 @@ def is_check_column(name: Any) -> bool:
     return name in ("passed", "checks") or str(name).startswith(("score_", "pass_"))
 
 
-def score_run(frame: pd.DataFrame, plan: CheckPlan, prompt_nos: Sequence[int]) -> pd.DataFrame:
-    """The frame of a run (rows in job order) with its checks' columns."""
+def score_run(
+    frame: pd.DataFrame, plan: CheckPlan, prompt_nos: Sequence[int], judge: Judge | None = None
+) -> pd.DataFrame:
+    """The frame of a run (rows in job order) with its checks' columns; `judge` scores the
+    judge: checks (its figures go to df.attrs["judge"])."""
     nos = list(prompt_nos)[: len(frame)]
     args = [[plan.args[p][j] for p in nos] for j in range(len(plan.checks))]
 
     def row(i: int) -> Mapping[str, Any]:
         return {**plan.items[nos[i]], **frame.iloc[i].to_dict()}
 
-    return _with_columns(frame, _columns(plan.checks, frame, args, row))
+    return _scored(frame, plan.checks, args, row, judge)
 
 
 def check_frame(
@@ -48,6 +54,7 @@ def check_frame(
     checks: Any,
     over: Any = None,
     variables: Mapping[str, Any] | None = None,
+    judge: Callable[[], Judge] | None = None,
 ) -> pd.DataFrame:
     """`df.llm.check(...)`: score an existing frame again, nothing sent. TEXT/PATTERN fields
     are filled from the row's columns, then the `over` item the row came from, then
@@ -81,7 +88,48 @@ def check_frame(
     def row(i: int) -> Mapping[str, Any]:
         return {**(items[i] if items else {}), **{k: v[i] for k, v in columns.items()}}
 
-    return _with_columns(frame, _columns(compiled, frame, args, row))
+    needs_judge = judge is not None and any(c.kind == "judge" for c in compiled)
+    return _scored(frame, compiled, args, row, judge() if needs_judge else None)
+
+
+def _scored(
+    frame: pd.DataFrame,
+    checks: Sequence[Check],
+    args: Sequence[Sequence[str | None]],
+    row: Callable[[int], Mapping[str, Any]],
+    judge: Judge | None,
+) -> pd.DataFrame:
+    judged, stats = _judgements(checks, frame, args, judge)
+    scored = _with_columns(frame, _columns(checks, frame, args, row, judged))
+    if stats is not None:
+        scored.attrs["judge"] = stats
+    return scored
+
+
+def _judgements(
+    checks: Sequence[Check],
+    frame: pd.DataFrame,
+    args: Sequence[Sequence[str | None]],
+    judge: Judge | None,
+) -> tuple[dict[tuple[int, int], tuple[float, str]], dict | None]:
+    """Every judge: check of every answered row, asked of the judge as one batch:
+    {(check no, row no): verdict} and the batch's figures."""
+    if judge is None:
+        return {}, None
+    outputs, prompts = frame["output"].tolist(), frame["prompt"].tolist()
+    failed = frame["error"].notna().tolist()
+    keys, tasks = [], []
+    for j, check in enumerate(checks):
+        if check.kind != "judge":
+            continue
+        for i, rubric in enumerate(args[j]):
+            if failed[i] or rubric is None or isinstance(rubric, _Unfilled):
+                continue  # no answer, or a rubric that could not be filled: reasoned below
+            answer = outputs[i] if isinstance(outputs[i], str) else ""
+            keys.append((j, i))
+            tasks.append((rubric, str(prompts[i]), answer))
+    verdicts, stats = judge(tasks)
+    return dict(zip(keys, verdicts, strict=True)), stats
 
 
 def _fills(check: Check, n: int, lookup: Callable[[int, str], Any]) -> list[str | None]:
@@ -136,6 +184,7 @@ def _columns(
     frame: pd.DataFrame,
     args: Sequence[Sequence[str | None]],
     row_of: Callable[[int], Mapping[str, Any]],
+    judged: Mapping[tuple[int, int], tuple[float, str]],
 ) -> dict[str, Any]:
     """Score every row with every check (`args`: per check, each row's TEXT/PATTERN). A failed
     request is NaN/False with the reason "no answer"."""
@@ -147,7 +196,7 @@ def _columns(
     details: list[dict[str, Any]] = [{} for _ in range(n)]
     columns: dict[str, Any] = {}
     passes = []
-    for check, check_args in zip(checks, args, strict=True):
+    for j, (check, check_args) in enumerate(zip(checks, args, strict=True)):
         scores, oks = [nan] * n, [False] * n
         verdicts: list[dict[str, Any]] = [_NO_ANSWER] * n
         score_one, threshold = check.score, check.threshold
@@ -155,6 +204,8 @@ def _columns(
             arg, answer = check_args[i], outputs[i]
             if isinstance(arg, _Unfilled):
                 score, reason = nan, one_line(str(arg), 200)
+            elif (j, i) in judged:
+                score, reason = judged[j, i]
             else:
                 score, reason = score_one(answer if isinstance(answer, str) else "", arg, rows[i])
             ok = score >= threshold  # NaN compares False: what cannot be scored never passes

@@ -79,6 +79,7 @@ def _alias(session: Session, settings: Settings, args: list[str]) -> Any:
 def _history(session: Session, settings: Settings, args: list[str]) -> Any:
     """`%llm history [N]`: the last N logged rows (default 20), oldest first, as a DataFrame
     with the schema of a run's plus `truncated` (the log kept the first max_log_chars)."""
+    from . import results  # noqa: F401  (df.llm on the frame, as on a run's)
     from .errors import ConfigProblem
     from .store import default_store
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import math
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -18,7 +18,8 @@ import pandas as pd
 from llm_magic import _html as html
 from llm_magic import _scoring as scoring
 from llm_magic._checks import verdict_line
-from llm_magic._records import COLUMNS, RunRecord
+from llm_magic._frame import DTYPES, to_dataframe
+from llm_magic._records import RunRecord
 from llm_magic._view_text import excerpt, visible
 from llm_magic.errors import UsageProblem
 
@@ -36,59 +37,15 @@ __all__ = [
     "verdict_lines",
 ]
 
-_STRING = (
-    "run_id",
-    "target",
-    "provider",
-    "model",
-    "prompt",
-    "output",
-    "finish_reason",
-    "error",
-    "fallback_from",
-)
-_FLOAT = ("latency_s", "ttft_s", "tokens_per_s", "cost_usd")
-_INT = ("prompt_tokens", "completion_tokens", "total_tokens", "repeat")
-_BOOL = ("tokens_estimated", "cached")
-
-# The schema. started_at is microseconds: the same unit on pandas 2 and 3, empty or not.
-DTYPES: dict[str, str] = {
-    **dict.fromkeys(_STRING, "string"),
-    **dict.fromkeys(_FLOAT, "float64"),
-    **dict.fromkeys(_INT, "Int64"),
-    **dict.fromkeys(_BOOL, "boolean"),
-    "params": "object",
-    "started_at": "datetime64[us, UTC]",
-}
-assert set(DTYPES) == set(COLUMNS), "records.COLUMNS and the DataFrame schema disagree"
-
-
-def _column(name: str, values: list[Any]) -> pd.Series:
-    dtype = DTYPES[name]
-    if name == "started_at":
-        # naive datetimes are taken as UTC; aware ones are converted
-        return pd.Series(pd.to_datetime(values, utc=True)).astype(dtype)
-    if name == "params":
-        return pd.Series([dict(v) if v is not None else {} for v in values], dtype=object)
-    if dtype == "float64":
-        values = [math.nan if v is None else float(v) for v in values]
-    return pd.Series(values, dtype=dtype)
-
-
-def to_dataframe(records: Iterable[RunRecord]) -> pd.DataFrame:
-    """One row per record, columns exactly records.COLUMNS with the dtypes of DTYPES."""
-    # Plain attribute reads, not dataclasses.asdict: that deep-copies every record, which was
-    # most of the time a 1,000-row batch spent after its last answer. `params` is copied below.
-    rows = [vars(r) if isinstance(r, RunRecord) else dict(r) for r in records]
-    return pd.DataFrame({c: _column(c, [row.get(c) for row in rows]) for c in COLUMNS})
-
-
 def run_frame(records: Sequence[RunRecord], plan: Plan) -> pd.DataFrame:
     """The frame of a run: its records, plus its checks' columns when it has checks."""
     frame = to_dataframe(records)
     if plan.checks is None:
         return frame
-    return scoring.score_run(frame, plan.checks, [job.prompt_no for job in plan.jobs])
+    nos = [job.prompt_no for job in plan.jobs]
+    # A run the user stopped sends nothing more: its judge: checks stay unjudged.
+    stopped = any(r.finish_reason == "interrupted" for r in records)
+    return scoring.score_run(frame, plan.checks, nos, None if stopped else plan.judge)
 
 
 def verdict_lines(frame: pd.DataFrame) -> list[str]:
@@ -249,14 +206,28 @@ class LLMAccessor:
         return SideBySide(self._need("side_by_side", ("prompt", "target", "output")), fmt)
 
     def check(
-        self, *checks: Any, over: Any = None, variables: Mapping[str, Any] | None = None
+        self,
+        *checks: Any,
+        over: Any = None,
+        variables: Mapping[str, Any] | None = None,
+        judge: str | None = None,
+        cache: bool | None = None,
     ) -> pd.DataFrame:
-        """The frame scored again with other checks, nothing sent: specs ("contains:{expected}"),
-        functions (py:) or schemas. Fields are filled from the row's columns, then the `over`
-        items the run went over, then `variables` (default: the notebook's names). Returns a new
-        frame whose check columns are these checks' alone."""
+        """The frame scored again with other checks, no answer asked again: specs
+        ("contains:{expected}"), functions (py:) or schemas. Fields are filled from the row's
+        columns, then the `over` items the run went over, then `variables` (default: the
+        notebook's names). judge: checks ask `judge` (default: the default target). Returns a
+        new frame whose check columns are these checks' alone."""
+        from ._plan import make_judge
+        from ._request import Request
+        from ._session import session
+
         items: Any = checks[0] if len(checks) == 1 and isinstance(checks[0], Mapping) else checks
-        return scoring.check_frame(self._frame, items, over=over, variables=variables)
+        request = Request(prompts=("",), judge=judge, cache=cache)
+        return scoring.check_frame(
+            self._frame, items, over=over, variables=variables,
+            judge=lambda: make_judge(request, session),
+        )
 
     def summary(self) -> pd.DataFrame:
         """One row per target in order of first appearance. Latency, ttft and tokens/s are taken

@@ -187,7 +187,7 @@ def _to_sql(name: str, value: Any, redacting: bool) -> Any:
     if kind == "json":
         value = _redact_json(value) if redacting else value
         return utf8_safe(json.dumps(value, sort_keys=True, default=str, ensure_ascii=False))[0]
-    if kind == "time":  # naive datetimes are taken as UTC, as results.to_dataframe does
+    if kind == "time":  # naive datetimes are taken as UTC, as _frame.to_dataframe does
         when = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
         return when.astimezone(timezone.utc).isoformat()
     return {"bool": int, "real": float, "int": int}[kind](value)
@@ -464,7 +464,7 @@ class Store:
         True where the log kept only the first max_log_chars characters of the answer."""
         import pandas as pd
 
-        from .results import to_dataframe
+        from ._frame import to_dataframe
 
         logged = self._logged(n)
         frame = to_dataframe(record for record, _ in logged)

@@ -365,7 +365,12 @@ class LocalProvider(ProviderFacts):
             llm.set_seed(llama_cpp.LLAMA_DEFAULT_SEED)  # llama.cpp draws a fresh random seed
         temperature = _TEMPERATURE if options.temperature is None else options.temperature
         top_p = _TOP_P if options.top_p is None else options.top_p
-        tokens = llm.generate(prompt, top_k=_TOP_K, top_p=top_p, min_p=_MIN_P, temp=temperature)
+        grammar = None
+        if options.json_schema is not None:  # a fresh one each time: a grammar keeps state
+            grammar = llama_cpp.LlamaGrammar.from_json_schema(options.json_schema, verbose=False)
+        tokens = llm.generate(
+            prompt, top_k=_TOP_K, top_p=top_p, min_p=_MIN_P, temp=temperature, grammar=grammar
+        )
 
         pieces, piece_of = entry.pieces, entry.piece
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")

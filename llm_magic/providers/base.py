@@ -49,6 +49,9 @@ class Options:
     stream: bool = True
     connect_timeout: float = 5.0
     read_timeout: float = 120.0
+    # A JSON Schema (as JSON text) the answer must follow where the backend can make it so
+    # (the embedded model: a llama.cpp grammar); the judge's verdict. None: free text.
+    json_schema: str | None = None
 
     def sampling(self) -> dict[str, Any]:
         """The sampling options actually set, as recorded in the `params` column."""
@@ -58,6 +61,7 @@ class Options:
             "top_p": self.top_p,
             "seed": self.seed,
             "stop": list(self.stop) if self.stop else None,
+            "json_schema": self.json_schema,
         }
         return {k: v for k, v in values.items() if v is not None}
 

@@ -1,0 +1,61 @@
+"""The schema of a result frame: one row per RunRecord, the columns of records.COLUMNS with
+fixed dtypes. Apart from results.py (the `df.llm` accessor) so that the run log can build
+frames without the layers that run requests (store.py -> here, never -> results)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import pandas as pd
+
+from ._records import COLUMNS, RunRecord
+
+__all__ = ["DTYPES", "to_dataframe"]
+
+_STRING = (
+    "run_id",
+    "target",
+    "provider",
+    "model",
+    "prompt",
+    "output",
+    "finish_reason",
+    "error",
+    "fallback_from",
+)
+_FLOAT = ("latency_s", "ttft_s", "tokens_per_s", "cost_usd")
+_INT = ("prompt_tokens", "completion_tokens", "total_tokens", "repeat")
+_BOOL = ("tokens_estimated", "cached")
+
+# The schema. started_at is microseconds: the same unit on pandas 2 and 3, empty or not.
+DTYPES: dict[str, str] = {
+    **dict.fromkeys(_STRING, "string"),
+    **dict.fromkeys(_FLOAT, "float64"),
+    **dict.fromkeys(_INT, "Int64"),
+    **dict.fromkeys(_BOOL, "boolean"),
+    "params": "object",
+    "started_at": "datetime64[us, UTC]",
+}
+assert set(DTYPES) == set(COLUMNS), "records.COLUMNS and the DataFrame schema disagree"
+
+
+def _column(name: str, values: list[Any]) -> pd.Series:
+    dtype = DTYPES[name]
+    if name == "started_at":
+        # naive datetimes are taken as UTC; aware ones are converted
+        return pd.Series(pd.to_datetime(values, utc=True)).astype(dtype)
+    if name == "params":
+        return pd.Series([dict(v) if v is not None else {} for v in values], dtype=object)
+    if dtype == "float64":
+        values = [math.nan if v is None else float(v) for v in values]
+    return pd.Series(values, dtype=dtype)
+
+
+def to_dataframe(records: Iterable[RunRecord]) -> pd.DataFrame:
+    """One row per record, columns exactly records.COLUMNS with the dtypes of DTYPES."""
+    # Plain attribute reads, not dataclasses.asdict: that deep-copies every record, which was
+    # most of the time a 1,000-row batch spent after its last answer. `params` is copied below.
+    rows = [vars(r) if isinstance(r, RunRecord) else dict(r) for r in records]
+    return pd.DataFrame({c: _column(c, [row.get(c) for row in rows]) for c in COLUMNS})
