@@ -7,7 +7,6 @@ cancels every job's CancelToken, which closes the streams the workers are blocke
 from __future__ import annotations
 
 import contextlib
-import heapq
 import random
 import threading
 import time
@@ -18,7 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from ._pricing import cost_usd
+from ._accounting import account
+from ._deadlines import Deadlines
 from ._records import RunRecord
 from ._redaction import Redactor, redact
 from ._targets import Target, TargetSpec
@@ -39,7 +39,6 @@ __all__ = [
     "Job",
     "Policy",
     "RunInterrupted",
-    "estimate_tokens",
     "new_run_id",
     "run_jobs",
 ]
@@ -87,11 +86,6 @@ def new_run_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-def estimate_tokens(text: str) -> int:
-    """Rough count for servers that report none: about four characters a token in English."""
-    return 0 if not text else max(1, round(len(text) / 4))
-
-
 class _Interrupted(Exception):
     pass
 
@@ -117,7 +111,7 @@ def run_jobs(
     limits = {name: threading.BoundedSemaphore(n) for name, n in policy.limits.items() if n > 0}
     workers = max(1, min(policy.concurrency, len(jobs)))
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llm_magic")
-    deadlines = _Deadlines()
+    deadlines = Deadlines()
     run = _Run(run_id, get_provider, policy, events, limits, deadlines)
     rows = _Rows(jobs, events)
     clean = Redactor()
@@ -191,82 +185,6 @@ class _Rows:
             if self._records[i] is None:
                 self.report(i, missing(job))
         return [r for r in self._records if r is not None]
-
-
-class _Watch:
-    """The one thread of the process that cancels requests whose row's time is up.
-
-    Started on first use and kept: a thread per run cost a one-request complete() 0.4 ms. The
-    entries of a run that has ended are skipped, and swept out once they are half the heap.
-    """
-
-    def __init__(self) -> None:
-        self._due: list[tuple[float, int, _Deadlines, CancelToken, threading.Event]] = []
-        self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None
-        self._count = 0
-        self._stale = 0
-
-    def arm(self, at: float, owner: _Deadlines, token: CancelToken) -> threading.Event:
-        fired = threading.Event()
-        with self._cond:
-            self._count += 1
-            heapq.heappush(self._due, (at, self._count, owner, token, fired))
-            owner.armed += 1
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._watch, daemon=True, name="llm_magic-deadlines"
-                )
-                self._thread.start()
-            self._cond.notify()
-        return fired
-
-    def forget(self, owner: _Deadlines) -> None:
-        """`owner`'s run has ended: its entries are stale."""
-        with self._cond:
-            owner.closed = True
-            self._stale += owner.armed
-            if self._stale * 2 > len(self._due):
-                self._due = [e for e in self._due if not e[2].closed]
-                heapq.heapify(self._due)
-                self._stale = 0
-
-    def _watch(self) -> None:
-        while True:
-            with self._cond:
-                now = time.monotonic()
-                due = []
-                while self._due and self._due[0][0] <= now:
-                    entry = heapq.heappop(self._due)
-                    if entry[2].closed:
-                        self._stale = max(0, self._stale - 1)
-                    else:
-                        due.append(entry)
-                if not due:
-                    self._cond.wait(self._due[0][0] - now if self._due else None)
-                    continue
-            for _, _, _, token, fired in due:  # outside the lock: closing a stream may block
-                if not token.cancelled:
-                    fired.set()
-                    token.cancel()
-
-
-_WATCH = _Watch()
-
-
-class _Deadlines:
-    """A run's deadlines, kept by the process's one watch thread until the run ends."""
-
-    def __init__(self) -> None:
-        self.armed = 0
-        self.closed = False
-
-    def arm(self, seconds: float, token: CancelToken) -> threading.Event:
-        """Cancel `token` in `seconds`; the event returned is set if that happened."""
-        return _WATCH.arm(time.monotonic() + seconds, self, token)
-
-    def close(self) -> None:
-        _WATCH.forget(self)
 
 
 def _resolved_once(get_provider: Callable[[str], Provider]) -> Callable[[str], Provider]:
@@ -353,7 +271,7 @@ class _Run:
     policy: Policy
     events: Events | None
     limits: Mapping[str, threading.BoundedSemaphore]  # per-provider requests in flight
-    deadlines: _Deadlines
+    deadlines: Deadlines
 
 
 _FINAL = ("interrupted", "deadline")  # no fallback after these: the row itself is over
@@ -453,7 +371,7 @@ def _fetch(job: Job, target: Target, record: RunRecord, run: _Run, token: Cancel
         attempt += 1
     else:
         record.finish_reason, record.error = "interrupted", "interrupted before it was sent"
-    _account(record, job, policy)
+    account(record, job.messages, policy.prices)
 
 
 def _deadline_passed(
@@ -587,44 +505,3 @@ def _utf8_safe(text: str, record: RunRecord) -> str:
     if lone:
         record.params["notes"] = [f"{lone} character(s) UTF-8 cannot hold became U+FFFD"]
     return fixed
-
-
-def _account(record: RunRecord, job: Job, policy: Policy) -> None:
-    """Token counts (estimated when the provider gave none), tokens/s and cost."""
-    if record.error is not None and not record.output:
-        record.prompt_tokens = record.completion_tokens = None
-    elif record.completion_tokens is None or record.prompt_tokens is None:
-        record.tokens_estimated = True
-        if record.prompt_tokens is None:
-            record.prompt_tokens = sum(estimate_tokens(m.content) for m in job.messages)
-        if record.completion_tokens is None:
-            record.completion_tokens = estimate_tokens(record.output)
-    if record.prompt_tokens is not None and record.completion_tokens is not None:
-        record.total_tokens = record.prompt_tokens + record.completion_tokens
-    record.tokens_per_s = _rate(record)
-    record.cost_usd = cost_usd(
-        record.provider, record.model, record.prompt_tokens, record.completion_tokens, policy.prices
-    )
-    if record.cost_usd is None and record.model != record.target.split(":", 1)[1]:
-        # The server may report a dated snapshot name; price the name that was asked for too.
-        record.cost_usd = cost_usd(
-            record.provider,
-            record.target.split(":", 1)[1],
-            record.prompt_tokens,
-            record.completion_tokens,
-            policy.prices,
-        )
-
-
-def _rate(record: RunRecord) -> float | None:
-    """Tokens per second of generation: after the first token when the answer streamed in
-    pieces; over the whole latency when it came at once (no stream, or a server that buffers),
-    since then the time spent generating cannot be told apart from the wait for the first."""
-    tokens, latency = record.completion_tokens, record.latency_s
-    if not tokens or latency is None:
-        return None
-    streamed = record.ttft_s is not None and record.pieces > 1
-    if streamed and tokens <= 1:
-        return None  # one token has no generation interval to measure
-    generating = latency - record.ttft_s if streamed and record.ttft_s is not None else latency
-    return tokens / generating if generating > 0 else None

@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from llm_magic._runner import Job, Policy, RunInterrupted, estimate_tokens, run_jobs
+from llm_magic._accounting import estimate_tokens
+from llm_magic._runner import Job, Policy, RunInterrupted, run_jobs
 from llm_magic._targets import Target, TargetSpec
 from llm_magic.errors import ConnectFailed, ProviderError, RateLimited, ServerFailed, StreamBroken
 from llm_magic.providers.base import CancelToken, Chunk, Message, Options, Usage

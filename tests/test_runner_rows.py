@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from llm_magic import _runner as runner
+from llm_magic import _deadlines
 from llm_magic._runner import Job, Policy, RunInterrupted, run_jobs
 from llm_magic.errors import DeadlinePassed, ServerFailed
 from llm_magic.providers.base import CancelToken, Chunk
@@ -113,7 +113,7 @@ def test_one_deadline_thread_serves_every_run_and_ended_runs_leave_nothing() -> 
     assert len([t for t in threading.enumerate() if t.name == "llm_magic-deadlines"]) == 1
     # 100 deadlines were armed, 600 s away, and every run has ended: they are swept, not kept
     # until they fall due (a long batch session would otherwise hold every job's token).
-    assert len(runner._WATCH._due) <= 2
+    assert len(_deadlines._WATCH._due) <= 2
 
 
 def test_lone_surrogates_become_replacement_characters_with_a_note() -> None:
