@@ -11,7 +11,7 @@ import pytest
 from provider_checks import KEY, MSGS, REPLY, contract, drain
 
 from llm_magic import errors
-from llm_magic.providers._http import error_text
+from llm_magic.providers._http_errors import error_text
 from llm_magic.providers._mistral import MistralProvider
 from llm_magic.providers.base import Chunk, Options, Usage
 

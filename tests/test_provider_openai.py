@@ -12,7 +12,7 @@ import pytest
 from provider_checks import KEY, MSGS, REPLY, contract, drain, text_of
 
 from llm_magic import errors
-from llm_magic.providers._http import retry_after
+from llm_magic.providers._http_errors import retry_after
 from llm_magic.providers._openai import OpenAIProvider
 from llm_magic.providers.base import Chunk, Message, Options, Usage
 

@@ -22,7 +22,8 @@ from typing import Any
 from urllib.parse import quote
 
 from .. import errors
-from ._http import ADMIN_TIMEOUT, Exchange, ServiceProvider, error_text
+from ._http import ADMIN_TIMEOUT, Exchange, ServiceProvider
+from ._http_errors import error_text
 from ._sse_chat import event_object, preview, sent_whole, sse_events, stream_ended
 from .base import CancelToken, Chunk, Message, ModelInfo, Options, Usage
 

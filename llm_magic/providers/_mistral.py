@@ -4,7 +4,7 @@ Wire facts that shape this module (shared/protocols/mistral.md): the request sch
 (any field Mistral does not know, or a null where it wants a value, is a 422), so only known
 fields with values go out, and the seed is `random_seed`; there is no `stream_options`, usage
 rides on the last content chunk next to `finish_reason`; error bodies come in several shapes
-(`message` as a string or an object, or a top-level `detail`), read by `_http.error_text`.
+(`message` as a string or an object, or a top-level `detail`), read by `_http_errors.error_text`.
 """
 
 from __future__ import annotations

@@ -29,11 +29,10 @@ from ._http import (
     HEALTH_TIMEOUT,
     Exchange,
     KeyedProvider,
-    error_text,
-    retry_after,
     timeout_for,
     unix_time,
 )
+from ._http_errors import error_text, retry_after
 from ._sockets import make_client
 from ._sse_chat import chat_chunks, whole_chunk
 from .base import CancelToken, Chunk, Health, Message, ModelInfo, Options, ProviderFacts

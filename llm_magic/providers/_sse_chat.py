@@ -19,7 +19,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from .. import errors
-from ._http import Exchange, error_text
+from ._http import Exchange
+from ._http_errors import error_text
 from .base import Chunk, Usage
 
 __all__ = [
