@@ -16,22 +16,29 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import os
 import sqlite3
 import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import _ranges as ranges
-from ._records import COLUMNS, RunRecord
+from ._records import RunRecord
 from ._redaction import redact
-from ._utf8 import utf8_safe
+from ._store_rows import (
+    MARKS,
+    STORED,
+    STORED_COLS,
+    TRUNCATED,
+    declare,
+    record_of,
+    sql_rows,
+    table_sql,
+)
 from .errors import one_line
 from .providers.base import Message, Options
 
@@ -59,22 +66,7 @@ ANSWER_FIELDS: tuple[str, ...] = tuple(
     "tokens_estimated tokens_per_s cost_usd finish_reason".split()
 )
 
-# How each RunRecord field is stored, from its annotation ("float | None" -> "real"), so a new
-# column is stored without touching this module.
-_BY_TYPE = {"float": "real", "int": "int", "bool": "bool", "dict": "json", "datetime": "time"}
-_KINDS: dict[str, str] = {
-    f.name: _BY_TYPE.get(str(f.type).split("[")[0].split(" ")[0], "text") for f in fields(RunRecord)
-}
-_SQL = {"real": "REAL", "int": "INTEGER", "bool": "INTEGER"}
 _UNFINISHED = ("interrupted", "error")
-# Not a RunRecord field: the DataFrame of a run keeps every character, only the log cuts.
-_TRUNCATED = "truncated"
-_STORED = (*COLUMNS, _TRUNCATED)  # a stored row: the run's columns, then the flag
-_STORED_COLS = ", ".join(f'"{c}"' for c in _STORED)
-_MARKS = ", ".join("?" for _ in _STORED)
-_OUTPUT = COLUMNS.index("output")
-# Redaction reads this far past a cut, so a key that crosses it is hidden whole.
-_CUT_MARGIN = 512
 
 
 def log_location() -> tuple[Path, str]:
@@ -144,68 +136,6 @@ def copy_answer(hit: RunRecord, into: RunRecord) -> RunRecord:
     return into
 
 
-def _redact_json(value: Any) -> Any:
-    """Redact every string inside a JSON-like value (keys too)."""
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, dict):
-        return {_redact_json(str(k)): _redact_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_redact_json(v) for v in value]
-    return value
-
-
-def _texts(record: RunRecord) -> Iterator[str]:
-    """Every string of a record that will be written, params' keys and values included."""
-    stack: list[Any] = [getattr(record, c) for c in COLUMNS if _KINDS[c] in ("text", "json")]
-    while stack:
-        value = stack.pop()
-        if isinstance(value, str):
-            yield value
-        elif isinstance(value, dict | list | tuple):
-            stack.extend([*map(str, value), *value.values()] if isinstance(value, dict) else value)
-
-
-def _clean(records: Sequence[RunRecord]) -> bool:
-    """True when redact() would change none of the records' strings.
-
-    redact() reads the environment on every call, too slow for 10,000 strings of a benchmark;
-    one call on the strings joined by newlines answers for all of them: a secret or key shape
-    inside one string is also inside the joined text (a newline is not a word character, so
-    the key shapes' word boundaries hold). A change anywhere sends us back to string by string.
-    """
-    joined = "\n".join(s for r in records for s in _texts(r))
-    return redact(joined) == joined
-
-
-def _to_sql(name: str, value: Any, redacting: bool) -> Any:
-    kind = _KINDS[name]
-    if value is None or (kind == "real" and math.isnan(value)):
-        return None
-    if kind == "text":
-        return utf8_safe(redact(str(value)) if redacting else str(value))[0]
-    if kind == "json":
-        value = _redact_json(value) if redacting else value
-        return utf8_safe(json.dumps(value, sort_keys=True, default=str, ensure_ascii=False))[0]
-    if kind == "time":  # naive datetimes are taken as UTC, as _frame.to_dataframe does
-        when = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-        return when.astimezone(timezone.utc).isoformat()
-    return {"bool": int, "real": float, "int": int}[kind](value)
-
-
-def _from_sql(name: str, value: Any) -> Any:
-    kind = _KINDS[name]
-    if kind == "bool":
-        return bool(value)
-    if kind == "json":
-        return json.loads(value) if value else {}
-    if value is None:
-        return "" if name in ("run_id", "target", "provider", "model", "prompt", "output") else None
-    if kind == "time":
-        return datetime.fromisoformat(value)
-    return value
-
-
 def _limit(max_chars: int | None) -> int:
     """Characters of an answer the store keeps: `max_chars`, else the max_log_chars setting
     (environment, config file or default); 0 means all."""
@@ -215,53 +145,6 @@ def _limit(max_chars: int | None) -> int:
         return int(resolve_setting("max_log_chars").value)
     ranges.check("max_log_chars", max_chars, "")
     return int(max_chars)
-
-
-def _cut(record: RunRecord, limit: int) -> tuple[RunRecord, bool]:
-    """`record` as the log keeps it, and whether its output was cut: an output longer than
-    `limit` (0: none) is cut to `limit` characters plus a margin, which _rows removes after
-    redaction (so a key that crosses the cut is hidden whole, never half written), and the
-    row's params get a note of how long the answer was."""
-    size = len(record.output)
-    if not limit or size <= limit:
-        return record, False
-    notes = record.params.get("notes")
-    note = f"the run log keeps the first {limit:,} of {size:,} characters of the answer"
-    params = {**record.params, "notes": [*(notes if isinstance(notes, list) else []), note]}
-    return replace(record, output=record.output[: limit + _CUT_MARGIN], params=params), True
-
-
-def _rows(records: Sequence[RunRecord], limit: int = 0) -> list[tuple[Any, ...]]:
-    """Records as SQL rows (COLUMNS, then the truncated flag): outputs cut to `limit` (0:
-    whole), every string redacted (cheaply when there is nothing to redact) and UTF-8-safe."""
-    kept = [_cut(r, limit) for r in records]
-    dirty = not _clean([r for r, _ in kept])
-    rows = []
-    for r, cut in kept:
-        redacting = dirty and not _clean([r])
-        row = [_to_sql(c, getattr(r, c), redacting) for c in COLUMNS]
-        if cut:
-            row[_OUTPUT] = row[_OUTPUT][:limit]
-        rows.append((*row, int(cut)))
-    return rows
-
-
-def _record(row: Sequence[Any]) -> tuple[RunRecord, bool]:
-    """A stored row (COLUMNS, then the truncated flag) as a record and its flag."""
-    *values, truncated = row
-    record = RunRecord(**{c: _from_sql(c, v) for c, v in zip(COLUMNS, values, strict=True)})
-    return record, bool(truncated)
-
-
-def _declare(column: str) -> str:
-    if column == _TRUNCATED:
-        return f'"{_TRUNCATED}" INTEGER NOT NULL DEFAULT 0'
-    return f'"{column}" {_SQL.get(_KINDS[column], "TEXT")}'
-
-
-def _table_sql(table: str, extra: str = "") -> str:
-    declared = ", ".join(map(_declare, _STORED))
-    return f"CREATE TABLE IF NOT EXISTS {table} ({extra}{declared})"
 
 
 def _close_quietly(conn: sqlite3.Connection) -> None:
@@ -326,9 +209,9 @@ class Store:
             conn.execute("PRAGMA synchronous=NORMAL")  # durable enough in WAL mode, much faster
             conn.execute("PRAGMA secure_delete=ON")  # clear() really removes old answers
             with self._transaction(conn):  # two processes opening at once: one after the other
-                conn.execute(_table_sql("runs", "id INTEGER PRIMARY KEY AUTOINCREMENT, "))
+                conn.execute(table_sql("runs", "id INTEGER PRIMARY KEY AUTOINCREMENT, "))
                 conn.execute(
-                    _table_sql("cache", "key TEXT PRIMARY KEY, created_at TEXT NOT NULL, ")
+                    table_sql("cache", "key TEXT PRIMARY KEY, created_at TEXT NOT NULL, ")
                 )
                 for table in ("runs", "cache"):
                     self._add_missing_columns(conn, table)
@@ -345,9 +228,9 @@ class Store:
     def _add_missing_columns(conn: sqlite3.Connection, table: str) -> None:
         """A database written by an older version gains the columns it has since grown."""
         have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-        for c in _STORED:
+        for c in STORED:
             if c not in have:
-                conn.execute(f"ALTER TABLE {table} ADD COLUMN {_declare(c)}")
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {declare(c)}")
 
     def _complain(self, action: str, exc: BaseException) -> str:
         problem = one_line(redact(f"{action}: {exc}"))
@@ -434,9 +317,9 @@ class Store:
         """Append every record, in order, in one transaction. Each output longer than
         `max_chars` (default: the max_log_chars setting; 0: no limit) is stored cut to that
         many characters and flagged truncated. Never raises for the database."""
-        rows = _rows(records, _limit(max_chars))
+        rows = sql_rows(records, _limit(max_chars))
         if rows:
-            insert = f"INSERT INTO runs ({_STORED_COLS}) VALUES ({_MARKS})"
+            insert = f"INSERT INTO runs ({STORED_COLS}) VALUES ({MARKS})"
             self._write("write the run log to", lambda conn: conn.executemany(insert, rows))
 
     def _logged(self, n: int | None) -> list[tuple[RunRecord, bool]]:
@@ -445,13 +328,13 @@ class Store:
             return []
         limit = -1 if n is None else int(n)  # SQLite: a negative LIMIT means none
         query = (
-            f"SELECT {_STORED_COLS} FROM (SELECT id, {_STORED_COLS} FROM runs "
+            f"SELECT {STORED_COLS} FROM (SELECT id, {STORED_COLS} FROM runs "
             "ORDER BY id DESC LIMIT ?) ORDER BY id"
         )
         with self._using("read the run log from") as conn:
             if conn is None:
                 return []
-            return [_record(row) for row in conn.execute(query, (limit,)).fetchall()]
+            return [record_of(row) for row in conn.execute(query, (limit,)).fetchall()]
         return []  # reached only when reading failed (and was reported)
 
     def history(self, n: int | None = None) -> list[RunRecord]:
@@ -468,7 +351,7 @@ class Store:
 
         logged = self._logged(n)
         frame = to_dataframe(record for record, _ in logged)
-        frame[_TRUNCATED] = pd.array([cut for _, cut in logged], dtype="boolean")
+        frame[TRUNCATED] = pd.array([cut for _, cut in logged], dtype="boolean")
         return frame
 
     def clear(self, *, log: bool = True, cache: bool = True) -> None:
@@ -491,14 +374,14 @@ class Store:
         first received: the row describes the model's answer, and `cached` says it was replayed.
         A row holding part of an answer (truncated) is never served.
         """
-        query = f"SELECT {_STORED_COLS} FROM cache WHERE key = ?"
+        query = f"SELECT {STORED_COLS} FROM cache WHERE key = ?"
         with self._using("read the cache from") as conn:
             if conn is None:
                 return None
             row = conn.execute(query, (key,)).fetchone()
             if row is None:
                 return None
-            record, truncated = _record(row)
+            record, truncated = record_of(row)
             if truncated:
                 return None
             record.cached = True
@@ -515,10 +398,10 @@ class Store:
         limit = _limit(max_chars)
         if limit and len(record.output) > limit:
             return False  # the cache replays whole answers only
-        row = (key, datetime.now(timezone.utc).isoformat(), *_rows([record])[0])
+        row = (key, datetime.now(timezone.utc).isoformat(), *sql_rows([record])[0])
         insert = (
-            f"INSERT OR REPLACE INTO cache (key, created_at, {_STORED_COLS}) "
-            f"VALUES (?, ?, {_MARKS})"
+            f"INSERT OR REPLACE INTO cache (key, created_at, {STORED_COLS}) "
+            f"VALUES (?, ?, {MARKS})"
         )
         return self._write("write the cache to", lambda conn: conn.execute(insert, row))
 
