@@ -1,7 +1,7 @@
 """`%%llm` and `%llm`: a thin layer that turns a parsed Command into a run.
 
-Parsing lives in command.py, targets in targets.py, the run in api.py/runner.py, rendering in
-display.py. This module only wires them to IPython: the user namespace, `%config`, UsageError.
+Parsing lives in _command.py, targets in _targets.py, the run in _api.py/_runner.py, rendering in
+_display.py. This module only wires them to IPython: the user namespace, `%config`, UsageError.
 """
 
 from __future__ import annotations
@@ -13,10 +13,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from traitlets import Bool, Float, Int, Unicode
 
-from . import _api as api
 from ._command import Command, parse_command, parse_subcommand, usage_text
-from ._live import view_for
-from ._plan import make_plan
 from ._session import Session
 from ._session import session as kernel_session
 from .errors import ConfigProblem, ProviderError, RunInterrupted, UsageProblem
@@ -91,13 +88,18 @@ class LLMMagics(Magics):
         if cmd.help:
             print(usage_text())
             return None
+        # The planner, the runner and the views load with the first cell, so %load_ext stays light.
+        from ._api import run
+        from ._live import view_for
+        from ._plan import make_plan
+
         ns = self.shell.user_ns
         plan = make_plan(cmd.request(ns), self.session)
         view = None if cmd.quiet else view_for(plan)
         interrupted = False
         try:
             try:
-                records = api.run(plan, view, self.session)
+                records = run(plan, view, self.session)
             except RunInterrupted as exc:
                 records, interrupted = exc.records, True
             from .results import compact, run_frame, verdict_lines
