@@ -72,7 +72,7 @@ def read_verdict(text: str) -> Verdict:
                 score = float(score.strip())
             except ValueError:
                 return math.nan, one_line(f"judge gave score {score!r}, not a number", 200)
-        if isinstance(score, bool) or not isinstance(score, int | float) or score != score:
+        if isinstance(score, bool) or not isinstance(score, int | float) or math.isnan(score):
             return math.nan, one_line(f"judge gave score {score!r}, not a number", 200)
         if not 0.0 <= score <= 1.0:
             return math.nan, one_line(f"judge gave score {score!r}, not in 0–1", 200)
@@ -118,9 +118,10 @@ class Judge:
             "requests": len(records),
             "failed": sum(r.error is not None for r in records),
             "unreadable": sum(
-                r.error is None and v[0] != v[0] for r, v in zip(records, verdicts, strict=True)
+                r.error is None and math.isnan(score)
+                for r, (score, _) in zip(records, verdicts, strict=True)
             ),
-            "cached": sum(bool(getattr(r, "cached", False)) for r in records),
+            "cached": sum(r.cached for r in records),
             "latency_s": float(sum(r.latency_s or 0.0 for r in records)),
             "cost_usd": float(sum(costs)) if costs else math.nan,
         }
