@@ -1,25 +1,40 @@
 """Scoring cost: `df.llm.check()` with five deterministic checks over 10,000 answers, beside a
-plain pandas `.str.contains` pass over the same column.
+plain pandas `.str.contains` pass over the same column; and judge throughput: the requests of
+a `judge:` check and of `df.llm.rank()` sent through the runner, beside the same requests sent
+as a plain `compare()`.
 
-    python bench/checks.py [--rows 10000] [--rounds 7]
+    python bench/checks.py [--rows 10000] [--rounds 7] [--judge-rows 200] [--delay 0.05]
+                           [--only checks|judge]
 
 The frame looks like a `--over cases` run: varied answers (some JSON, some not), an `expected`
-column that one check fills per row. Rounds alternate A B A B so drift hits both alike; prints
-the median of each, the ratio, and whether the goal (checks under 0.5 s) is met.
+column that one check fills per row. The judge is a loopback OpenAI server in its own process
+that waits `--delay` s before each answer. Rounds alternate A B A B so drift hits both alike;
+prints the median of each, the ratio, and whether the goals (checks under 0.5 s; judge
+throughput at least 0.95x the plain compare()) are met.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pandas as pd
 
+import llm_magic
+from llm_magic._judge import judge_prompt
+from llm_magic._rank import RUBRIC, pair_prompt
 from llm_magic._records import RunRecord
 from llm_magic.results import to_dataframe
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serve import served  # noqa: E402
 
 CHECKS = (
     "contains:Paris",
@@ -29,6 +44,10 @@ CHECKS = (
     "json",
 )
 GOAL_S = 0.5
+JUDGE_GOAL = 0.95  # judge throughput / plain compare() throughput
+JUDGE = "openai:bench-judge"
+# read as a score verdict and as a pairwise one alike
+VERDICT = '{"winner": "A", "score": 1, "reason": "fine"}'
 
 
 def frame(rows: int) -> pd.DataFrame:
@@ -47,11 +66,7 @@ def frame(rows: int) -> pd.DataFrame:
     return to_dataframe(records).assign(expected=expected)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=10_000)
-    parser.add_argument("--rounds", type=int, default=7)
-    args = parser.parse_args()
+def deterministic(args: argparse.Namespace) -> None:
     df = frame(args.rows)
 
     def ours() -> pd.DataFrame:
@@ -86,6 +101,83 @@ def main() -> None:
     print(f"ratio (wall): {ours_s / base_s:.1f}x in all, {per_check:.1f}x per check")
     print(f"goal < {GOAL_S} s: {'met' if ours_s < GOAL_S else 'NOT met'}")
     print(f"pass rate: {scored['passed'].mean():.3f}")
+
+
+def _medians(a: list[float], b: list[float]) -> tuple[float, float]:
+    return statistics.median(a), statistics.median(b)
+
+
+def judged(args: argparse.Namespace) -> None:
+    """Judge requests through the runner vs the same prompts as a plain compare()."""
+    rows = args.judge_rows
+    answers = frame(rows).assign(target=["a:x", "b:y"] * (rows // 2) + ["a:x"] * (rows % 2))
+    answers["prompt"] = [f"q{i // 2}" for i in range(rows)]  # two targets answer each prompt
+    rubric = "is it right?"
+    check_prompts = [
+        judge_prompt(rubric, q, o)
+        for q, o in zip(answers["prompt"], answers["output"], strict=True)
+    ]
+    pairs = answers.groupby("prompt", sort=False)["output"].apply(list).tolist()
+    rank_prompts = [
+        pair_prompt(RUBRIC, f"q{n}", *order)
+        for n, (x, y) in enumerate(pairs)
+        for order in ((x, y), (y, x))
+    ]
+    with served("openai", delay=args.delay, reply=VERDICT) as url:
+        os.environ.update(OPENAI_BASE_URL=url, OPENAI_API_KEY="sk-bench-not-a-real-key")
+
+        def plain(prompts: list[str]) -> pd.DataFrame:
+            return llm_magic.compare(prompts, JUDGE, temperature=0, stream=False)
+
+        def check() -> pd.DataFrame:
+            return answers.llm.check(f"judge:{rubric}", judge=JUDGE, variables={})
+
+        def rank() -> pd.DataFrame:
+            return answers.llm.rank(judge=JUDGE, resamples=1000)
+
+        print(
+            f"judge: {rows} answers (2 targets), server delay {args.delay} s per answer, "
+            f"{args.rounds} rounds (median wall)"
+        )
+        print(f"{'':28}{'through runner':>16}{'plain compare()':>17}{'throughput':>12}")
+        for name, ours, prompts in (
+            ("judge: check", check, check_prompts),
+            ("rank(), both orders", rank, rank_prompts),
+        ):
+            ours(), plain(prompts)  # warm-up: imports, connections
+            a, b = [], []
+            for _ in range(args.rounds):
+                t = time.perf_counter()
+                result = ours()
+                a.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                sent = plain(prompts)
+                b.append(time.perf_counter() - t)
+            assert result.attrs["judge"]["requests"] == len(prompts) == len(sent)
+            assert result.attrs["judge"]["failed"] == 0 and sent["error"].isna().all()
+            ours_s, base_s = _medians(a, b)
+            ratio = base_s / ours_s
+            label = f"{name} ({len(prompts)} requests)"
+            print(
+                f"{label:28}{ours_s:14.3f} s{base_s:15.3f} s{ratio:11.2f}x"
+                f"  goal >= {JUDGE_GOAL}x: {'met' if ratio >= JUDGE_GOAL else 'NOT met'}"
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--judge-rows", type=int, default=200)
+    parser.add_argument("--delay", type=float, default=0.05)
+    parser.add_argument("--only", choices=("checks", "judge"))
+    args = parser.parse_args()
+    # the run log and cache of the judge part go to a scratch home, never the user's
+    os.environ.setdefault("LLM_MAGIC_HOME", tempfile.mkdtemp(prefix="llm_magic-bench-"))
+    if args.only != "judge":
+        deterministic(args)
+    if args.only != "checks":
+        judged(args)
 
 
 if __name__ == "__main__":

@@ -62,6 +62,7 @@ class Panel(w.VBox):
         repeat: int = 1,
         deadline: float | None = None,
         checks: Sequence[str] = (),
+        judge: str = "",
         discover: bool = True,
         session: Session | None = None,
     ) -> None:
@@ -90,6 +91,7 @@ class Panel(w.VBox):
         self._build(list(targets), prompt, system, temperature, max_tokens, repeat)
         self.deadline.value = "" if deadline is None else f"{deadline:g}"
         self.checks.value = "\n".join([checks] if isinstance(checks, str) else checks)
+        self.judge.value = judge
         super().__init__(
             children=self._layout(),
             layout=w.Layout(
@@ -181,6 +183,14 @@ class Panel(w.VBox):
             rows=2,
             layout=_FULL,
         )
+        # Text, not a picker: empty means the default target, as --judge left out does.
+        self.judge = w.Text(
+            placeholder="the default target",
+            description="judge",
+            tooltip="the target that judges judge: checks (--judge)",
+            style=_LABELLED,
+            layout=w.Layout(width="24em"),
+        )
         self.run_button = w.Button(
             description="Run",
             icon="play",
@@ -211,7 +221,7 @@ class Panel(w.VBox):
 
     def _layout(self) -> list[w.Widget]:
         system_box = w.Accordion(
-            [self.system, self.deadline, self.checks],
+            [self.system, self.deadline, w.VBox([self.checks, self.judge], layout=_FULL)],
             titles=("System prompt", "Advanced", "Checks"),
             selected_index=None,
             layout=_FULL,
@@ -286,6 +296,7 @@ class Panel(w.VBox):
             max_tokens=int(self.max_tokens.value),
             repeat=int(self.repeat.value),
             checks=tuple(line.strip() for line in self.checks.value.splitlines() if line.strip()),
+            judge=self.judge.value.strip() or None,
         )
         try:
             return make_plan(request, self._session)

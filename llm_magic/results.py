@@ -191,7 +191,8 @@ class SideBySide:
 
 
 class LLMAccessor:
-    """`df.llm`: side_by_side(), summary(), plot() on a frame made by llm_magic."""
+    """`df.llm`: side_by_side(), summary(), check(), rank(), plot() on a frame made by
+    llm_magic."""
 
     def __init__(self, frame: pd.DataFrame) -> None:
         self._frame = frame
@@ -228,6 +229,34 @@ class LLMAccessor:
             self._frame, items, over=over, variables=variables,
             judge=lambda: make_judge(request, session),
         )
+
+    def rank(
+        self,
+        judge: str | None = None,
+        rubric: str | None = None,
+        *,
+        seed: int | None = 0,
+        resamples: int = 1000,
+        cache: bool | None = None,
+    ) -> pd.DataFrame:
+        """Pairwise ranking of the frame's targets by `judge` (default: the default target):
+        every pair's answers to each prompt judged in both orders. Per target, best first:
+        wins, losses, ties, unreadable, skipped, win_rate and a Bradley–Terry strength with a
+        95 % bootstrap interval over the prompts (`seed` fixes it; None: a fresh one). The
+        verdicts are in attrs["verdicts"], the judge's figures in attrs["judge"]."""
+        from ._plan import make_judge
+        from ._rank import RUBRIC, rank_frame
+        from ._request import Request
+        from ._session import session
+
+        for name, value in (("resamples", resamples), ("seed", seed)):
+            if value is None and name == "seed":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise UsageProblem(f"df.llm.rank(): {name}={value!r} is not a whole number >= 0")
+        request = Request(prompts=("",), judge=judge, cache=cache)
+        made = make_judge(request, session)  # an unknown judge is refused before anything
+        return rank_frame(self._frame, made, rubric or RUBRIC, seed, resamples)
 
     def summary(self) -> pd.DataFrame:
         """One row per target in order of first appearance. Latency, ttft and tokens/s are taken

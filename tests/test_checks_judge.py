@@ -1,10 +1,11 @@
 """`judge:RUBRIC` checks: the Ollama loopback server answers (it echoes the prompt), the OpenAI
-one plays the judge with scripted verdicts — good, bad, unreadable, failing."""
+one plays the judge with scripted verdicts — good, bad, unreadable, slow, failing."""
 
 from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -87,6 +88,26 @@ def test_a_failing_judge_is_the_rows_reason(wired) -> None:
     assert math.isnan(df["score_judge"][0]) and not df["passed"][0]
     assert df["checks"][0]["judge"]["reason"].startswith("judge failed:")
     assert df.attrs["judge"]["failed"] == 1 and df.attrs["judge"]["requests"] == 1
+
+
+def test_a_slow_judge_meets_the_deadline_and_only_its_row_says_so(wired) -> None:
+    ip, backends = wired
+
+    def verdict(prompt: str) -> str:
+        if "QUESTION:\nslow one" in prompt:
+            time.sleep(4)  # held past the deadline; the server thread is left to finish
+        return '{"score": 1, "reason": "fine"}'
+
+    backends.openai.faults.reply_to = verdict
+    ip.user_ns["cases"] = ["fast one", "slow one", "another fast one"]
+    cell = f"%%llm {ANSWERER} --over cases -q --deadline 1.5 --retries 0 {JUDGE}"
+    df = run_frame(ip, cell + " --check judge:ok? --check contains:one\n{item}")
+    assert len(df) == 3 and df["error"].isna().all() and df["pass_contains"].all()
+    assert df["score_judge"].tolist()[::2] == [1.0, 1.0]
+    assert math.isnan(df["score_judge"][1]) and not df["passed"][1]
+    reason = df["checks"][1]["judge"]["reason"]
+    assert reason.startswith("judge failed:") and "deadline" in reason
+    assert df.attrs["judge"]["failed"] == 1 and df.attrs["judge"]["requests"] == 3
 
 
 def test_judge_requests_are_in_the_run_log(wired) -> None:

@@ -232,3 +232,25 @@ def test_out_of_range_arguments_are_refused_not_clamped() -> None:
             make_panel(["local:smollm2"], **kwargs)
     panel = make_panel(["local:smollm2"], temperature=2, max_tokens=1, repeat=50)  # the edges
     assert (panel.temperature.value, panel.max_tokens.value, panel.repeat.value) == (2, 1, 50)
+
+
+def test_the_judge_box_names_who_judges_the_judge_checks(backends, monkeypatch) -> None:
+    backends.openai.faults.reply = '{"score": 0.5, "reason": "half right"}'
+    panel = make_panel(["ollama:llama3.2"], "Hi", checks=["judge:polite?"],
+                       judge="openai:gpt-4o-mini")
+    assert panel.judge.value == "openai:gpt-4o-mini"
+    run(panel)
+    assert panel.result["score_judge"].tolist() == [0.5]
+    assert panel.result.attrs["judge"]["target"] == "openai:gpt-4o-mini"
+    assert backends.openai.request_count == 1 and backends.ollama.request_count == 1
+    panel.judge.value = " nosuch:model "
+    assert not panel.start() and "the judge (--judge, judge=): unknown provider" in (
+        panel.status.value
+    )
+    panel.judge.value = ""  # empty: the default target judges, as without --judge
+    monkeypatch.setenv("LLM_MAGIC_DEFAULT_TARGET", "mistral:mistral-small-latest")
+    backends.mistral.faults.reply = '{"score": 1, "reason": "fine"}'
+    run(panel)
+    assert panel.result.attrs["judge"]["target"] == "mistral:mistral-small-latest"
+    assert panel.result["score_judge"].tolist() == [1.0]
+    assert backends.ollama.request_count == 2 and backends.openai.request_count == 1

@@ -34,6 +34,7 @@ class Faults:
     token_delay: float = 0.0  # seconds between streamed content chunks
     drip: float = 0.0  # seconds before each single byte of a chat reply's body (never quite idle)
     reply: str | None = None  # exact answer text; None: "Echo from MODEL: LAST USER MESSAGE"
+    reply_to: Callable[[str], str] | None = None  # answer text from the last user message
     reply_chars: int | None = None  # the answer text repeated to exactly N characters (huge)
     chunk_chars: int | None = None  # stream the answer in pieces of N characters (None: by word)
     status: int | None = None  # answer chat requests with this HTTP error status
@@ -212,6 +213,7 @@ class TestServer:
             max_tokens,
             size=f.reply_chars,
             piece=f.chunk_chars,
+            reply_to=f.reply_to,
         )
 
     @contextlib.contextmanager

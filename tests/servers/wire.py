@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,13 +69,16 @@ def plan_completion(
     *,
     size: int | None = None,
     piece: int | None = None,
+    reply_to: Callable[[str], str] | None = None,
 ) -> Completion:
-    """What the fake model answers: `reply` (or an echo of the last user message), repeated to
-    `size` characters when given, in pieces of `piece` characters (else one per word)."""
+    """What the fake model answers: `reply` (or `reply_to` of the last user message, or an echo
+    of it), repeated to `size` characters when given, in pieces of `piece` characters (else one
+    per word)."""
     msgs = _messages(messages)
     if reply is None:
         users = [message_text(m.get("content")) for m in msgs if m.get("role") == "user"]
-        reply = f"Echo from {model}: {users[-1] if users else ''}".rstrip()
+        last = users[-1] if users else ""
+        reply = reply_to(last) if reply_to else f"Echo from {model}: {last}".rstrip()
     if size is not None:
         unit = reply or "x"
         reply = (unit * (size // len(unit) + 1))[:size]
