@@ -4,7 +4,8 @@ compare(["Why is the sky blue?"], ["local:smollm2", "ollama:llama3.2"]) -> DataF
 complete("Say hi", "openai:gpt-4o-mini") -> Completion
 
 Options (keyword arguments of both, the same as the magic's): system, temperature, max_tokens,
-top_p, seed, stop, repeat, stream, timeout, deadline, retries, concurrency, cache; compare()
+top_p, seed, stop, repeat, stream, timeout, deadline, retries, concurrency, cache, images (a
+path, an http(s) URL, bytes or a PIL image, or a list of them: sent with the prompt); compare()
 also takes `over=` (a list, Series or DataFrame: the prompts are templates filled per item)
 and `checks=` (specs such as "contains:{expected}", functions, schemas: see checks.py).
 """

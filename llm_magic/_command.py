@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._checks import DEFAULT_THRESHOLD, CheckSpec, compile_checks, parse_check
+from ._images import image_names
 from ._ranges import RANGES, Range
 from ._request import Request
 from .errors import UsageProblem
@@ -76,6 +77,7 @@ class Command:
     help: bool = False
     checks: tuple[CheckSpec, ...] = ()
     judge: str | None = None
+    images: tuple[str, ...] = ()  # --image words: a notebook variable's name, or a path or URL
 
     def request(self, namespace: Mapping[str, Any]) -> Request:
         """The run this cell asks for; `--over VAR` and `{name}` fields read `namespace`."""
@@ -107,6 +109,7 @@ class Command:
             format=self.format,
             checks=compile_checks(self.checks, namespace),
             judge=self.judge,
+            images=tuple(image_names(self.images, namespace)),
         )
 
 
@@ -248,6 +251,7 @@ def _build_parser() -> _Parser:
     p.add_argument("--no-interpolate", dest="interpolate", action="store_false")
     p.add_argument("--check", dest="checks", type=_check, action="append", default=[])
     p.add_argument("--judge")
+    p.add_argument("--image", dest="images", type=_text, action="append", default=[])
     return p
 
 
@@ -299,6 +303,7 @@ def parse_command(line: str, cell: str | None) -> Command:
         help=ns.help,
         checks=tuple(ns.checks),
         judge=ns.judge,
+        images=tuple(ns.images),
     )
 
 
@@ -366,6 +371,9 @@ Options:
                           its threshold (default {DEFAULT_THRESHOLD}); TEXT, PATTERN and RUBRIC
                           take {{fields}}
   --judge TARGET          who judges judge: checks (default: the default target)
+  --image X               send an image with the prompt (repeatable): a notebook variable
+                          (a path, URL, bytes or PIL image, or a list of them) or a path or
+                          http(s) URL as written; PNG, JPEG, GIF or WEBP, at most 20 MB
   -h, --help              show this help
 
 Subcommands:

@@ -14,6 +14,7 @@ from . import _ranges as ranges
 from . import providers
 from ._checks import CheckPlan, compile_checks, notebook_namespace, plan_checks
 from ._config import load_file_config, resolve_setting
+from ._images import load_images
 from ._judge import VERDICT_SCHEMA, Judge
 from ._request import Request
 from ._runner import Job, Policy
@@ -22,7 +23,7 @@ from ._targets import TargetSpec
 from ._template import check_over_fields, expand_over, render
 from ._utf8 import utf8_safe
 from .errors import UsageProblem
-from .providers.base import Message, Options
+from .providers.base import Image, Message, Options
 
 __all__ = ["Plan", "make_judge", "make_plan", "plan_jobs"]
 
@@ -55,6 +56,7 @@ def make_plan(request: Request, session: Session) -> Plan:
     from ._html import check_format
 
     check_format(request.format)
+    images = load_images(request.images)  # read and checked before anything is sent
     specs = session.specs(request.targets)
     prompts, systems, scopes, items = _render(request)
     # Text UTF-8 cannot carry (a lone surrogate from a notebook string) would fail the send.
@@ -71,7 +73,13 @@ def make_plan(request: Request, session: Session) -> Plan:
             judge = make_judge(request, session)
     conversations = session.conversations if request.chat else None
     jobs = plan_jobs(
-        prompts, specs, options, system=systems, repeat=request.repeat, conversations=conversations
+        prompts,
+        specs,
+        options,
+        system=systems,
+        repeat=request.repeat,
+        conversations=conversations,
+        images=images,
     )
     return Plan(request, tuple(jobs), policy, tuple(s.label for s in specs), checks, judge)
 
@@ -170,11 +178,13 @@ def plan_jobs(
     system: str | Sequence[str | None] | None = None,
     repeat: int = 1,
     conversations: Mapping[str, Sequence[Message]] | None = None,
+    images: tuple[Image, ...] = (),
 ) -> list[Job]:
     """One job per prompt x target x repeat, in that order.
 
     `system` is one system prompt for all, or one per prompt (--over renders it per item).
     With `conversations` (--chat), each target's earlier turns go before the new prompt.
+    `images` go with each prompt (its user message).
     An empty prompt (an empty field, a blank `--over` item) is a UsageProblem: never sent.
     """
     ranges.check("repeat", repeat, "")
@@ -189,7 +199,7 @@ def plan_jobs(
         head = (Message("system", said),) if said else ()
         for spec in specs:
             prior = tuple(conversations.get(spec.label, ())) if conversations else ()
-            messages = head + prior + (Message("user", prompt),)
+            messages = head + prior + (Message("user", prompt, images=images),)
             for r in range(repeat):
                 jobs.append(Job(len(jobs), prompt, messages, spec, options, r, prompt_no))
     return jobs

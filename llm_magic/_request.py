@@ -51,6 +51,8 @@ class Request:
     # checks.py: spec strings, functions, schemas (or a {name: check} dict); () adds no columns
     checks: Any = ()
     judge: str | None = None  # the target of judge: checks (None: the default target)
+    # with the (last user) prompt: paths, http(s) URLs, bytes or PIL images (_images.py)
+    images: Any = ()
 
     @classmethod
     def build(

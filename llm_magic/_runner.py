@@ -232,6 +232,9 @@ def _params(job: Job) -> dict[str, Any]:
     system = next((m.content for m in job.messages if m.role == "system"), None)
     if system is not None:
         params["system"] = system
+    images = job.messages[-1].images if job.messages else ()
+    if images:  # never the bytes: a hash and a size (or the URL) is what the log keeps
+        params["images"] = [image.summary() for image in images]
     return params
 
 
@@ -458,6 +461,7 @@ def _attempt(
     start = time.perf_counter()
     try:
         provider = get_provider(target.provider)
+        _check_takes_images(provider, job, target)
         prepare = getattr(provider, "prepare", None)  # optional: load the model (embedded)
         if prepare is not None:
             prepare(target.model)
@@ -496,6 +500,26 @@ def _attempt(
     if error is not None and token.cancelled:
         error = Cancelled("interrupted", provider=target.provider)
     return error
+
+
+def _check_takes_images(provider: Provider, job: Job, target: Target) -> None:
+    """A target that cannot take the job's images fails its row, in one line, before anything
+    is sent or loaded (a provider class declares it: ProviderFacts.takes_images)."""
+    images = [image for m in job.messages for image in m.images]
+    if not images:
+        return
+    if not getattr(provider, "takes_images", False):
+        raise ProviderError(
+            f"{target.model} cannot take images (--image, images=): it reads text only",
+            provider=target.provider,
+        )
+    if any(image.url is not None for image in images) and not getattr(
+        provider, "takes_image_urls", False
+    ):
+        raise ProviderError(
+            "takes images as data, not URLs: give the file's path or its bytes",
+            provider=target.provider,
+        )
 
 
 def _utf8_safe(text: str, record: RunRecord) -> str:

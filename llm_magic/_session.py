@@ -43,7 +43,8 @@ class Session:
         """Extend each target's conversation with the turn that just succeeded."""
         for job, record in zip(jobs, records, strict=True):
             if record.error is None:
-                turn = [Message("user", job.prompt), Message("assistant", record.output)]
+                # the user message as sent: its images stay in the conversation
+                turn = [job.messages[-1], Message("assistant", record.output)]
                 self.conversations.setdefault(job.spec.label, []).extend(turn)
 
     def all_aliases(self) -> dict[str, str]:

@@ -106,7 +106,8 @@ def cache_key(
     repeat: int = 0,
 ) -> str:
     """sha256 of a canonical JSON of what decides the answer: provider, base URL, model,
-    messages and the sampling options. Timeouts, streaming and the API key are not in it.
+    messages (with their images' hashes) and the sampling options. Timeouts, streaming and the
+    API key are not in it.
 
     `repeat` (the row's repeat index) enters only when non-zero, so `-r 5 --cache` replays five
     distinct answers rather than five copies of the first.
@@ -119,7 +120,8 @@ def cache_key(
         "provider": provider,
         "base_url": base_url.rstrip("/") if base_url else None,
         "model": model,
-        "messages": [[m.role, m.content] for m in messages],
+        # an image enters by its hash (its bytes never reach the log or the key)
+        "messages": [[m.role, m.content, *(i.sha256 for i in m.images)] for m in messages],
         "options": sampling,
         **({"repeat": repeat} if repeat else {}),
     }

@@ -39,6 +39,7 @@ def test_command_fields_are_the_agreed_contract() -> None:
         "targets", "template", "temperature", "max_tokens", "top_p", "seed", "system", "stop",
         "repeat", "over", "out", "format", "stream", "timeout", "deadline", "retries",
         "concurrency", "cache", "chat", "quiet", "interpolate", "help", "checks", "judge",
+        "images",
     ]  # fmt: skip
     cmd = parse_command("", CELL)
     with pytest.raises(dataclasses.FrozenInstanceError):

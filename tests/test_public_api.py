@@ -91,6 +91,7 @@ PUBLIC = {
         "CancelToken",
         "Chunk",
         "Health",
+        "Image",
         "MODEL_COMMANDS",
         "Message",
         "ModelInfo",

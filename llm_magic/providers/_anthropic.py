@@ -24,6 +24,7 @@ from urllib.parse import quote
 from .. import errors
 from ._http import ADMIN_TIMEOUT, Exchange, ServiceProvider
 from ._http_errors import error_text
+from ._image_parts import anthropic_message
 from ._sse_chat import event_object, preview, sent_whole, sse_events, stream_ended
 from .base import CancelToken, Chunk, Message, ModelInfo, Options, Usage
 
@@ -67,7 +68,7 @@ def messages_body(messages: list[Message], model: str, options: Options) -> dict
     body: dict[str, Any] = {
         "model": model,
         "max_tokens": options.max_tokens if options.max_tokens is not None else DEFAULT_MAX_TOKENS,
-        "messages": [m.to_dict() for m in messages if m.role != "system"],
+        "messages": [anthropic_message(m) for m in messages if m.role != "system"],
         "stream": bool(options.stream),
     }
     if system:
@@ -196,6 +197,7 @@ class AnthropicProvider(ServiceProvider):
     key_header = "x-api-key"
     extra_headers = {"anthropic-version": API_VERSION}
     health_query = "?limit=1"
+    takes_images = takes_image_urls = True  # image blocks: a base64 or a url source
 
     @classmethod
     def normalise_base_url(cls, url: str | None) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 from .. import errors
 from ._http import ADMIN_TIMEOUT, ServiceProvider, unix_time
+from ._image_parts import mistral_message
 from ._sse_chat import chat_chunks, whole_chunk
 from .base import CancelToken, Chunk, Message, ModelInfo, Options
 
@@ -28,7 +29,7 @@ _CARD_DETAILS = ("owned_by", "type", "aliases", "capabilities", "description", "
 def _chat_body(messages: list[Message], model: str, options: Options) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": model,
-        "messages": [{"role": m.role, "content": m.content} for m in messages],
+        "messages": [mistral_message(m) for m in messages],
         "stream": bool(options.stream),
     }
     # Only fields of Mistral's ChatCompletionRequest, and never a null.
@@ -48,6 +49,7 @@ class MistralProvider(ServiceProvider):
     """Mistral's La Plateforme API. Thread-safe: one pooled client serves every caller."""
 
     server_label = "Mistral API"
+    takes_images = takes_image_urls = True  # image_url parts (vision models)
     listing_path = _MODELS
     admin_timeout_s = ADMIN_TIMEOUT.read
 

@@ -21,6 +21,7 @@ import httpx2
 
 from .. import errors
 from ._http import ADMIN_TIMEOUT, Exchange, HTTPService, KeyedProvider, timeout_for
+from ._image_parts import ollama_message
 from .base import CancelToken, Chunk, Health, Message, ModelInfo, Options, ProviderFacts, Usage
 
 __all__ = ["DEFAULT_HOST", "OllamaProvider", "context_from_show", "parse_ollama_host"]
@@ -92,7 +93,7 @@ def _chat_body(messages: list[Message], model: str, options: Options) -> dict[st
         sampling["stop"] = list(options.stop)
     body: dict[str, Any] = {
         "model": model,
-        "messages": [m.to_dict() for m in messages],
+        "messages": [ollama_message(m) for m in messages],
         "stream": bool(options.stream),  # omitted means "stream" to Ollama: always say it
     }
     if sampling:
@@ -186,6 +187,7 @@ class OllamaProvider(KeyedProvider, ProviderFacts):
     listing_path = "/api/tags"
     admin_timeout_s = ADMIN_TIMEOUT.read
     start_hint = "start it with `ollama serve`"
+    takes_images = True  # base64 in the message's `images`; the REST API takes no URL
 
     @classmethod
     def normalise_base_url(cls, url: str | None) -> str:

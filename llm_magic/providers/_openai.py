@@ -33,6 +33,7 @@ from ._http import (
     unix_time,
 )
 from ._http_errors import error_text, retry_after
+from ._image_parts import openai_message
 from ._sockets import make_client
 from ._sse_chat import chat_chunks, whole_chunk
 from .base import CancelToken, Chunk, Health, Message, ModelInfo, Options, ProviderFacts
@@ -82,6 +83,7 @@ class OpenAIProvider(KeyedProvider, ProviderFacts):
     listing_path = "/models"
     admin_timeout_s = ADMIN_TIMEOUT.read
     base_url_hint = " (an OpenAI-compatible one usually ends in /v1)"
+    takes_images = takes_image_urls = True  # image_url parts; a text-only model says no itself
 
     def __init__(
         self, *, name: str, base_url: str | None, api_key: str | None, key_env: str | None = None
@@ -114,7 +116,7 @@ class OpenAIProvider(KeyedProvider, ProviderFacts):
     def _arguments(self, messages: list[Message], model: str, options: Options) -> dict[str, Any]:
         args: dict[str, Any] = {
             "model": model,
-            "messages": [m.to_dict() for m in messages],
+            "messages": [openai_message(m) for m in messages],
             "stream": options.stream,
         }
         # max_tokens rather than max_completion_tokens: compatible servers know only the former.

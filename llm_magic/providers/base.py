@@ -6,10 +6,13 @@ fallbacks and records live in the runner, once, the same for every provider.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from .._redaction import redact_url
@@ -18,6 +21,7 @@ __all__ = [
     "CancelToken",
     "Chunk",
     "Health",
+    "Image",
     "Message",
     "ModelInfo",
     "MODEL_COMMANDS",
@@ -28,10 +32,51 @@ __all__ = [
 ]
 
 
+@dataclass(frozen=True, repr=False)
+class Image:
+    """An image sent with a prompt: its bytes and media type (read from its first bytes), or
+    an http(s) URL that the server fetches itself. Its repr, and what the run log and the cache
+    key keep of it (`summary()`, `sha256`), never hold the bytes."""
+
+    data: bytes = b""
+    media_type: str = ""  # image/png, image/jpeg, image/gif or image/webp; "" for a URL
+    url: str | None = None
+
+    @cached_property
+    def sha256(self) -> str:
+        """Of the bytes, or of the URL's text for a URL (the server fetches it, we never do)."""
+        return hashlib.sha256(self.data if self.url is None else self.url.encode()).hexdigest()
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def base64(self) -> str:
+        return base64.b64encode(self.data).decode("ascii")
+
+    def data_uri(self) -> str:
+        """The URL as is, else a `data:` URI holding the bytes (OpenAI's and Mistral's form)."""
+        if self.url is not None:
+            return self.url
+        return f"data:{self.media_type};base64,{self.base64()}"
+
+    def summary(self) -> dict[str, Any]:
+        """What the run log, the `params` column and the cache key keep of the image."""
+        if self.url is not None:
+            return {"url": self.url, "sha256": self.sha256}
+        return {"media_type": self.media_type, "bytes": self.size, "sha256": self.sha256}
+
+    def __repr__(self) -> str:
+        what = self.url if self.url is not None else f"{self.media_type}, {self.size} bytes"
+        return f"Image({what}, sha256={self.sha256[:12]}…)"
+
+
 @dataclass(frozen=True)
 class Message:
     role: str  # "system", "user" or "assistant"
     content: str
+    # Images that go with this (user) turn; each provider puts them on the wire its own way.
+    images: tuple[Image, ...] = ()
 
     def to_dict(self) -> dict[str, str]:
         return {"role": self.role, "content": self.content}
@@ -203,6 +248,10 @@ class ProviderFacts:
     # a vendor's own header (Anthropic's x-api-key) holds the bare key.
     key_header: ClassVar[str] = "Authorization"
     start_hint: ClassVar[str | None] = None  # how to start its server when nothing answers
+    # Whether its requests can carry images (--image), and images given as http(s) URLs; a
+    # target that cannot gets a row error instead of a request without them.
+    takes_images: ClassVar[bool] = False
+    takes_image_urls: ClassVar[bool] = False
 
     @classmethod
     def normalise_base_url(cls, url: str | None) -> str | None:

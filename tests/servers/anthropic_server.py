@@ -20,6 +20,7 @@ import uuid
 from typing import Any
 
 from .base import Exchange, StreamShape, TestServer, dumps
+from .images import ImageProblem, anthropic_images
 from .wire import Completion, split_words
 
 __all__ = ["ANTHROPIC_VERSION", "DEFAULT_ANTHROPIC_MODELS", "AnthropicServer", "anthropic_error"]
@@ -192,8 +193,12 @@ class AnthropicServer(TestServer):
             return self._error(ex, 400, problem)
         if self.check_models and model not in self.models:
             return self._error(ex, 404, model=model)
+        try:  # image blocks checked and noted in the echo (servers/images.py)
+            messages = anthropic_images(body["messages"])
+        except ImageProblem as exc:
+            return self._error(ex, 400, str(exc))
         system = body.get("system")
-        turns = body["messages"] + ([{"role": "system", "content": system}] if system else [])
+        turns = messages + ([{"role": "system", "content": system}] if system else [])
         c = self.completion(ex, model, turns, body["max_tokens"])
         c, matched = _stopped(c, body.get("stop_sequences") or [])
         if body.get("stream") is not True:

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .base import Exchange, StreamShape, TestServer, dumps
+from .images import ImageProblem, mistral_images
 from .mistral_schema import validation_errors
 from .wire import Completion, sse
 
@@ -104,7 +105,11 @@ class MistralServer(TestServer):
         assert body is not None
         if self.check_models and model not in self.models:
             return ex.send_error_json(400, mistral_error(400, model=model))
-        c = self.completion(ex, model, body["messages"], body.get("max_tokens"))
+        try:  # image_url parts checked and noted in the echo (servers/images.py)
+            messages = mistral_images(body["messages"])
+        except ImageProblem as exc:  # the wording and type are ours: the docs show none
+            return ex.send_error_json(400, _envelope(str(exc), "invalid_request_error", None))
+        c = self.completion(ex, model, messages, body.get("max_tokens"))
         if body.get("stream") is not True:
             return self._plain(ex, c)
         ex.start_stream("text/event-stream; charset=utf-8")

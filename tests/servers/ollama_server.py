@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from .base import Exchange, StreamShape, TestServer, dumps
+from .images import ImageProblem, ollama_images
 from .ollama_models import (
     DEFAULT_INSTALLED,
     DEFAULT_PULLABLE,
@@ -172,6 +173,10 @@ class OllamaServer(TestServer):
         options = body.get("options") if isinstance(body.get("options"), dict) else {}
         num_predict = options.get("num_predict")
         limit = num_predict if isinstance(num_predict, int) and num_predict >= 0 else None
+        try:  # bare base64 in `images`, checked and noted in the echo (servers/images.py)
+            messages = ollama_images(messages)
+        except ImageProblem as exc:
+            return self._error(ex, 400, str(exc))
         c = self.completion(ex, model, messages, limit)
         self.mark_loaded(model)
         shape = _NativeShape(ex, c)

@@ -11,6 +11,7 @@ import uuid
 from typing import Any
 
 from .base import Exchange, StreamShape, TestServer, dumps
+from .images import ImageProblem, openai_images
 from .wire import Completion, sse
 
 __all__ = ["OllamaCompatChat", "OpenAIChat", "openai_error"]
@@ -194,6 +195,11 @@ class OpenAIChat:
         bad_model = self.model_error(model)
         if bad_model is not None:
             return ex.send_error_json(*bad_model)
+        try:  # image parts checked, and noted in the echo (servers/images.py)
+            messages = openai_images(body["messages"])
+        except ImageProblem as exc:
+            bad = self.error_body(400, str(exc), param="messages", code="invalid_image_format")
+            return ex.send_error_json(400, bad)
         stream = body.get("stream") is True  # OpenAI's default is *not* to stream
         if body.get("stream_options") is not None and not stream:
             return ex.send_error_json(
@@ -207,7 +213,7 @@ class OpenAIChat:
         max_tokens = body.get("max_tokens")
         if self.honours_max_completion_tokens and body.get("max_completion_tokens") is not None:
             max_tokens = body["max_completion_tokens"]
-        c = self.server.completion(ex, model, body["messages"], max_tokens)
+        c = self.server.completion(ex, model, messages, max_tokens)
         reports_usage = f.usage and self.send_usage
         if not stream:
             return self._plain(ex, c, reports_usage)
