@@ -297,3 +297,18 @@ def test_chat_keeps_the_image_in_the_conversation(ip, backends):
     assert first["content"][0]["source"]["data"] == base64.b64encode(PNG).decode()
     assert latest == {"role": "user", "content": "And its colour?"}
     assert "images" not in df["params"][0]  # this turn sent none of its own
+
+
+def test_ollamas_openai_layer_takes_data_uris_but_no_urls_and_no_gif(ollama_server):
+    from llm_magic.providers._openai import OpenAIProvider
+
+    gif = b"GIF89a\x01\x00\x01\x00\x00\x00\x00;"
+    asked = {"png": PNG, "url": "https://example.com/cat.png", "gif": gif}
+    got = {}
+    with OpenAIProvider(name="ollama-v1", base_url=ollama_server.url + "/v1", api_key=None) as p:
+        for name, value in asked.items():
+            message = Message("user", "what", images=load_images(value))
+            got[name] = drain(p.stream([message], "llama3.2", Options()))
+    assert got["png"][1] is None and note(PNG) in text_of(got["png"][0])
+    assert "HTTP 400: image URLs are not currently supported" in got["url"][1].message
+    assert "HTTP 400: invalid image input" in got["gif"][1].message

@@ -27,6 +27,7 @@ __all__ = [
     "anthropic_images",
     "image_note",
     "mistral_images",
+    "ollama_compat_images",
     "ollama_images",
     "openai_images",
 ]
@@ -120,6 +121,27 @@ def openai_images(messages: Any) -> list[Any]:
         return _url_note(value.get("url"), OPENAI_BAD_IMAGE)
 
     return _chat_parts(messages, note)
+
+
+def ollama_compat_images(messages: Any) -> list[Any]:
+    """Ollama's /v1 (openai/openai.go decodeImageURL): no http(s) URLs, and only
+    `data:image/{jpeg|jpg|png|webp};base64,` or `data:;base64,` URIs (so no GIF)."""
+
+    def note(value: Any) -> str:
+        url = value.get("url") if isinstance(value, dict) else None
+        if isinstance(url, str) and url.startswith(("http://", "https://")):
+            raise ImageProblem(
+                "image URLs are not currently supported, please use base64 encoded data instead"
+            )
+        heads = ("data:;base64,", *(f"data:image/{t};base64," for t in _OLLAMA_COMPAT_TYPES))
+        if not isinstance(url, str) or not url.startswith(heads):
+            raise ImageProblem("invalid image input")
+        return _url_note(url.replace("data:;", "data:image/png;", 1), "invalid image input")
+
+    return _chat_parts(messages, note)
+
+
+_OLLAMA_COMPAT_TYPES = ("jpeg", "jpg", "png", "webp")
 
 
 def mistral_images(messages: Any) -> list[Any]:

@@ -11,7 +11,7 @@ import uuid
 from typing import Any
 
 from .base import Exchange, StreamShape, TestServer, dumps
-from .images import ImageProblem, openai_images
+from .images import ImageProblem, ollama_compat_images, openai_images
 from .wire import Completion, sse
 
 __all__ = ["OllamaCompatChat", "OpenAIChat", "openai_error"]
@@ -84,6 +84,7 @@ class OpenAIChat:
 
     # -- flavour details ------------------------------------------------------------------
     error_body = staticmethod(openai_error)
+    read_images = staticmethod(openai_images)
 
     def completion_id(self, c: Completion) -> str:
         return f"chatcmpl-{c.id_hex[:29]}"
@@ -196,7 +197,7 @@ class OpenAIChat:
         if bad_model is not None:
             return ex.send_error_json(*bad_model)
         try:  # image parts checked, and noted in the echo (servers/images.py)
-            messages = openai_images(body["messages"])
+            messages = self.read_images(body["messages"])
         except ImageProblem as exc:
             bad = self.error_body(400, str(exc), param="messages", code="invalid_image_format")
             return ex.send_error_json(400, bad)
@@ -289,6 +290,7 @@ class OllamaCompatChat(OpenAIChat):
     """Ollama's /v1/chat/completions (middleware/openai.go), which is OpenAI with accents."""
 
     system_fingerprint = "fp_ollama"
+    read_images = staticmethod(ollama_compat_images)
     honours_max_completion_tokens = False  # not a field of Ollama's request struct: ignored
 
     def error_body(
