@@ -1,16 +1,21 @@
 """What llm_magic adds to one call: `complete()` beside the raw openai SDK, same loopback server.
 
-    python bench/overhead.py [--calls 300]
+    python bench/overhead.py [--calls 300] [--tools]
 
 Both stream the same answer from the same server (TCP_NODELAY on, so no delayed-ACK stall hides
 the difference). Calls alternate A B A B so drift hits both alike; prints median per-call times
 and the difference, which is llm_magic's own cost: parsing the target, planning, the worker
 thread, timing, token accounting, the record and the log.
+
+--tools: both send the same tool (llm_magic reads its schema from a function's hints; the SDK
+user writes the JSON Schema by hand) and the server answers with a call whose arguments stream
+in 3 pieces; the SDK side joins them by index, as its users must.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -23,14 +28,56 @@ from serve import alternate, sdk_answer  # noqa: E402
 from servers.openai_server import OpenAIServer  # noqa: E402
 
 KEY = "sk-bench-not-a-real-key"
+CALL = ("get_weather", '{"city": "Paris", "unit": "C"}')
+
+
+def get_weather(city: str, unit: str = "C") -> str:
+    """Today's weather in a city."""
+    return f"18 {unit} in {city}"
+
+
+WEATHER_TOOL = {  # what get_weather's hints and docstring give, written out for the SDK
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Today's weather in a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string"},
+                "unit": {"type": "string", "default": "C"},
+            },
+            "required": ["city"],
+        },
+    },
+}
+
+
+def sdk_tool_call(client: object, prompt: str) -> str:
+    """One streamed tool call through the raw SDK, its argument pieces joined by index."""
+    stream = client.chat.completions.create(  # type: ignore[attr-defined]
+        model="bench-model",
+        messages=[{"role": "user", "content": prompt}],
+        stream=True,
+        stream_options={"include_usage": True},
+        tools=[WEATHER_TOOL],
+    )
+    parts: dict[int, list[str]] = {}
+    for chunk in stream:
+        for call in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+            parts.setdefault(call.index, []).append(call.function.arguments or "")
+    return "".join(parts[0])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--tools", action="store_true", help="send a tool; answers are calls")
     args = parser.parse_args()
 
     with OpenAIServer() as server:
+        if args.tools:
+            server.tool_call = CALL
         os.environ["OPENAI_BASE_URL"] = server.url
         os.environ["OPENAI_API_KEY"] = KEY
         os.environ["LLM_MAGIC_HOME"] = os.environ.get("LLM_MAGIC_HOME", "/tmp/llm_magic-bench-home")
@@ -41,9 +88,16 @@ def main() -> None:
         client = openai.OpenAI(base_url=server.url, api_key=KEY, max_retries=0)
 
         def raw() -> str:
+            if args.tools:
+                return sdk_tool_call(client, "Say something short.")
             return sdk_answer(client, "Say something short.")
 
         def ours() -> str:
+            if args.tools:
+                answer = llm_magic.complete(
+                    "Say something short.", "openai:bench-model", tools=[get_weather]
+                )
+                return json.dumps(answer.record.tool_calls[0]["arguments"])
             return llm_magic.complete("Say something short.", "openai:bench-model").text
 
         assert raw() == ours()  # same work on both sides
@@ -51,7 +105,8 @@ def main() -> None:
             raw(), ours()
         a, b = alternate(ours, raw, args.calls)
     ma, mb = statistics.median(a) * 1000, statistics.median(b) * 1000
-    print(f"{args.calls} calls each, streamed, loopback server")
+    what = " with a tool (answers are tool calls)" if args.tools else ""
+    print(f"{args.calls} calls each, streamed, loopback server{what}")
     pa, pb = (sorted(x)[int(len(x) * 0.9)] * 1000 for x in (a, b))
     print(f"llm_magic.complete()  median {ma:6.2f} ms  p90 {pa:6.2f} ms")
     print(f"raw openai SDK        median {mb:6.2f} ms  p90 {pb:6.2f} ms")

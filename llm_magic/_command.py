@@ -78,6 +78,9 @@ class Command:
     checks: tuple[CheckSpec, ...] = ()
     judge: str | None = None
     images: tuple[str, ...] = ()  # --image words: a notebook variable's name, or a path or URL
+    tools: tuple[str, ...] = ()  # names of notebook functions (or Pydantic model classes)
+    run_tools: bool = False
+    max_steps: int = 5
 
     def request(self, namespace: Mapping[str, Any]) -> Request:
         """The run this cell asks for; `--over VAR` and `{name}` fields read `namespace`."""
@@ -110,7 +113,16 @@ class Command:
             checks=compile_checks(self.checks, namespace),
             judge=self.judge,
             images=tuple(image_names(self.images, namespace)),
+            tools=tuple(_tool(name, namespace) for name in self.tools),
+            run_tools=self.run_tools,
+            max_steps=self.max_steps,
         )
+
+
+def _tool(name: str, namespace: Mapping[str, Any]) -> Any:
+    if name not in namespace:
+        raise UsageProblem(f"--tools {name}: no function {name!r} in the notebook")
+    return namespace[name]
 
 
 def split_line(line: str) -> list[str]:
@@ -252,6 +264,9 @@ def _build_parser() -> _Parser:
     p.add_argument("--check", dest="checks", type=_check, action="append", default=[])
     p.add_argument("--judge")
     p.add_argument("--image", dest="images", type=_text, action="append", default=[])
+    p.add_argument("--tools", type=_identifier, nargs="+", action="extend", default=[])
+    p.add_argument("--run-tools", action="store_true")
+    p.add_argument("--max-steps", type=_ranged(RANGES["max_steps"]), default=5)
     return p
 
 
@@ -304,6 +319,9 @@ def parse_command(line: str, cell: str | None) -> Command:
         checks=tuple(ns.checks),
         judge=ns.judge,
         images=tuple(ns.images),
+        tools=tuple(ns.tools),
+        run_tools=ns.run_tools,
+        max_steps=ns.max_steps,
     )
 
 
@@ -374,6 +392,12 @@ Options:
   --image X               send an image with the prompt (repeatable): a notebook variable
                           (a path, URL, bytes or PIL image, or a list of them) or a path or
                           http(s) URL as written; PNG, JPEG, GIF or WEBP, at most 20 MB
+  --tools F [G ...]       notebook functions the model may call (after the targets, or
+                          --tools F --tools G); their calls are in the tool_calls column
+  --run-tools             run the calls in the kernel and send the results back until the
+                          model answers in text
+  --max-steps N           most requests per answer while tools run, {allowed["max_steps"]}
+                          (default 5)
   -h, --help              show this help
 
 Subcommands:

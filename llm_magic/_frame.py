@@ -10,9 +10,9 @@ from typing import Any
 
 import pandas as pd
 
-from ._records import COLUMNS, RunRecord
+from ._records import COLUMNS, OPTIONAL_COLUMNS, RunRecord
 
-__all__ = ["DTYPES", "to_dataframe"]
+__all__ = ["DTYPES", "OPTIONAL_DTYPES", "to_dataframe"]
 
 _STRING = (
     "run_id",
@@ -39,23 +39,30 @@ DTYPES: dict[str, str] = {
     "started_at": "datetime64[us, UTC]",
 }
 assert set(DTYPES) == set(COLUMNS), "records.COLUMNS and the DataFrame schema disagree"
+# Columns a frame has only when its run asked for them (--tools).
+OPTIONAL_DTYPES: dict[str, str] = {"tool_calls": "object"}
+assert set(OPTIONAL_DTYPES) == set(OPTIONAL_COLUMNS), "records and optional columns disagree"
 
 
 def _column(name: str, values: list[Any]) -> pd.Series:
-    dtype = DTYPES[name]
+    dtype = DTYPES.get(name) or OPTIONAL_DTYPES[name]
     if name == "started_at":
         # naive datetimes are taken as UTC; aware ones are converted
         return pd.Series(pd.to_datetime(values, utc=True)).astype(dtype)
     if name == "params":
         return pd.Series([dict(v) if v is not None else {} for v in values], dtype=object)
+    if dtype == "object":  # an optional list column: each row's own list
+        return pd.Series([list(v) if v is not None else [] for v in values], dtype=object)
     if dtype == "float64":
         values = [math.nan if v is None else float(v) for v in values]
     return pd.Series(values, dtype=dtype)
 
 
-def to_dataframe(records: Iterable[RunRecord]) -> pd.DataFrame:
-    """One row per record, columns exactly records.COLUMNS with the dtypes of DTYPES."""
+def to_dataframe(records: Iterable[RunRecord], optional: Iterable[str] = ()) -> pd.DataFrame:
+    """One row per record, columns exactly records.COLUMNS with the dtypes of DTYPES, then
+    the `optional` columns asked for (records.OPTIONAL_COLUMNS: `tool_calls`)."""
     # Plain attribute reads, not dataclasses.asdict: that deep-copies every record, which was
     # most of the time a 1,000-row batch spent after its last answer. `params` is copied below.
     rows = [vars(r) if isinstance(r, RunRecord) else dict(r) for r in records]
-    return pd.DataFrame({c: _column(c, [row.get(c) for row in rows]) for c in COLUMNS})
+    names = [*COLUMNS, *(c for c in OPTIONAL_COLUMNS if c in set(optional))]
+    return pd.DataFrame({c: _column(c, [row.get(c) for row in rows]) for c in names})

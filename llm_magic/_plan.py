@@ -21,6 +21,7 @@ from ._runner import Job, Policy
 from ._session import Session
 from ._targets import TargetSpec
 from ._template import check_over_fields, expand_over, render
+from ._tools import ToolBox, make_toolbox
 from ._utf8 import utf8_safe
 from .errors import UsageProblem
 from .providers.base import Image, Message, Options
@@ -36,6 +37,11 @@ class Plan:
     labels: tuple[str, ...]  # one per target as written: the columns of the views
     checks: CheckPlan | None = None  # scores added to each row (--check)
     judge: Judge | None = None  # asked after the answers, when a check is judge:
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The optional columns of its frame: `tool_calls` when it has tools."""
+        return ("tool_calls",) if self.jobs and self.jobs[0].tools is not None else ()
 
     def job_label(self, job: Job) -> str:
         """A live column's header; the repeats of one target share it and stack in it."""
@@ -65,6 +71,9 @@ def make_plan(request: Request, session: Session) -> Plan:
     checks = judge = None
     configured = session.settings()  # read at each run: %config may have changed
     options = _options(request, configured)
+    tools = make_toolbox(request.tools, request.run_tools, request.max_steps)
+    if tools is not None:
+        options = replace(options, tools=tools.specs)
     policy = _policy(request, specs, configured)
     if request.checks:  # looked up and filled now: a bad check stops the run before it starts
         names = request.variables if request.variables is not None else notebook_namespace()
@@ -80,6 +89,7 @@ def make_plan(request: Request, session: Session) -> Plan:
         repeat=request.repeat,
         conversations=conversations,
         images=images,
+        tools=tools,
     )
     return Plan(request, tuple(jobs), policy, tuple(s.label for s in specs), checks, judge)
 
@@ -179,12 +189,14 @@ def plan_jobs(
     repeat: int = 1,
     conversations: Mapping[str, Sequence[Message]] | None = None,
     images: tuple[Image, ...] = (),
+    tools: ToolBox | None = None,
 ) -> list[Job]:
     """One job per prompt x target x repeat, in that order.
 
     `system` is one system prompt for all, or one per prompt (--over renders it per item).
     With `conversations` (--chat), each target's earlier turns go before the new prompt.
     `images` go with each prompt (its user message).
+    `tools` (--tools) go with every job; their specs are in `options.tools`.
     An empty prompt (an empty field, a blank `--over` item) is a UsageProblem: never sent.
     """
     ranges.check("repeat", repeat, "")
@@ -201,5 +213,5 @@ def plan_jobs(
             prior = tuple(conversations.get(spec.label, ())) if conversations else ()
             messages = head + prior + (Message("user", prompt, images=images),)
             for r in range(repeat):
-                jobs.append(Job(len(jobs), prompt, messages, spec, options, r, prompt_no))
+                jobs.append(Job(len(jobs), prompt, messages, spec, options, r, prompt_no, tools))
     return jobs

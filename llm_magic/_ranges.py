@@ -62,6 +62,7 @@ RANGES: dict[str, Range] = {
     "retries": Range(0, 10, whole=True),
     "concurrency": Range(1, 256, whole=True),
     "max_log_chars": Range(0, whole=True),  # 0: no limit
+    "max_steps": Range(1, 50, whole=True),  # requests per row while its tools run
 }
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
-__all__ = ["COLUMNS", "RunRecord"]
+__all__ = ["COLUMNS", "OPTIONAL_COLUMNS", "RunRecord"]
 
 
 @dataclass
@@ -35,6 +35,9 @@ class RunRecord:
     fallback_from: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     started_at: datetime | None = None
+    # Optional columns: a frame has one only when its run asked for what fills it (--tools);
+    # the run log stores them all (NULL elsewhere).
+    tool_calls: list[dict[str, Any]] | None = field(default=None, metadata={"column": "optional"})
     # The exception behind `error`, so complete() can raise its own class. Not a column: it is
     # never shown, logged or cached, and it holds only the one-line, key-free message.
     failure: Exception | None = field(
@@ -49,5 +52,8 @@ class RunRecord:
 
 
 COLUMNS: tuple[str, ...] = tuple(
-    f.name for f in fields(RunRecord) if f.metadata.get("column", True)
+    f.name for f in fields(RunRecord) if f.metadata.get("column", True) is True
+)
+OPTIONAL_COLUMNS: tuple[str, ...] = tuple(
+    f.name for f in fields(RunRecord) if f.metadata.get("column") == "optional"
 )

@@ -53,6 +53,11 @@ class Request:
     judge: str | None = None  # the target of judge: checks (None: the default target)
     # with the (last user) prompt: paths, http(s) URLs, bytes or PIL images (_images.py)
     images: Any = ()
+    # tool calls: functions / Pydantic model classes the model may call; run_tools runs the
+    # calls in the kernel and sends the results back, at most max_steps requests per row
+    tools: Any = ()
+    run_tools: bool = False
+    max_steps: int = 5
 
     @classmethod
     def build(

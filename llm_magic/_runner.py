@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._accounting import account
 from ._deadlines import Deadlines
@@ -33,6 +33,10 @@ from .errors import (
     one_line,
 )
 from .providers.base import CancelToken, Message, Options, Provider
+
+if TYPE_CHECKING:
+    from ._tool_loop import ToolSteps
+    from ._tools import ToolBox
 
 __all__ = [
     "Events",
@@ -53,6 +57,7 @@ class Job:
     options: Options
     repeat: int = 0
     prompt_no: int = 0  # which of the run's prompts (two --over items may render the same text)
+    tools: ToolBox | None = None  # the run's tools (their specs are in options.tools)
 
 
 @dataclass(frozen=True)
@@ -308,7 +313,9 @@ def _try_target(job: Job, target: Target, run: _Run, token: CancelToken) -> RunR
         repeat=job.repeat,
         params=_params(job),
     )
-    key = _cache_key(job, target, run.get_provider) if run.policy.cache else None
+    # A row whose tools run is never cached: a tool's result may change (and it has effects).
+    cached = run.policy.cache and not (job.tools is not None and job.tools.run)
+    key = _cache_key(job, target, run.get_provider) if cached else None
     if key is None:
         _fetch(job, target, record, run, token)
         return record
@@ -335,6 +342,11 @@ def _fetch(job: Job, target: Target, record: RunRecord, run: _Run, token: Cancel
     policy = run.policy
     attempt = 0
     fired: threading.Event | None = None  # set when the row's deadline cancelled it
+    steps = None
+    if job.tools is not None:  # the calls it asks for; with --run-tools, the loop
+        from ._tool_loop import ToolSteps
+
+        steps = ToolSteps(job.messages, job.tools)
     while not token.cancelled:
         limit = run.limits.get(target.provider)
         if limit is not None and not _acquire(limit, token):
@@ -343,11 +355,19 @@ def _fetch(job: Job, target: Target, record: RunRecord, run: _Run, token: Cancel
             # From the first time it is sent: a row queued behind others has not started.
             fired = run.deadlines.arm(policy.deadline, token)
         try:
-            error = _attempt(job, target, record, run.get_provider, token, run.events)
+            error = _attempt(job, target, record, run.get_provider, token, run.events, steps)
         finally:
             if limit is not None:
                 limit.release()
         if error is None:
+            if steps is not None and steps.step_done(record, token):
+                if not token.cancelled:
+                    attempt = 0  # its tools ran: the next step has its own retries
+                    continue
+                if fired is not None and fired.is_set():
+                    _deadline_passed(record, policy.deadline or 0, attempt, target)
+                else:
+                    record.finish_reason, record.error = "interrupted", "interrupted"
             break
         if fired is not None and fired.is_set():
             _deadline_passed(record, policy.deadline or 0, attempt, target)
@@ -374,6 +394,8 @@ def _fetch(job: Job, target: Target, record: RunRecord, run: _Run, token: Cancel
         attempt += 1
     else:
         record.finish_reason, record.error = "interrupted", "interrupted before it was sent"
+    if steps is not None:
+        steps.finish(record)
     account(record, job.messages, policy.prices)
 
 
@@ -452,9 +474,14 @@ def _attempt(
     get_provider: Callable[[str], Provider],
     token: CancelToken,
     events: Events | None,
+    steps: ToolSteps | None = None,
 ) -> ProviderError | None:
-    """One request. Fills `record` with what arrived; returns the error, if any."""
+    """One request. Fills `record` with what arrived; returns the error, if any. With tools,
+    `steps` gathers the calls asked for and says what to send (the loop's messages)."""
     parts: list[str] = []
+    messages = job.messages if steps is None else steps.messages
+    if steps is not None:
+        steps.begin_attempt()
     record.output, record.ttft_s, record.finish_reason, record.pieces = "", None, None, 0
     record.prompt_tokens = record.completion_tokens = None
     record.started_at = datetime.now(timezone.utc)
@@ -469,9 +496,11 @@ def _attempt(
         # loaded): start-up must not make a session's first request look slower than the next.
         record.started_at = datetime.now(timezone.utc)
         start = time.perf_counter()
-        for chunk in provider.stream(list(job.messages), target.model, job.options, token):
+        for chunk in provider.stream(list(messages), target.model, job.options, token):
             if token.cancelled:
                 break
+            if chunk.tool_calls and steps is not None:
+                steps.assembler.add(chunk.tool_calls)
             if chunk.text:
                 if record.ttft_s is None and job.options.stream:
                     record.ttft_s = time.perf_counter() - start

@@ -11,7 +11,7 @@ from dataclasses import fields, replace
 from datetime import datetime, timezone
 from typing import Any
 
-from ._records import COLUMNS, RunRecord
+from ._records import COLUMNS, OPTIONAL_COLUMNS, RunRecord
 from ._redaction import redact
 from ._utf8 import utf8_safe
 
@@ -29,14 +29,22 @@ __all__ = [
 
 # How each RunRecord field is stored, from its annotation ("float | None" -> "real"), so a new
 # column is stored without touching this module.
-_BY_TYPE = {"float": "real", "int": "int", "bool": "bool", "dict": "json", "datetime": "time"}
+_BY_TYPE = {
+    "float": "real",
+    "int": "int",
+    "bool": "bool",
+    "dict": "json",
+    "list": "json",
+    "datetime": "time",
+}
 _KINDS: dict[str, str] = {
     f.name: _BY_TYPE.get(str(f.type).split("[")[0].split(" ")[0], "text") for f in fields(RunRecord)
 }
 _SQL = {"real": "REAL", "int": "INTEGER", "bool": "INTEGER"}
 # Not a RunRecord field: the DataFrame of a run keeps every character, only the log cuts.
 TRUNCATED = "truncated"
-STORED = (*COLUMNS, TRUNCATED)  # a stored row: the run's columns, then the flag
+_ROW = (*COLUMNS, *OPTIONAL_COLUMNS)  # every column a record can have, optional ones last
+STORED = (*_ROW, TRUNCATED)  # a stored row: the record's columns, then the flag
 STORED_COLS = ", ".join(f'"{c}"' for c in STORED)
 MARKS = ", ".join("?" for _ in STORED)
 _OUTPUT = COLUMNS.index("output")
@@ -57,7 +65,7 @@ def _redact_json(value: Any) -> Any:
 
 def _texts(record: RunRecord) -> Iterator[str]:
     """Every string of a record that will be written, params' keys and values included."""
-    stack: list[Any] = [getattr(record, c) for c in COLUMNS if _KINDS[c] in ("text", "json")]
+    stack: list[Any] = [getattr(record, c) for c in _ROW if _KINDS[c] in ("text", "json")]
     while stack:
         value = stack.pop()
         if isinstance(value, str):
@@ -98,6 +106,8 @@ def _from_sql(name: str, value: Any) -> Any:
     if kind == "bool":
         return bool(value)
     if kind == "json":
+        if name in OPTIONAL_COLUMNS:
+            return json.loads(value) if value else None  # NULL: the run did not have it
         return json.loads(value) if value else {}
     if value is None:
         return "" if name in ("run_id", "target", "provider", "model", "prompt", "output") else None
@@ -121,14 +131,15 @@ def _cut(record: RunRecord, limit: int) -> tuple[RunRecord, bool]:
 
 
 def sql_rows(records: Sequence[RunRecord], limit: int = 0) -> list[tuple[Any, ...]]:
-    """Records as SQL rows (COLUMNS, then the truncated flag): outputs cut to `limit` (0:
-    whole), every string redacted (cheaply when there is nothing to redact) and UTF-8-safe."""
+    """Records as SQL rows (the record's columns, then the truncated flag): outputs cut to
+    `limit` (0: whole), every string redacted (cheaply when there is nothing to redact) and
+    UTF-8-safe."""
     kept = [_cut(r, limit) for r in records]
     dirty = not _clean([r for r, _ in kept])
     rows = []
     for r, cut in kept:
         redacting = dirty and not _clean([r])
-        row = [_to_sql(c, getattr(r, c), redacting) for c in COLUMNS]
+        row = [_to_sql(c, getattr(r, c), redacting) for c in _ROW]
         if cut:
             row[_OUTPUT] = row[_OUTPUT][:limit]
         rows.append((*row, int(cut)))
@@ -136,9 +147,9 @@ def sql_rows(records: Sequence[RunRecord], limit: int = 0) -> list[tuple[Any, ..
 
 
 def record_of(row: Sequence[Any]) -> tuple[RunRecord, bool]:
-    """A stored row (COLUMNS, then the truncated flag) as a record and its flag."""
+    """A stored row (the record's columns, then the truncated flag) as a record and its flag."""
     *values, truncated = row
-    record = RunRecord(**{c: _from_sql(c, v) for c, v in zip(COLUMNS, values, strict=True)})
+    record = RunRecord(**{c: _from_sql(c, v) for c, v in zip(_ROW, values, strict=True)})
     return record, bool(truncated)
 
 

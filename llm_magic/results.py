@@ -39,7 +39,7 @@ __all__ = [
 
 def run_frame(records: Sequence[RunRecord], plan: Plan) -> pd.DataFrame:
     """The frame of a run: its records, plus its checks' columns when it has checks."""
-    frame = to_dataframe(records)
+    frame = to_dataframe(records, plan.columns)
     if plan.checks is None:
         return frame
     nos = [job.prompt_no for job in plan.jobs]
@@ -84,6 +84,11 @@ def compact(frame: pd.DataFrame) -> pd.DataFrame:
     view["answer"] = frame["output"].map(_preview).astype("string")
     for name in ("latency_s", "ttft_s", "completion_tokens", "tokens_per_s", "cost_usd", "error"):
         view[name] = frame[name]
+    if "tool_calls" in frame.columns:  # with --tools: the calls, one line
+        from ._tools import calls_line
+
+        calls = frame["tool_calls"].map(lambda entries: _preview(calls_line(entries, 400)))
+        view["tool_calls"] = calls.astype("string")
     if "passed" in frame.columns:  # with --check: every score, and whether all passed
         for name in [c for c in frame.columns if str(c).startswith("score_")] + ["passed"]:
             view[name] = frame[name]

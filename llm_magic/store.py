@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import _ranges as ranges
-from ._records import RunRecord
+from ._records import OPTIONAL_COLUMNS, RunRecord
 from ._redaction import redact
 from ._store_rows import (
     MARKS,
@@ -63,7 +63,7 @@ DB_NAME = "log.db"
 # started_at, fallback_from) belongs to the run that asked.
 ANSWER_FIELDS: tuple[str, ...] = tuple(
     "model output latency_s ttft_s prompt_tokens completion_tokens total_tokens "  # noqa: SIM905
-    "tokens_estimated tokens_per_s cost_usd finish_reason".split()
+    "tokens_estimated tokens_per_s cost_usd finish_reason tool_calls".split()
 )
 
 _UNFINISHED = ("interrupted", "error")
@@ -124,6 +124,9 @@ def cache_key(
         "messages": [[m.role, m.content, *(i.sha256 for i in m.images)] for m in messages],
         "options": sampling,
         **({"repeat": repeat} if repeat else {}),
+        # what the tools are, not only their names (params keeps the names)
+        **({"tools": [[t.name, t.description, t.parameters] for t in options.tools]}
+           if options.tools else {}),
     }
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     # surrogatepass: a prompt holding a lone surrogate still has a key, its own
@@ -352,7 +355,9 @@ class Store:
         from ._frame import to_dataframe
 
         logged = self._logged(n)
-        frame = to_dataframe(record for record, _ in logged)
+        # an optional column (tool_calls) when a row shown had it
+        having = [c for c in OPTIONAL_COLUMNS if any(getattr(r, c) is not None for r, _ in logged)]
+        frame = to_dataframe((record for record, _ in logged), having)
         frame[TRUNCATED] = pd.array([cut for _, cut in logged], dtype="boolean")
         return frame
 

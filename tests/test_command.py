@@ -40,6 +40,7 @@ def test_command_fields_are_the_agreed_contract() -> None:
         "repeat", "over", "out", "format", "stream", "timeout", "deadline", "retries",
         "concurrency", "cache", "chat", "quiet", "interpolate", "help", "checks", "judge",
         "images",
+        "tools", "run_tools", "max_steps",
     ]  # fmt: skip
     cmd = parse_command("", CELL)
     with pytest.raises(dataclasses.FrozenInstanceError):

@@ -98,6 +98,9 @@ PUBLIC = {
         "Options",
         "Provider",
         "ProviderFacts",
+        "ToolCall",
+        "ToolCallPiece",
+        "ToolSpec",
         "Usage",
     ],
 }

@@ -17,6 +17,7 @@ Wire facts that shape this module (shared/protocols/anthropic.md):
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
@@ -26,7 +27,8 @@ from ._http import ADMIN_TIMEOUT, Exchange, ServiceProvider
 from ._http_errors import error_text
 from ._image_parts import anthropic_message
 from ._sse_chat import event_object, preview, sent_whole, sse_events, stream_ended
-from .base import CancelToken, Chunk, Message, ModelInfo, Options, Usage
+from ._tool_wire import anthropic_messages, anthropic_pieces, anthropic_tools
+from .base import CancelToken, Chunk, Message, ModelInfo, Options, ToolCallPiece, Usage
 
 __all__ = ["API_VERSION", "DEFAULT_BASE_URL", "DEFAULT_MAX_TOKENS", "AnthropicProvider"]
 
@@ -68,9 +70,11 @@ def messages_body(messages: list[Message], model: str, options: Options) -> dict
     body: dict[str, Any] = {
         "model": model,
         "max_tokens": options.max_tokens if options.max_tokens is not None else DEFAULT_MAX_TOKENS,
-        "messages": [anthropic_message(m) for m in messages if m.role != "system"],
+        "messages": anthropic_messages(messages, anthropic_message),
         "stream": bool(options.stream),
     }
+    if options.tools:
+        body["tools"] = anthropic_tools(options.tools)
     if system:
         body["system"] = system
     for key, value in (("temperature", options.temperature), ("top_p", options.top_p)):
@@ -128,6 +132,7 @@ def whole_message(exchange: Exchange, raw: bytes) -> Chunk:
         usage=Usage(_input_tokens(usage), _count(usage, "output_tokens")) if usage else None,
         finish_reason=_finish(obj.get("stop_reason")),
         model=model if isinstance(model, str) and model else None,
+        tool_calls=tuple(anthropic_pieces(content)),
     )
 
 
@@ -137,6 +142,21 @@ def _text_of(blocks: list[Any]) -> str:
         b["text"]
         for b in blocks
         if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str)
+    )
+
+
+def _tool_start(obj: dict[str, Any]) -> ToolCallPiece | None:
+    """A `tool_use` block's start: its id and name (its input streams in the deltas)."""
+    block, index = obj.get("content_block"), obj.get("index")
+    if not isinstance(block, dict) or block.get("type") != "tool_use" or not isinstance(index, int):
+        return None
+    ident, name, given = block.get("id"), block.get("name"), block.get("input")
+    return ToolCallPiece(
+        index,
+        ident if isinstance(ident, str) and ident else None,
+        name if isinstance(name, str) and name else None,
+        # it starts as {} and streams in deltas; a server that sends it whole here is read too
+        json.dumps(given) if isinstance(given, dict) and given else "",
     )
 
 
@@ -162,6 +182,10 @@ def message_chunks(exchange: Exchange) -> Iterator[Chunk]:
             model = message.get("model")
             if isinstance(model, str) and model:
                 yield Chunk(model=model)
+        elif kind == "content_block_start":
+            piece = _tool_start(obj)
+            if piece is not None:
+                yield Chunk(tool_calls=(piece,))
         elif kind == "content_block_delta":
             delta = obj.get("delta")
             if isinstance(delta, dict) and delta.get("type") == "text_delta":
@@ -169,6 +193,10 @@ def message_chunks(exchange: Exchange) -> Iterator[Chunk]:
                 if isinstance(text, str) and text:
                     exchange.started = True
                     yield Chunk(text=text)
+            elif isinstance(delta, dict) and delta.get("type") == "input_json_delta":
+                part, index = delta.get("partial_json"), obj.get("index")
+                if isinstance(part, str) and part and isinstance(index, int):
+                    yield Chunk(tool_calls=(ToolCallPiece(index, arguments=part),))
         elif kind == "message_delta":
             delta = obj.get("delta") if isinstance(obj.get("delta"), dict) else {}
             finish = _finish(delta.get("stop_reason"))

@@ -19,7 +19,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from typing import Any
 from ..errors import Cancelled, GGUFError, ModelNotFound, ProviderError, StreamBroken, UsageProblem
 from . import _gguf as gguf
 from ._gguf import BUNDLED_NAME
+from ._local_tools import answer_turns, call_due, call_piece, call_schema, call_turns
 from .base import CancelToken, Chunk, Health, Message, ModelInfo, Options, ProviderFacts, Usage
 
 __all__ = ["LocalProvider", "ModelNotFound", "loaded", "resolve_model", "unload"]
@@ -325,7 +326,12 @@ class LocalProvider(ProviderFacts):
         try:
             if cancel is not None and cancel.cancelled:  # cancelled while it loaded or waited
                 raise Cancelled("cancelled before the first token", provider=self.name)
-            yield from self._generate(entry, messages, options, cancel)
+            if not options.tools:
+                yield from self._generate(entry, messages, options, cancel)
+            elif call_due(messages):
+                yield self._tool_call(entry, messages, options, cancel)
+            else:  # a tool's result came back: the answer is text
+                yield from self._generate(entry, answer_turns(messages), options, cancel)
         finally:
             entry.lock.release()
 
@@ -339,6 +345,17 @@ class LocalProvider(ProviderFacts):
             if not entry.closed:
                 return entry
             entry.lock.release()  # unloaded while we waited: load it again
+
+    def _tool_call(
+        self, entry: _Loaded, messages: list[Message], options: Options, cancel: CancelToken | None
+    ) -> Chunk:
+        """One call, the answer held to a call's JSON by a grammar (see _local_tools)."""
+        held = replace(options, json_schema=call_schema(options.tools), stream=False)
+        chunks = list(self._generate(entry, call_turns(messages, options.tools), held, cancel))
+        last = chunks[-1]
+        piece = call_piece("".join(c.text for c in chunks))
+        finish = "tool_calls" if last.finish_reason == "stop" else last.finish_reason
+        return Chunk(usage=last.usage, finish_reason=finish, model=last.model, tool_calls=(piece,))
 
     def _generate(
         self, entry: _Loaded, messages: list[Message], options: Options, cancel: CancelToken | None

@@ -16,6 +16,7 @@ from .. import errors
 from ._http import ADMIN_TIMEOUT, ServiceProvider, unix_time
 from ._image_parts import mistral_message
 from ._sse_chat import chat_chunks, whole_chunk
+from ._tool_wire import is_tool_turn, openai_tool_turn, openai_tools
 from .base import CancelToken, Chunk, Message, ModelInfo, Options
 
 __all__ = ["DEFAULT_BASE_URL", "MistralProvider"]
@@ -29,7 +30,10 @@ _CARD_DETAILS = ("owned_by", "type", "aliases", "capabilities", "description", "
 def _chat_body(messages: list[Message], model: str, options: Options) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": model,
-        "messages": [mistral_message(m) for m in messages],
+        "messages": [
+            openai_tool_turn(m, tool_name=True) if is_tool_turn(m) else mistral_message(m)
+            for m in messages
+        ],
         "stream": bool(options.stream),
     }
     # Only fields of Mistral's ChatCompletionRequest, and never a null.
@@ -39,6 +43,7 @@ def _chat_body(messages: list[Message], model: str, options: Options) -> dict[st
         ("max_tokens", options.max_tokens),
         ("random_seed", options.seed),
         ("stop", list(options.stop) if options.stop else None),
+        ("tools", openai_tools(options.tools) if options.tools else None),
     ):
         if value is not None:
             body[key] = value

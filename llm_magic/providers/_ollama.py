@@ -22,6 +22,7 @@ import httpx2
 from .. import errors
 from ._http import ADMIN_TIMEOUT, Exchange, HTTPService, KeyedProvider, timeout_for
 from ._image_parts import ollama_message
+from ._tool_wire import is_tool_turn, ollama_pieces, ollama_tool_turn, openai_tools
 from .base import CancelToken, Chunk, Health, Message, ModelInfo, Options, ProviderFacts, Usage
 
 __all__ = ["DEFAULT_HOST", "OllamaProvider", "context_from_show", "parse_ollama_host"]
@@ -93,9 +94,13 @@ def _chat_body(messages: list[Message], model: str, options: Options) -> dict[st
         sampling["stop"] = list(options.stop)
     body: dict[str, Any] = {
         "model": model,
-        "messages": [ollama_message(m) for m in messages],
+        "messages": [
+            ollama_tool_turn(m) if is_tool_turn(m) else ollama_message(m) for m in messages
+        ],
         "stream": bool(options.stream),  # omitted means "stream" to Ollama: always say it
     }
+    if options.tools:  # the same wrapper as OpenAI's
+        body["tools"] = openai_tools(options.tools)
     if sampling:
         body["options"] = sampling
     return body
@@ -107,6 +112,12 @@ def _usage(obj: dict[str, Any]) -> Usage:
         return value if isinstance(value, int) and not isinstance(value, bool) else None
 
     return Usage(prompt_tokens=count("prompt_eval_count"), completion_tokens=count("eval_count"))
+
+
+def _done_reason(obj: dict[str, Any], calls: int) -> str:
+    """Ollama says "stop" natively even after tool calls; name them as the others do."""
+    reason = obj.get("done_reason") or "stop"
+    return "tool_calls" if calls and reason == "stop" else reason
 
 
 def _preview(line: str) -> str:
@@ -264,13 +275,16 @@ class OllamaProvider(KeyedProvider, ProviderFacts):
                 yield self._whole(exchange)
                 return
             model_seen = False
+            calls_seen = 0  # whole calls come on any line: each gets the next index
             for line in exchange.lines():
                 if not line.strip():
                     continue
                 obj = self._parse(exchange, line)
-                message = obj.get("message")
-                text = message.get("content") if isinstance(message, dict) else None
+                message = obj.get("message") if isinstance(obj.get("message"), dict) else {}
+                text = message.get("content")
                 text = text if isinstance(text, str) else ""
+                calls = ollama_pieces(message, calls_seen) if "tool_calls" in message else ()
+                calls_seen += len(calls)
                 reported = obj.get("model") if not model_seen else None
                 model_seen = model_seen or bool(reported)
                 if obj.get("done") is True:
@@ -278,13 +292,14 @@ class OllamaProvider(KeyedProvider, ProviderFacts):
                         text=text,
                         model=reported or None,
                         usage=_usage(obj),
-                        finish_reason=obj.get("done_reason") or "stop",
+                        finish_reason=_done_reason(obj, calls_seen),
+                        tool_calls=calls,
                     )
                     exchange.finish()
                     return
-                if text or reported:
+                if text or reported or calls:
                     exchange.started = exchange.started or bool(text)
-                    yield Chunk(text=text, model=reported or None)
+                    yield Chunk(text=text, model=reported or None, tool_calls=calls)
             exchange.check_cancelled()
             raise errors.StreamBroken("stream ended before done", provider=self.name)
 
@@ -298,16 +313,19 @@ class OllamaProvider(KeyedProvider, ProviderFacts):
             # A server that streamed anyway gives one object per line: join their text.
             objs = [self._parse(exchange, line) for line in raw.splitlines() if line.strip()]
         last = objs[-1]
-        text = "".join(
-            o["message"].get("content") or "" for o in objs if isinstance(o.get("message"), dict)
-        )
+        messages = [o["message"] for o in objs if isinstance(o.get("message"), dict)]
+        text = "".join(m.get("content") or "" for m in messages)
+        calls: tuple = ()
+        for message in messages:
+            calls += ollama_pieces(message, len(calls))
         if last.get("done") is not True:
             raise errors.StreamBroken("reply ended before done", provider=self.name)
         return Chunk(
             text=text,
             usage=_usage(last),
             model=last.get("model") or None,
-            finish_reason=last.get("done_reason") or "stop",
+            finish_reason=_done_reason(last, len(calls)),
+            tool_calls=calls,
         )
 
     # ------------------------------------------------------------------ listing and health

@@ -36,6 +36,7 @@ from ._http_errors import error_text, retry_after
 from ._image_parts import openai_message
 from ._sockets import make_client
 from ._sse_chat import chat_chunks, whole_chunk
+from ._tool_wire import is_tool_turn, openai_tool_turn, openai_tools
 from .base import CancelToken, Chunk, Health, Message, ModelInfo, Options, ProviderFacts
 
 __all__ = ["DEFAULT_BASE_URL", "OpenAIProvider"]
@@ -116,7 +117,9 @@ class OpenAIProvider(KeyedProvider, ProviderFacts):
     def _arguments(self, messages: list[Message], model: str, options: Options) -> dict[str, Any]:
         args: dict[str, Any] = {
             "model": model,
-            "messages": [openai_message(m) for m in messages],
+            "messages": [
+                openai_tool_turn(m) if is_tool_turn(m) else openai_message(m) for m in messages
+            ],
             "stream": options.stream,
         }
         # max_tokens rather than max_completion_tokens: compatible servers know only the former.
@@ -130,6 +133,8 @@ class OpenAIProvider(KeyedProvider, ProviderFacts):
                 args[key] = value
         if options.stop:
             args["stop"] = list(options.stop)
+        if options.tools:
+            args["tools"] = openai_tools(options.tools)
         if options.stream:
             args["stream_options"] = {"include_usage": True}
         return args

@@ -21,6 +21,7 @@ from typing import Any
 from .. import errors
 from ._http import Exchange
 from ._http_errors import error_text
+from ._tool_wire import openai_pieces
 from .base import Chunk, Usage
 
 __all__ = [
@@ -126,12 +127,13 @@ def whole_chunk(exchange: Exchange, raw: bytes) -> Chunk:
     choice = _first_choice(obj)
     if not choice:
         raise exchange.error(errors.BadResponse, f"reply without choices: {preview(data)}")
-    message = choice.get("message")
+    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
     return Chunk(
-        text=text_of(message.get("content") if isinstance(message, dict) else None),
+        text=text_of(message.get("content")),
         usage=usage_of(obj),
         finish_reason=choice.get("finish_reason") or None,
         model=obj.get("model") or None,
+        tool_calls=openai_pieces(message),
     )
 
 
@@ -174,6 +176,7 @@ def chat_chunks(exchange: Exchange) -> Iterator[Chunk]:
         choice = _first_choice(obj)  # {} on OpenAI's final usage chunk (choices: [])
         delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
         text = text_of(delta.get("content"))
+        calls = openai_pieces(delta) if "tool_calls" in delta else ()
         finish = choice.get("finish_reason") or None
         usage = usage_of(obj)
         reported = obj.get("model") if not model_seen else None
@@ -187,7 +190,9 @@ def chat_chunks(exchange: Exchange) -> Iterator[Chunk]:
                 errors.ProviderError, "the server ended the answer with finish_reason 'error'"
             )
         finished = finished or finish is not None
-        if text or finish or usage or reported:
+        if text or finish or usage or reported or calls:
             exchange.started = exchange.started or bool(text)
-            yield Chunk(text=text, usage=usage, finish_reason=finish, model=reported)
+            yield Chunk(
+                text=text, usage=usage, finish_reason=finish, model=reported, tool_calls=calls
+            )
     stream_ended(exchange, seen_any, finished, "[DONE] or a finish_reason")

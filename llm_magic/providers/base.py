@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import json
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,6 +29,9 @@ __all__ = [
     "Options",
     "Provider",
     "ProviderFacts",
+    "ToolCall",
+    "ToolCallPiece",
+    "ToolSpec",
     "Usage",
 ]
 
@@ -72,11 +76,49 @@ class Image:
 
 
 @dataclass(frozen=True)
+class ToolSpec:
+    """A function the model may call: its name, what it does, its arguments' JSON Schema."""
+
+    name: str
+    description: str
+    parameters: str  # an object JSON Schema, as JSON text: Options stays frozen and hashable
+
+    def schema(self) -> dict[str, Any]:
+        return json.loads(self.parameters)
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A whole call the model asked for. `arguments` is the JSON text as the model wrote it
+    (it may not parse); an id the server gave none of is made up by the provider."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class ToolCallPiece:
+    """A piece of a tool call as it streams: pieces of one `index` make one call, their
+    `arguments` fragments joined in order. A piece with another `id` at a used index starts a
+    new call (Mistral sends whole calls without an index)."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(frozen=True)
 class Message:
-    role: str  # "system", "user" or "assistant"
+    role: str  # "system", "user", "assistant" or "tool" (a tool's result)
     content: str
     # Images that go with this (user) turn; each provider puts them on the wire its own way.
     images: tuple[Image, ...] = ()
+    # An assistant turn that asked for tool calls; a "tool" turn answers one of them.
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None  # the tool's name, on a "tool" turn
 
     def to_dict(self) -> dict[str, str]:
         return {"role": self.role, "content": self.content}
@@ -97,6 +139,7 @@ class Options:
     # A JSON Schema (as JSON text) the answer must follow where the backend can make it so
     # (the embedded model: a llama.cpp grammar); the judge's verdict. None: free text.
     json_schema: str | None = None
+    tools: tuple[ToolSpec, ...] = ()  # functions the model may call (--tools)
 
     def sampling(self) -> dict[str, Any]:
         """The sampling options actually set, as recorded in the `params` column."""
@@ -107,6 +150,7 @@ class Options:
             "seed": self.seed,
             "stop": list(self.stop) if self.stop else None,
             "json_schema": self.json_schema,
+            "tools": [t.name for t in self.tools] or None,
         }
         return {k: v for k, v in values.items() if v is not None}
 
@@ -125,6 +169,7 @@ class Chunk:
     usage: Usage | None = None
     finish_reason: str | None = None
     model: str | None = None  # the model name as the server reported it
+    tool_calls: tuple[ToolCallPiece, ...] = ()  # the runner joins the pieces into calls
 
 
 @dataclass(frozen=True)

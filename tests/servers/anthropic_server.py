@@ -11,16 +11,25 @@ top-level field outside the request table of the notes (§2) is a 400, so that a
 client should not send (`seed`, `stop`) shows; and every error message's wording, except
 "Overloaded" (observed, §5). Errors are `{"type": "error", "error": {"type", "message"},
 "request_id"}` with the `request-id` header, the type the docs' table gives each status.
+
+Tool calls (the `tool_call` knobs, tool_turns.py) as §5 and §7 of the notes describe them: a
+`tool_use` block per call (`toolu_` ids) opened by content_block_start with `input: {}`, its
+input in `input_json_delta` fragments (`partial_json`; the first one empty, as in the SDK's
+recorded fixture), closed by content_block_stop; then message_delta with stop_reason
+"tool_use". A non-streamed reply has the `tool_use` blocks with the whole `input` object.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import uuid
 from typing import Any
 
 from .base import Exchange, StreamShape, TestServer, dumps
 from .images import ImageProblem, anthropic_images
+from .tool_rules import anthropic_problem, anthropic_result, anthropic_rounds
+from .tool_turns import ToolTurn, after_results, tool_completion, tool_turn
 from .wire import Completion, split_words
 
 __all__ = ["ANTHROPIC_VERSION", "DEFAULT_ANTHROPIC_MODELS", "AnthropicServer", "anthropic_error"]
@@ -71,7 +80,7 @@ _WORDS = {
     500: "Internal server error",
     529: "Overloaded",
 }
-_STOP = {"stop": "end_turn", "length": "max_tokens"}
+_STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
 
 
 def anthropic_error(status: int, message: str | None = None, model: str = "") -> dict[str, Any]:
@@ -83,6 +92,10 @@ def anthropic_error(status: int, message: str | None = None, model: str = "") ->
         "error": {"type": kind, "message": words},
         "request_id": f"req_{uuid.uuid4().hex[:24]}",
     }
+
+
+def _json_delta(piece: str) -> dict[str, str]:
+    return {"type": "input_json_delta", "partial_json": piece}
 
 
 def _event(name: str, obj: dict[str, Any]) -> bytes:
@@ -188,7 +201,7 @@ class AnthropicServer(TestServer):
         status = self.next_error_status(ex)
         if status is not None:
             return self._error(ex, status, f.error_message, model)
-        problem = _problem(ex.body)
+        problem = _problem(ex.body) or anthropic_problem(body)
         if problem:
             return self._error(ex, 400, problem)
         if self.check_models and model not in self.models:
@@ -199,20 +212,32 @@ class AnthropicServer(TestServer):
             return self._error(ex, 400, str(exc))
         system = body.get("system")
         turns = messages + ([{"role": "system", "content": system}] if system else [])
-        c = self.completion(ex, model, turns, body["max_tokens"])
+        reply = after_results(f, anthropic_result(body["messages"]))
+        c = self.completion(ex, model, turns, body["max_tokens"], reply)
         c, matched = _stopped(c, body.get("stop_sequences") or [])
+        turn = tool_turn(f, body.get("tools"), anthropic_rounds(body["messages"]), _tool_id)
+        if turn is not None:
+            c, matched = tool_completion(turn, c.model, c.prompt_tokens), None
         if body.get("stream") is not True:
-            return self._whole(ex, c, matched)
+            return self._whole(ex, c, matched, turn)
         ex.start_stream("text/event-stream; charset=utf-8", {"request-id": _request_id()})
-        ex.stream(_MessageEvents(ex, c, matched), c)
+        ex.stream(_MessageEvents(ex, c, matched, turn), c)
 
-    def _whole(self, ex: Exchange, c: Completion, matched: str | None) -> None:
+    def _whole(
+        self, ex: Exchange, c: Completion, matched: str | None, turn: ToolTurn | None = None
+    ) -> None:
         if ex.broken_plain_reply(lambda: self._error(ex, 500, ex.faults.error_message)):
             return
         ex.wait_generation(c)
+        content = [{"type": "text", "text": c.text}]
+        if turn is not None:
+            given = json.loads(turn.arguments)
+            content = [
+                {"type": "tool_use", "id": i, "name": turn.name, "input": given} for i in turn.ids
+            ]
         reply = {
             **_message(c, matched, ex.faults.usage, True, self.cache_read_tokens),
-            "content": [{"type": "text", "text": c.text}],
+            "content": content,
         }
         ex.send_json(200, reply, headers={"request-id": _request_id()})
 
@@ -244,6 +269,10 @@ class AnthropicServer(TestServer):
                 "last_id": page[-1] if page else None,
             },
         )
+
+
+def _tool_id() -> str:
+    return f"toolu_01{uuid.uuid4().hex[:22]}"
 
 
 def _request_id() -> str:
@@ -303,22 +332,40 @@ class _MessageEvents(StreamShape):
     one content_block_delta per word, then content_block_stop, message_delta (stop_reason and
     the cumulative output count) and message_stop. No [DONE]."""
 
-    def __init__(self, ex: Exchange, c: Completion, matched: str | None) -> None:
-        self.ex, self.c, self.matched = ex, c, matched
+    def __init__(
+        self, ex: Exchange, c: Completion, matched: str | None, turn: ToolTurn | None = None
+    ) -> None:
+        self.ex, self.c, self.matched, self.turn = ex, c, matched, turn
+
+    def _blocks(self) -> list[dict[str, Any]]:
+        if self.turn is None:
+            return [{"type": "text", "text": ""}]
+        name = self.turn.name
+        return [{"type": "tool_use", "id": i, "name": name, "input": {}} for i in self.turn.ids]
 
     def head(self) -> bytes:
         cached = self.ex.server.cache_read_tokens  # type: ignore[attr-defined]
         start = _message(self.c, None, self.ex.faults.usage, False, cached)
-        block = {"type": "text", "text": ""}
-        return (
-            _event("message_start", {"message": start})
-            + _event("content_block_start", {"index": 0, "content_block": block})
-            + _event("ping", {})
-        )
+        out = _event("message_start", {"message": start})
+        first, *others = self._blocks()
+        out += _event("content_block_start", {"index": 0, "content_block": first})
+        out += _event("ping", {})
+        if self.turn is not None:  # the fixture's first input fragment is empty
+            out += _event("content_block_delta", {"index": 0, "delta": _json_delta("")})
+        return out
 
     def content(self, index: int, word: str, last: bool) -> bytes:
-        delta = {"type": "text_delta", "text": word}
-        return _event("content_block_delta", {"index": 0, "delta": delta})
+        if self.turn is None:
+            delta = {"type": "text_delta", "text": word}
+            return _event("content_block_delta", {"index": 0, "delta": delta})
+        out = _event("content_block_delta", {"index": 0, "delta": _json_delta(word)})
+        if last:  # each further call is a block of its own, one after another
+            for n, block in enumerate(self._blocks()[1:], 1):
+                out += _event("content_block_stop", {"index": n - 1})
+                out += _event("content_block_start", {"index": n, "content_block": block})
+                for piece in self.turn.pieces:
+                    out += _event("content_block_delta", {"index": n, "delta": _json_delta(piece)})
+        return out
 
     def malformed(self) -> bytes:
         return b"event: content_block_delta\ndata: {not json\n\n"
@@ -337,7 +384,7 @@ class _MessageEvents(StreamShape):
         if self.ex.faults.usage:
             end["usage"] = {"output_tokens": self.c.completion_tokens}
         return (
-            _event("content_block_stop", {"index": 0})
+            _event("content_block_stop", {"index": len(self._blocks()) - 1})
             + _event("message_delta", end)
             + _event("message_stop", {})
         )

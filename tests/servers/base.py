@@ -51,6 +51,12 @@ class Faults:
     echo_headers: bool = False  # answer with the request's headers, one "name: value" a line
     redirect: int | None = None  # answer chat requests with this 3xx status and a Location
     redirect_to: str | None = None  # that Location (None: this server, under /moved)
+    # Scripted tool calls (tool_turns.py): (name, arguments JSON text) to call when the request
+    # has tools, while the conversation holds fewer than `tool_rounds` tool results.
+    tool_call: tuple[str, str] | None = None
+    tool_rounds: int = 1
+    tool_pieces: int = 3  # fragments the arguments stream in (where the protocol splits them)
+    tool_parallel: int = 1  # calls in one answer
 
 
 _FAULT_NAMES = frozenset(f.name for f in dataclasses.fields(Faults))
@@ -199,10 +205,16 @@ class TestServer:
         return ex.request.headers.get("authorization", "") == f"Bearer {self.api_key}"
 
     def completion(
-        self, ex: Exchange, model: str, messages: Any, max_tokens: int | None
+        self,
+        ex: Exchange,
+        model: str,
+        messages: Any,
+        max_tokens: int | None,
+        reply: str | None = None,
     ) -> Completion:
+        """What the fake model answers: `reply` (a tool result's answer), else the knobs'."""
         f = ex.faults
-        reply = f.reply
+        reply = f.reply if reply is None else reply
         if f.echo_headers:  # what a debugging proxy answers: everything it was sent
             reply = "\n".join(f"{k}: {v}" for k, v in ex.request.headers.items())
         return plan_completion(

@@ -1,4 +1,12 @@
-"""A loopback server speaking Mistral's chat API (api.mistral.ai), closed schema included."""
+"""A loopback server speaking Mistral's chat API (api.mistral.ai), closed schema included.
+
+Tool calls (the `tool_call` knobs, tool_turns.py): with `tool_pieces` 1 the call comes whole in
+one chunk without `index` or `type`, on the chunk that ends the stream with finish_reason
+"tool_calls" and the usage, as the notes' observed stream has it (mistral.md §4); with more
+pieces its arguments come in fragments carrying `index` (the spec's ToolCall has `index`,
+default 0), which the notes advise a client to accept like OpenAI's. Ids are 9 letters and
+digits, the only ids Mistral takes back (tool_rules.py).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +17,8 @@ from typing import Any
 from .base import Exchange, StreamShape, TestServer, dumps
 from .images import ImageProblem, mistral_images
 from .mistral_schema import validation_errors
+from .tool_rules import openai_problem, openai_result, openai_rounds
+from .tool_turns import ToolTurn, after_results, tool_completion, tool_turn
 from .wire import Completion, sse
 
 __all__ = ["DEFAULT_MISTRAL_MODELS", "MistralServer", "mistral_error"]
@@ -103,19 +113,26 @@ class MistralServer(TestServer):
                 422, _envelope({"detail": problems}, "invalid_request_error", None)
             )
         assert body is not None
+        problem = openai_problem(body, mistral=True)
+        if problem is not None:
+            return ex.send_error_json(400, _envelope(problem, "invalid_request_error", "3280"))
         if self.check_models and model not in self.models:
             return ex.send_error_json(400, mistral_error(400, model=model))
         try:  # image_url parts checked and noted in the echo (servers/images.py)
             messages = mistral_images(body["messages"])
         except ImageProblem as exc:  # the wording and type are ours: the docs show none
             return ex.send_error_json(400, _envelope(str(exc), "invalid_request_error", None))
-        c = self.completion(ex, model, messages, body.get("max_tokens"))
+        reply = after_results(f, openai_result(body["messages"]))
+        c = self.completion(ex, model, messages, body.get("max_tokens"), reply)
+        turn = tool_turn(f, body.get("tools"), openai_rounds(body["messages"]), _call_id)
+        if turn is not None:
+            c = tool_completion(turn, c.model, c.prompt_tokens)
         if body.get("stream") is not True:
-            return self._plain(ex, c)
+            return self._plain(ex, c, turn)
         ex.start_stream("text/event-stream; charset=utf-8")
-        ex.stream(_MistralShape(ex, c), c)
+        ex.stream(_MistralShape(ex, c, turn), c)
 
-    def _plain(self, ex: Exchange, c: Completion) -> None:
+    def _plain(self, ex: Exchange, c: Completion, turn: ToolTurn | None = None) -> None:
         error = ex.faults.error_message
         if ex.broken_plain_reply(lambda: ex.send_error_json(500, mistral_error(500, error))):
             return
@@ -128,8 +145,8 @@ class MistralServer(TestServer):
             {
                 "index": 0,
                 "message": {
-                    "content": c.text,
-                    "tool_calls": None,
+                    "content": c.text if turn is None else "",
+                    "tool_calls": None if turn is None else _calls(turn, turn.arguments),
                     "prefix": False,
                     "role": "assistant",
                 },
@@ -143,6 +160,21 @@ class MistralServer(TestServer):
         if not self._auth_ok(ex):
             return
         ex.send_json(200, {"object": "list", "data": [_card(m, n) for m, n in self.models.items()]})
+
+
+def _call_id() -> str:
+    return uuid.uuid4().hex[:9]
+
+
+def _calls(turn: ToolTurn, arguments: str, indexed: bool = False) -> list[dict[str, Any]]:
+    calls = []
+    for n, ident in enumerate(turn.ids):
+        function = {"name": turn.name, "arguments": arguments}
+        call: dict[str, Any] = {"id": ident, "function": function}
+        if indexed:
+            call = {**call, "type": "function", "index": n}
+        calls.append(call)
+    return calls
 
 
 def _usage(c: Completion) -> dict[str, int]:
@@ -182,8 +214,8 @@ class _MistralShape(StreamShape):
     """Role chunk, one chunk per word; the last word's chunk also carries finish_reason and
     usage (there is no separate usage chunk and no stream_options); then data: [DONE]."""
 
-    def __init__(self, ex: Exchange, c: Completion) -> None:
-        self.ex, self.c = ex, c
+    def __init__(self, ex: Exchange, c: Completion, turn: ToolTurn | None = None) -> None:
+        self.ex, self.c, self.turn = ex, c, turn
         self.prefix = {
             "id": c.id_hex,
             "object": "chat.completion.chunk",
@@ -204,7 +236,16 @@ class _MistralShape(StreamShape):
         return self._chunk({"role": "assistant", "content": ""}, None, False)
 
     def content(self, index: int, word: str, last: bool) -> bytes:
-        return self._chunk({"content": word}, self.c.finish_reason if last else None, last)
+        finish = self.c.finish_reason if last else None
+        if self.turn is None:
+            return self._chunk({"content": word}, finish, last)
+        if len(self.turn.pieces) == 1:  # observed: the whole call, no index, ending the stream
+            whole = {"content": None, "tool_calls": _calls(self.turn, word)}
+            return self._chunk(whole, finish, last)
+        calls = _calls(self.turn, word, indexed=True)
+        if index:  # later fragments: the index and the arguments piece only
+            calls = [{"index": c["index"], "function": {"arguments": word}} for c in calls]
+        return self._chunk({"content": None, "tool_calls": calls}, finish, last)
 
     def malformed(self) -> bytes:
         return b"data: {not json\n\n"

@@ -1,9 +1,19 @@
-"""A loopback server speaking Ollama's native API (NDJSON) and its OpenAI-compatible /v1."""
+"""A loopback server speaking Ollama's native API (NDJSON) and its OpenAI-compatible /v1.
+
+Tool calls on /api/chat (the `tool_call` knobs, tool_turns.py) come as Ollama sends them: whole,
+`arguments` an object, one call per NDJSON line (`tool_parallel` lines) with empty content and
+`done: false`, then the done line with `done_reason: "stop"` (ollama.md, "Streamed tool call
+chunk"; structured-tools-images.md §2.3); ids are `call_` + 8 lowercase letters and digits.
+"""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
+import random
 import re
+import string
 import time
 from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
@@ -20,6 +30,8 @@ from .ollama_models import (
     show_reply,
 )
 from .openai_wire import OllamaCompatChat
+from .tool_rules import ollama_problem, openai_result, openai_rounds
+from .tool_turns import ToolTurn, after_results, tool_turn
 from .wire import Completion
 
 __all__ = ["OllamaServer"]
@@ -49,6 +61,10 @@ def _catalogue(models: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def _unix(stamp: str) -> int:
     """Unix seconds of an RFC 3339 time with Go's nanoseconds (Python parses microseconds)."""
     return int(datetime.fromisoformat(re.sub(r"(\.\d{6})\d+", r"\1", stamp)).timestamp())
+
+
+def _call_id() -> str:
+    return "call_" + "".join(random.choices(string.ascii_lowercase + string.digits, k=8))
 
 
 def _line(obj: Any) -> bytes:
@@ -170,6 +186,9 @@ class OllamaServer(TestServer):
         messages = body.get("messages") or []
         if not messages:
             return self._load_or_unload(ex, found[0], body.get("keep_alive"))
+        problem = ollama_problem(body)
+        if problem is not None:
+            return self._error(ex, 400, problem)
         options = body.get("options") if isinstance(body.get("options"), dict) else {}
         num_predict = options.get("num_predict")
         limit = num_predict if isinstance(num_predict, int) and num_predict >= 0 else None
@@ -177,15 +196,22 @@ class OllamaServer(TestServer):
             messages = ollama_images(messages)
         except ImageProblem as exc:
             return self._error(ex, 400, str(exc))
-        c = self.completion(ex, model, messages, limit)
+        reply = after_results(f, openai_result(messages))
+        c = self.completion(ex, model, messages, limit, reply)
         self.mark_loaded(model)
-        shape = _NativeShape(ex, c)
+        turn = tool_turn(f, body.get("tools"), openai_rounds(messages), _call_id)
+        if turn is not None:
+            c = dataclasses.replace(c, words=[""] * len(turn.ids))  # a line per call
+        shape = _NativeShape(ex, c, turn)
         if body.get("stream") is False:  # streaming is the default when `stream` is omitted
             if ex.broken_plain_reply(lambda: self._error(ex, 500, f.error_message or _RUN_ERROR)):
                 return
             shape.first_token = time.monotonic()
             ex.wait_generation(c)
-            return ex.send_json(200, shape.final(c.text))
+            final = shape.final(c.text)
+            if turn is not None:
+                final["message"]["tool_calls"] = [shape.call(i) for i in range(len(turn.ids))]
+            return ex.send_json(200, final)
         ex.start_stream(_NDJSON)
         ex.stream(shape, c)
 
@@ -323,18 +349,27 @@ class OllamaServer(TestServer):
 class _NativeShape(StreamShape):
     """NDJSON: one {"message": ..., "done": false} line per word, then the done:true line."""
 
-    def __init__(self, ex: Exchange, c: Completion) -> None:
-        self.ex, self.c = ex, c
+    def __init__(self, ex: Exchange, c: Completion, turn: ToolTurn | None = None) -> None:
+        self.ex, self.c, self.turn = ex, c, turn
         self.first_token: float | None = None
+
+    def call(self, n: int) -> dict[str, Any]:
+        assert self.turn is not None
+        arguments = json.loads(self.turn.arguments)  # an object, never text
+        function = {"index": n, "name": self.turn.name, "arguments": arguments}
+        return {"id": self.turn.ids[n], "function": function}
 
     def content(self, index: int, word: str, last: bool) -> bytes:
         if self.first_token is None:
             self.first_token = time.monotonic()
+        message: dict[str, Any] = {"role": "assistant", "content": word}
+        if self.turn is not None:
+            message["tool_calls"] = [self.call(index)]
         return _line(
             {
                 "model": self.c.model,
                 "created_at": _now(),
-                "message": {"role": "assistant", "content": word},
+                "message": message,
                 "done": False,
             }
         )

@@ -12,6 +12,8 @@ from typing import Any
 
 from .base import Exchange, StreamShape, TestServer, dumps
 from .images import ImageProblem, ollama_compat_images, openai_images
+from .tool_rules import openai_problem, openai_result, openai_rounds
+from .tool_turns import ToolTurn, after_results, tool_completion, tool_turn
 from .wire import Completion, sse
 
 __all__ = ["OllamaCompatChat", "OpenAIChat", "openai_error"]
@@ -166,6 +168,15 @@ class OpenAIChat:
     def extra_headers(self) -> dict[str, str]:
         return {"x-request-id": f"req_{uuid.uuid4().hex}"}
 
+    def call_id(self) -> str:
+        return f"call_{uuid.uuid4().hex[:24]}"  # OpenAI's shape: call_ + 24 characters
+
+    def call_message(self, turn: ToolTurn) -> dict[str, Any]:
+        """A non-streamed reply's assistant message asking for the calls."""
+        function = {"name": turn.name, "arguments": turn.arguments}
+        calls = [{"id": i, "type": "function", "function": function} for i in turn.ids]
+        return {**self.message(""), "content": None, "tool_calls": calls}
+
     # -- the common flow ------------------------------------------------------------------
     def handle(self, ex: Exchange) -> None:
         with self.server.chat_slot():
@@ -211,19 +222,30 @@ class OpenAIChat:
                     param="stream_options",
                 ),
             )
+        problem = openai_problem(body)
+        if problem is not None:
+            return ex.send_error_json(400, self.error_body(400, problem))
         max_tokens = body.get("max_tokens")
         if self.honours_max_completion_tokens and body.get("max_completion_tokens") is not None:
             max_tokens = body["max_completion_tokens"]
-        c = self.server.completion(ex, model, messages, max_tokens)
+        reply = after_results(f, openai_result(body["messages"]))
+        c = self.server.completion(ex, model, messages, max_tokens, reply)
+        turn = tool_turn(f, body.get("tools"), openai_rounds(body["messages"]), self.call_id)
+        if turn is not None:
+            c = tool_completion(turn, c.model, c.prompt_tokens)
         reports_usage = f.usage and self.send_usage
         if not stream:
-            return self._plain(ex, c, reports_usage)
+            return self._plain(ex, c, reports_usage, turn)
         options = body.get("stream_options") or {}
         include_usage = reports_usage and options.get("include_usage") is True
         ex.start_stream("text/event-stream; charset=utf-8", self.extra_headers())
+        if turn is not None:
+            return ex.stream(_ToolCallShape(self, ex, c, include_usage, turn), c)
         ex.stream(_ChatShape(self, ex, c, include_usage), c)
 
-    def _plain(self, ex: Exchange, c: Completion, reports_usage: bool) -> None:
+    def _plain(
+        self, ex: Exchange, c: Completion, reports_usage: bool, turn: ToolTurn | None = None
+    ) -> None:
         def send_error() -> None:
             ex.send_error_json(500, self.error_body(500, self.server_error_text(ex)))
 
@@ -238,7 +260,7 @@ class OpenAIChat:
             "choices": [
                 {
                     "index": 0,
-                    "message": self.message(c.text),
+                    "message": self.message(c.text) if turn is None else self.call_message(turn),
                     "logprobs": None,
                     "finish_reason": c.finish_reason,
                 }
@@ -284,6 +306,35 @@ class _ChatShape(StreamShape):
         if self.include_usage:
             out += self._chunk([], usage=self.chat.usage(self.c))
         return out + _DONE
+
+
+class _ToolCallShape(_ChatShape):
+    """A streamed tool call, as OpenAI's recorded stream has it: the first chunk carries each
+    call's index, id, type, name and `arguments: ""`; then one chunk per arguments fragment
+    (index and the fragment only); the finish chunk says "tool_calls"."""
+
+    def __init__(
+        self, chat: OpenAIChat, ex: Exchange, c: Completion, include_usage: bool, turn: ToolTurn
+    ):
+        super().__init__(chat, ex, c, include_usage)
+        self.turn = turn
+
+    def head(self) -> bytes:
+        calls = [
+            {
+                "index": n,
+                "id": ident,
+                "type": "function",
+                "function": {"name": self.turn.name, "arguments": ""},
+            }
+            for n, ident in enumerate(self.turn.ids)
+        ]
+        delta = {"role": "assistant", "content": None, "tool_calls": calls, "refusal": None}
+        return self._chunk([self.chat.choice(delta, None)])
+
+    def content(self, index: int, word: str, last: bool) -> bytes:
+        calls = [{"index": n, "function": {"arguments": word}} for n in range(len(self.turn.ids))]
+        return self._chunk([self.chat.choice({"tool_calls": calls}, None)])
 
 
 class OllamaCompatChat(OpenAIChat):
