@@ -322,3 +322,22 @@ def test_servers_refuse_results_in_the_wrong_shape(backends, provider: str) -> N
     headers = {"anthropic-version": "2023-06-01"} if provider == "anthropic" else {}
     reply = httpx2.post(server.root_url + path, json=body, headers=headers, timeout=5)
     assert reply.status_code == 400, reply.text
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic", "mistral"])
+def test_an_image_and_tools_in_one_loop(backends, provider: str) -> None:
+    from test_images import PNG
+
+    server = server_of(backends, provider)
+    server.tool_call = CALL
+    df = llm_magic.compare(
+        "Weather where this was taken?",
+        TARGETS[provider],
+        images=[PNG],
+        tools=[get_weather],
+        run_tools=True,
+    )
+    assert df.loc[0, "output"] == f"Tool said: {ANSWER}", df.loc[0, "error"]
+    second = bodies(server)[1]
+    user = second["messages"][0]
+    assert isinstance(user["content"], list)  # the image parts went again with the prompt
