@@ -7,6 +7,7 @@ class is read by duck typing (`model_json_schema`), as a parameter's type or as 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import inspect
@@ -14,6 +15,7 @@ import json
 import re
 import types
 import typing
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -41,6 +43,21 @@ def is_model_class(obj: Any) -> bool:
 def tool_spec(obj: Any, where: str = "--tools") -> ToolSpec:
     """The ToolSpec of a function with type-hinted parameters, or of a Pydantic model class
     (its fields are the arguments). Anything else is a UsageProblem naming it."""
+    try:
+        return _READ[obj]  # read once per function: a batch asks with the same tools each time
+    except (KeyError, TypeError):  # not read yet, or not weakly referable (then not cached)
+        pass
+    spec = _read_spec(obj, where)
+    with contextlib.suppress(TypeError):
+        _READ[obj] = spec
+    return spec
+
+
+# function or class -> its spec; a function redefined in the notebook is a new object
+_READ: weakref.WeakKeyDictionary[Any, ToolSpec] = weakref.WeakKeyDictionary()
+
+
+def _read_spec(obj: Any, where: str) -> ToolSpec:
     if is_model_class(obj):
         name = obj.__name__
         _check_name(name, where)

@@ -267,3 +267,16 @@ def test_a_real_pydantic_model_as_a_tool_and_as_a_parameter(backends) -> None:
     backends.openai.tool_call = ("book", '{"booking": {"name": "Ada"}}')
     df = llm_magic.compare("Book", "openai:gpt-4o-mini", tools=[book], run_tools=True)
     assert df.loc[0, "tool_calls"][0]["error"].startswith("ValidationError: 1 validation error")
+
+
+def test_a_function_is_read_once_and_a_redefined_one_afresh() -> None:
+    def lookup(city: str) -> str:
+        return city
+
+    first = tool_spec(lookup)
+    assert tool_spec(lookup) is first  # a batch asks with the same tools: read once
+
+    def lookup(city: str, country: str) -> str:  # noqa: F811 (redefined, as in a notebook)
+        return city
+
+    assert tool_spec(lookup).schema()["required"] == ["city", "country"]
