@@ -191,6 +191,13 @@ class Panel(w.VBox):
             style=_LABELLED,
             layout=w.Layout(width="24em"),
         )
+        # Images sent with the prompt (--image): checked by the planner like any other input.
+        self.images = w.FileUpload(
+            accept="image/png,image/jpeg,image/gif,image/webp",
+            multiple=True,
+            description="images",
+            tooltip="images sent with the prompt (--image); PNG, JPEG, GIF or WEBP",
+        )
         self.run_button = w.Button(
             description="Run",
             icon="play",
@@ -232,7 +239,7 @@ class Panel(w.VBox):
             self.prompt,
             w.HBox([self.picker, self.add_button, self.refresh_button, self.targets], layout=row),
             self.discovery_note,
-            w.HBox([self.temperature, self.max_tokens, self.repeat], layout=row),
+            w.HBox([self.temperature, self.max_tokens, self.repeat, self.images], layout=row),
             system_box,
             w.HBox([self.run_button, self.stop_button, self.status], layout=row),
             self.outputs,
@@ -297,6 +304,7 @@ class Panel(w.VBox):
             repeat=int(self.repeat.value),
             checks=tuple(line.strip() for line in self.checks.value.splitlines() if line.strip()),
             judge=self.judge.value.strip() or None,
+            images=tuple(bytes(upload["content"]) for upload in self.images.value),
         )
         try:
             return make_plan(request, self._session)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 
 import pandas as pd
 import pytest
@@ -254,3 +255,20 @@ def test_the_judge_box_names_who_judges_the_judge_checks(backends, monkeypatch) 
     assert panel.result.attrs["judge"]["target"] == "mistral:mistral-small-latest"
     assert panel.result["score_judge"].tolist() == [1.0]
     assert backends.ollama.request_count == 2 and backends.openai.request_count == 1
+
+
+def test_uploaded_images_go_with_the_prompt(openai_env) -> None:
+    png = b"\x89PNG\r\n\x1a\n" + bytes(24)
+    panel = make_panel(["openai:gpt-4o-mini", "local:smollm2"], "What is it?")
+    when = datetime.now(timezone.utc)  # what ipywidgets' FileUpload holds for each file
+    upload = {"name": "a.png", "type": "image/png", "size": len(png), "last_modified": when}
+    panel.images.value = ({**upload, "content": memoryview(png)},)
+    run(panel)
+    sent = openai_env.chat_requests()[-1].body["messages"][-1]["content"]
+    assert sent[1]["image_url"]["url"].startswith("data:image/png;base64,")
+    assert panel.result["params"][0]["images"][0]["bytes"] == len(png)
+    assert panel.result["error"][1] == (
+        "local: smollm2 cannot take images (--image, images=): it reads text only"
+    )
+    panel.images.value = ({**upload, "content": memoryview(b"not an image")},)
+    assert not panel.start() and "not a PNG, JPEG, GIF or WEBP image" in panel.status.value
