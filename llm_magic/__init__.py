@@ -18,20 +18,30 @@ __all__ = [
     "Panel",
     "__version__",
     "available",
+    "batch_file",
+    "batches",
     "check_targets",
+    "collect",
     "compare",
     "complete",
     "load_ipython_extension",
+    "read_batch_output",
 ]
 
 if TYPE_CHECKING:
     from ._api import Completion, compare, complete
     from ._availability import available, check_targets
+    from ._batch_collect import batches, collect
+    from ._batch_files import batch_file, read_batch_output
     from ._panel import Panel
 
 _LAZY = {
     "available": "_availability",
     "check_targets": "_availability",
+    "batch_file": "_batch_files",
+    "read_batch_output": "_batch_files",
+    "batches": "_batch_collect",
+    "collect": "_batch_collect",
     "compare": "_api",
     "complete": "_api",
     "Completion": "_api",

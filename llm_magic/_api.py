@@ -59,6 +59,7 @@ def run(
     events: Events | None = None,
     session: Session = session,
     stop: threading.Event | None = None,
+    run_id: str | None = None,
 ) -> list[RunRecord]:
     """Run a plan, log its rows, and remember them as the session's last result.
 
@@ -68,7 +69,9 @@ def run(
     """
     _import_in_background("llm_magic.results")
     try:
-        records = run_jobs(plan.jobs, providers.get_provider, plan.policy, events, stop=stop)
+        records = run_jobs(
+            plan.jobs, providers.get_provider, plan.policy, events, run_id=run_id, stop=stop
+        )
     except KeyboardInterrupt as interrupt:
         records = list(getattr(interrupt, "records", []))
         _keep(plan, records, session)
@@ -113,6 +116,10 @@ def compare(
         raise UsageProblem("compare() got no targets; leave targets out for the default one")
     request = Request.build("compare()", prompt_list, target_list, options)
     plan = make_plan(request, session)
+    if request.batch:
+        from ._batch_run import batch_frame
+
+        return batch_frame(plan, session, run)
     return run_frame(run(plan), plan)
 
 
@@ -125,7 +132,7 @@ def complete(prompt: str, target: str | None = None, **options: Any) -> Completi
     """
     if target is not None and not isinstance(target, str):
         raise UsageProblem("complete() takes one target (a string); compare() takes several")
-    for name in ("repeat", "over", "checks"):
+    for name in ("repeat", "over", "checks", "batch", "wait"):
         if name in options:
             raise UsageProblem(f"complete() asks once; {name}= is compare()'s")
     request = Request.build("complete()", (prompt,), (target,) if target else (), options)

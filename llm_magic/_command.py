@@ -45,6 +45,9 @@ SUBCOMMANDS: dict[str, tuple[str, tuple[int, ...] | None]] = {
     "history": ("[N]", (0, 1)),
     "reset": ("[TARGET ...]", None),
     "panel": ("[TARGET ...]", None),
+    "batches": ("", (0,)),
+    "collect": ("ID | RUN_ID | all", (1,)),
+    "cancel": ("ID", (1,)),
     "help": ("", (0,)),
 }
 
@@ -81,6 +84,8 @@ class Command:
     tools: tuple[str, ...] = ()  # names of notebook functions (or Pydantic model classes)
     run_tools: bool = False
     max_steps: int = 5
+    batch: bool = False
+    wait: bool = False
 
     def request(self, namespace: Mapping[str, Any]) -> Request:
         """The run this cell asks for; `--over VAR` and `{name}` fields read `namespace`."""
@@ -116,6 +121,8 @@ class Command:
             tools=tuple(_tool(name, namespace) for name in self.tools),
             run_tools=self.run_tools,
             max_steps=self.max_steps,
+            batch=self.batch,
+            wait=self.wait,
         )
 
 
@@ -267,6 +274,8 @@ def _build_parser() -> _Parser:
     p.add_argument("--tools", type=_identifier, nargs="+", action="extend", default=[])
     p.add_argument("--run-tools", action="store_true")
     p.add_argument("--max-steps", type=_ranged(RANGES["max_steps"]), default=5)
+    p.add_argument("--batch", action="store_true")
+    p.add_argument("--wait", action="store_true")
     return p
 
 
@@ -322,6 +331,8 @@ def parse_command(line: str, cell: str | None) -> Command:
         tools=tuple(ns.tools),
         run_tools=ns.run_tools,
         max_steps=ns.max_steps,
+        batch=ns.batch,
+        wait=ns.wait,
     )
 
 
@@ -398,6 +409,9 @@ Options:
                           model answers in text
   --max-steps N           most requests per answer while tools run, {allowed["max_steps"]}
                           (default 5)
+  --batch                 send through the providers' batch APIs (half price, within 24 h);
+                          targets without one run live; %llm collect gets the rows
+  --wait                  with --batch: wait for the batches and return their rows
   -h, --help              show this help
 
 Subcommands:

@@ -198,6 +198,7 @@ _PROVIDER_KEYS: dict[str, type] = {
     "api_key_env": str,
     "key_required": bool,
     "proxy": str,  # this provider's proxy ("" for none), over the environment's
+    "batch": bool,  # it serves its kind's batch API (/v1/files + /v1/batches or batch jobs)
 }
 _PRICE_KEYS: dict[str, type] = {"input": float, "output": float}
 _KIND_WORDS = {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}

@@ -95,6 +95,10 @@ class LLMMagics(Magics):
 
         ns = self.shell.user_ns
         plan = make_plan(cmd.request(ns), self.session)
+        if plan.request.batch:  # provider batch APIs: submitted, waited for, collected there
+            from ._batch_run import batch_cell
+
+            return batch_cell(plan, ns, cmd.out, cmd.quiet, self.session, run)
         view = None if cmd.quiet else view_for(plan)
         interrupted = False
         try:

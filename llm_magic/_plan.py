@@ -12,6 +12,7 @@ from typing import Any
 
 from . import _ranges as ranges
 from . import providers
+from ._batch_plan import check_batch
 from ._checks import CheckPlan, compile_checks, notebook_namespace, plan_checks
 from ._config import load_file_config, resolve_setting
 from ._images import load_images
@@ -64,6 +65,7 @@ def make_plan(request: Request, session: Session) -> Plan:
     check_format(request.format)
     images = load_images(request.images)  # read and checked before anything is sent
     specs = session.specs(request.targets)
+    check_batch(request, specs)
     prompts, systems, scopes, items = _render(request)
     # Text UTF-8 cannot carry (a lone surrogate from a notebook string) would fail the send.
     prompts = [utf8_safe(p)[0] for p in prompts]

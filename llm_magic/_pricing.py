@@ -13,7 +13,11 @@ from collections.abc import Mapping
 
 from llm_magic.errors import ConfigProblem
 
-__all__ = ["LOCAL_PROVIDERS", "PRICES", "cost_usd", "price"]
+__all__ = ["BATCH_PRICE_FACTOR", "LOCAL_PROVIDERS", "PRICES", "cost_usd", "price"]
+
+# A provider batch costs this share of the synchronous price: OpenAI and Mistral both take
+# half (shared/protocols/batch.md §1.7, §2.4). Applied to the table's and [prices]' figures.
+BATCH_PRICE_FACTOR = 0.5
 
 # Backends that run on the user's machine: their answers cost nothing.
 LOCAL_PROVIDERS: frozenset[str] = frozenset(

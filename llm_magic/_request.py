@@ -58,6 +58,9 @@ class Request:
     tools: Any = ()
     run_tools: bool = False
     max_steps: int = 5
+    # provider batch APIs (_batch_plan.py): batchable targets go as batches, the rest live
+    batch: bool = False
+    wait: bool = False  # with batch: poll until the batches end and return their rows
 
     @classmethod
     def build(

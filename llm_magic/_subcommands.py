@@ -204,3 +204,34 @@ def _panel(session: Session, settings: Settings, args: list[str]) -> Any:
     except ImportError as exc:
         raise UsageProblem(str(exc)) from None
     return Panel(args or None, session=session)
+
+
+# -- provider batches: batches, collect, cancel (the work is in _batch_collect.py) ----------------
+
+
+@handler("batches")
+@_one_line_refusals
+def _batches(session: Session, settings: Settings, args: list[str]) -> Any:
+    """Every batch in the store: id, provider, status, counts, created, cost so far."""
+    from ._batch_collect import batches
+
+    return batches()
+
+
+@handler("collect")
+@_one_line_refusals
+def _collect(session: Session, settings: Settings, args: list[str]) -> Any:
+    """`%llm collect ID|RUN_ID|all` (`df = %llm collect all`): the rows of ended batches."""
+    from . import results  # noqa: F401  (df.llm on the frame)
+    from ._batch_collect import collect
+
+    return collect(args[0])
+
+
+@handler("cancel")
+@_one_line_refusals
+def _cancel(session: Session, settings: Settings, args: list[str]) -> None:
+    """`%llm cancel ID|RUN_ID`: cancel running batches; what they finished stays collectable."""
+    from ._batch_collect import cancel
+
+    print(cancel(args[0]))

@@ -263,6 +263,13 @@ class LLMAccessor:
         made = make_judge(request, session)  # an unknown judge is refused before anything
         return rank_frame(self._frame, made, rubric or RUBRIC, seed, resamples)
 
+    def to_batch_file(self, path: Any) -> Any:
+        """Each row's request (prompt, target, system prompt and sampling from `params`) as
+        one line of an OpenAI batch input file, what `vllm run-batch` reads; the path."""
+        from ._batch_files import frame_to_batch_file
+
+        return frame_to_batch_file(self._frame, path)
+
     def summary(self) -> pd.DataFrame:
         """One row per target in order of first appearance. Latency, ttft and tokens/s are taken
         over answers without error (a failure's timing says nothing about the model's speed);

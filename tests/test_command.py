@@ -41,6 +41,7 @@ def test_command_fields_are_the_agreed_contract() -> None:
         "concurrency", "cache", "chat", "quiet", "interpolate", "help", "checks", "judge",
         "images",
         "tools", "run_tools", "max_steps",
+        "batch", "wait",
     ]  # fmt: skip
     cmd = parse_command("", CELL)
     with pytest.raises(dataclasses.FrozenInstanceError):

@@ -33,6 +33,9 @@ __all__ = [
     "ProviderSpec",
     "adhoc_provider",
     "base_url_of",
+    "batch_api",
+    "batch_file_line",
+    "batch_wire",
     "close_all",
     "default_concurrency",
     "default_limits",
@@ -269,6 +272,35 @@ def facts(name: str, cfg: FileConfig | None = None) -> type[ProviderFacts]:
         return kind_facts(spec.kind)
     cls = type(get_provider(name, cfg))
     return cls if issubclass(cls, ProviderFacts) else _Defaulted(cls)  # type: ignore[return-value]
+
+
+# The built-in providers whose service has a batch API; any other opts in with `batch = true`
+# in its [providers.NAME] table (an OpenAI-compatible server that implements /v1/batches).
+_BATCH_BUILTIN = ("openai", "mistral")
+
+
+def batch_wire(name: str, cfg: FileConfig | None = None) -> str | None:
+    """The batch API provider `name` speaks ("openai", "mistral"), or None when it has none.
+    Decided without building the provider, so the planner can refuse before anything is sent."""
+    cfg = cfg if cfg is not None else load_file_config()
+    table = cfg.providers.get(name, {})
+    wanted = table.get("batch", name in _BATCH_BUILTIN and name not in _registered)
+    return facts(name, cfg).batch_wire if wanted else None
+
+
+def batch_api(name: str, cfg: FileConfig | None = None) -> Any:
+    """Provider `name`'s batch service (see `_batch_api.BatchAPI`); UsageProblem when none."""
+    if batch_wire(name, cfg) is None:
+        from ..errors import UsageProblem
+
+        raise UsageProblem(f"{name} has no batch API")
+    return get_provider(name, cfg).batches()  # type: ignore[attr-defined]
+
+
+def batch_file_line(custom_id: str, messages: list[Any], model: str, options: Any) -> bytes:
+    """One line of an OpenAI batch input file (what `vllm run-batch` reads), its body built
+    as the openai provider builds a request; no provider (and no SDK) is needed."""
+    return _kind_class("openai").batch_line(custom_id, messages, model, options)
 
 
 def default_concurrency(name: str, cfg: FileConfig | None = None) -> int | None:

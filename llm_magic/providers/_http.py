@@ -190,9 +190,17 @@ class Exchange:
         except Exception:  # the answer is complete; a dirty end only costs the connection
             pass
 
-    def body(self) -> bytes:
-        """The whole body."""
-        return b"".join(self._guarded(self.response.iter_bytes()))
+    def body(self, limit: int | None = None) -> bytes:
+        """The whole body; past `limit` bytes (None: no limit) a BadResponse."""
+        if limit is None:
+            return b"".join(self._guarded(self.response.iter_bytes()))
+        parts, size = [], 0
+        for data in self._guarded(self.response.iter_bytes()):
+            size += len(data)
+            if size > limit:
+                raise self.error(errors.BadResponse, f"the reply is over {limit:,} bytes")
+            parts.append(data)
+        return b"".join(parts)
 
     def lines(self) -> Iterator[str]:
         """Body lines (NDJSON, SSE), blank ones included: SSE needs them.
@@ -269,16 +277,32 @@ class HTTPService:
             method, path, json_body=json_body, timeouts=timeouts, cancel=cancel
         ) as exchange:
             body = exchange.body()
-        if not body.strip():
-            return None
-        try:
-            return json.loads(body)
-        except ValueError:
-            raise errors.BadResponse(
-                f"{path} replied with something that is not JSON: "
-                f"{body[:60].decode('utf-8', 'replace')!r}",
-                provider=self.name,
-            ) from None
+        return _json_of(body, path, self.name)
+
+    def upload(
+        self,
+        path: str,
+        data: bytes,
+        filename: str,
+        fields: dict[str, str],
+        *,
+        timeouts: httpx2.Timeout,
+    ) -> Any:
+        """POST a file as multipart/form-data (field `file`) beside `fields`; the JSON reply."""
+        request = self.client.build_request(
+            "POST",
+            self.url(path),
+            files={"file": (filename, data, "application/jsonl")},
+            data=fields,
+            timeout=timeouts,
+        )
+        with Exchange(self.name, timeouts, None, client=self.client, request=request) as ex:
+            return _json_of(ex.body(), path, self.name)
+
+    def download(self, path: str, limit: int, *, timeouts: httpx2.Timeout) -> bytes:
+        """GET a file's bytes; a body over `limit` bytes is a BadResponse."""
+        with self.exchange("GET", path, timeouts=timeouts, accept="*/*") as exchange:
+            return exchange.body(limit)
 
     def ping(self, method: str, path: str) -> tuple[bool, float | None, Any, str | None]:
         """(reachable, rtt_s, parsed body or None, error) of one quick request."""
@@ -294,6 +318,20 @@ class HTTPService:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _json_of(body: bytes, path: str, name: str) -> Any:
+    """A reply's parsed JSON, None for an empty body; anything else is one BadResponse line."""
+    if not body.strip():
+        return None
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise errors.BadResponse(
+            f"{path} replied with something that is not JSON: "
+            f"{body[:60].decode('utf-8', 'replace')!r}",
+            provider=name,
+        ) from None
 
 
 _Keyed = TypeVar("_Keyed", bound="KeyedProvider")

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .. import errors
+from ._batch_api import MistralBatches, ServiceTransport
 from ._http import ADMIN_TIMEOUT, ServiceProvider, unix_time
 from ._image_parts import mistral_message
 from ._sse_chat import chat_chunks, whole_chunk
@@ -57,6 +58,12 @@ class MistralProvider(ServiceProvider):
     takes_images = takes_image_urls = True  # image_url parts (vision models)
     listing_path = _MODELS
     admin_timeout_s = ADMIN_TIMEOUT.read
+    batch_wire = "mistral"
+
+    def batches(self) -> MistralBatches:
+        """Its batch jobs service (/v1/files + /v1/batch/jobs)."""
+        self._require_key()
+        return MistralBatches(self.name, ServiceTransport(self._http), _chat_body)
 
     @classmethod
     def normalise_base_url(cls, url: str | None) -> str:

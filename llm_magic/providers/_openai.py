@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import httpx2
@@ -24,6 +24,7 @@ import httpx2
 from .. import errors
 from .._redaction import NO_KEY
 from ..errors import ProviderError
+from ._batch_api import BATCH_TIMEOUT, OpenAIBatches
 from ._http import (
     ADMIN_TIMEOUT,
     HEALTH_TIMEOUT,
@@ -81,6 +82,7 @@ class OpenAIProvider(KeyedProvider, ProviderFacts):
     """An OpenAI-protocol endpoint. Thread-safe: the SDK client and its pool are shared."""
 
     server_label = "OpenAI-compatible"
+    batch_wire = "openai"
     listing_path = "/models"
     admin_timeout_s = ADMIN_TIMEOUT.read
     base_url_hint = " (an OpenAI-compatible one usually ends in /v1)"
@@ -114,7 +116,8 @@ class OpenAIProvider(KeyedProvider, ProviderFacts):
     def _exchange(self, timeouts: httpx2.Timeout, cancel: CancelToken | None = None) -> Exchange:
         return Exchange(self.name, timeouts, cancel)
 
-    def _arguments(self, messages: list[Message], model: str, options: Options) -> dict[str, Any]:
+    @staticmethod
+    def _arguments(messages: list[Message], model: str, options: Options) -> dict[str, Any]:
         args: dict[str, Any] = {
             "model": model,
             "messages": [
@@ -234,9 +237,73 @@ class OpenAIProvider(KeyedProvider, ProviderFacts):
             provider=self.name, base_url=self.base_url, reachable=reachable, rtt_s=rtt, error=error
         )
 
+    @staticmethod
+    def batch_line(custom_id: str, messages: list[Message], model: str, options: Options) -> bytes:
+        """One batch input line, its body built as `stream` builds a request's."""
+        body = OpenAIProvider._arguments(messages, model, options)
+        return OpenAIBatches.line_for(custom_id, body)
+
+    def batches(self) -> OpenAIBatches:
+        """Its Batch API (/files + /batches), spoken through the same SDK client."""
+        self._require_key()
+        return OpenAIBatches(self.name, _SDKTransport(self), self._arguments)
+
     def close(self) -> None:
         """Close the pooled connections (the registry keeps providers for the whole session)."""
         self._client.close()
+
+
+class _SDKTransport:
+    """The batch calls through the SDK's client: its auth, headers and multipart encoding,
+    our error mapping, the reply read raw."""
+
+    def __init__(self, provider: OpenAIProvider) -> None:
+        self._provider = provider
+        self._client = provider._client
+
+    def _send(self, send: Any, limit: int | None = None) -> bytes:
+        with self._provider._exchange(BATCH_TIMEOUT) as exchange:
+            response = exchange.call(send, lambda exc: _sdk_error(exchange, exc))
+            exchange.adopt(response)
+            return exchange.body(limit)
+
+    def json(self, method: str, path: str, body: Any = None) -> Any:
+        call = self._client.post if method == "POST" else self._client.get
+        extra = {"body": body} if method == "POST" else {}
+        options = {"timeout": BATCH_TIMEOUT}
+        raw = self._send(
+            lambda: call(path, cast_to=httpx2.Response, options=options, stream=True, **extra)
+        )
+        return _parsed(raw, path, self._provider.name)
+
+    def upload(self, path: str, data: bytes, filename: str, fields: Mapping[str, str]) -> Any:
+        files = self._client.files.with_raw_response
+        raw = self._send(
+            lambda: files.create(
+                file=(filename, data, "application/jsonl"),
+                purpose=fields.get("purpose", "batch"),  # type: ignore[arg-type]
+                timeout=BATCH_TIMEOUT,
+            ).http_response
+        )
+        return _parsed(raw, path, self._provider.name)
+
+    def download(self, path: str, limit: int) -> bytes:
+        return self._send(
+            lambda: self._client.get(
+                path, cast_to=httpx2.Response, options={"timeout": BATCH_TIMEOUT}, stream=True
+            ),
+            limit,
+        )
+
+
+def _parsed(raw: bytes, path: str, name: str) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        shown = raw[:60].decode("utf-8", "replace")
+        raise errors.BadResponse(
+            f"{path} replied with something that is not JSON: {shown!r}", provider=name
+        ) from None
 
 
 def _openai_only_headers(name: str) -> dict[str, object]:

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 from .._redaction import redact_url
 
 __all__ = [
+    "BatchState",
     "CancelToken",
     "Chunk",
     "Health",
@@ -199,6 +200,31 @@ class Health:
         )
 
 
+@dataclass(frozen=True)
+class BatchState:
+    """A provider batch as its server last described it, in one vocabulary for every wire.
+
+    `status` is the provider's own word, lower-cased (OpenAI's `in_progress`, Mistral's
+    `running`); `done` once it can change no more. Counts are None until the server gives them.
+    `missing_reason` is what a request left unanswered by this end (expired, cancelled, failed)
+    says; None when the batch answered every line it took.
+    """
+
+    id: str
+    status: str
+    done: bool
+    total: int | None = None
+    succeeded: int | None = None
+    failed: int | None = None
+    output_file: str | None = None
+    error_file: str | None = None
+    created_at: int | None = None  # Unix seconds
+    problem: str | None = None  # why it failed (validation errors), as the server said
+    missing_reason: str | None = None
+    prompt_tokens: int | None = None  # the batch's usage so far, when the server reports it
+    completion_tokens: int | None = None
+
+
 class CancelToken:
     """Lets the main thread stop a request that a worker thread is blocked in.
 
@@ -297,6 +323,9 @@ class ProviderFacts:
     # target that cannot gets a row error instead of a request without them.
     takes_images: ClassVar[bool] = False
     takes_image_urls: ClassVar[bool] = False
+    # The batch API its class speaks ("openai", "mistral"), offered by `batches()`; None: none.
+    # Whether a provider of the class has one is the registry's call (providers.batch_wire).
+    batch_wire: ClassVar[str | None] = None
 
     @classmethod
     def normalise_base_url(cls, url: str | None) -> str | None:

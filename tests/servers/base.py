@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import threading
 import time
@@ -90,6 +91,8 @@ class TestServer:
         self._lock = threading.Lock()
         self._default_api_key = api_key
         self.routes: dict[tuple[str, str], Route] = {}
+        # (path prefix, handler(ex, rest of the path)) for paths holding an id: /v1/batches/ID
+        self.prefix_routes: list[tuple[str, Callable[[Exchange, str], None]]] = []
         self._httpd: HTTPServer | None = None
         self._serve_thread: threading.Thread | None = None
         self._cancel = threading.Event()
@@ -271,10 +274,15 @@ class TestServer:
         route = self.routes.get((request.method, path))
         if route is None and request.method == "HEAD":
             route = self.routes.get(("GET", path))
+        for prefix, handle in self.prefix_routes if route is None else ():
+            if path.startswith(prefix) and len(path) > len(prefix):
+                route = functools.partial(handle, rest=path[len(prefix) :])
+                break
+        multipart = request.headers.get("content-type", "").startswith("multipart/")
         try:
             if route is None:
                 self.not_found(ex)
-            elif raw and body is None and request.method in ("POST", "DELETE"):
+            elif raw and body is None and request.method in ("POST", "DELETE") and not multipart:
                 self.bad_json(ex)
             elif ex.faults.redirect is not None and self.chat_marker in path:
                 where = ex.faults.redirect_to or f"{self.root_url}/moved{path}"

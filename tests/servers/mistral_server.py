@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .base import Exchange, StreamShape, TestServer, dumps
+from .batch_server import MistralBatchWire
 from .images import ImageProblem, mistral_images
 from .mistral_schema import validation_errors
 from .tool_rules import openai_problem, openai_result, openai_rounds
@@ -54,6 +55,7 @@ def _envelope(message: Any, etype: str, code: str | None) -> dict[str, Any]:
 
 class MistralServer(TestServer):
     """POST /v1/chat/completions (JSON or SSE) and GET /v1/models; `.url` is the bare host.
+    Batch jobs too: /v1/files and /v1/batch/jobs (batch_server.py; knobs in `.batch_knobs`).
 
     api_key: when set, requests need `Authorization: Bearer <api_key>` (else 401).
     models: id -> max_context_length for /v1/models; check_models=True makes other models a 400
@@ -76,9 +78,12 @@ class MistralServer(TestServer):
         self.check_models = check_models
         self.routes[("POST", "/v1/chat/completions")] = self._chat
         self.routes[("GET", "/v1/models")] = self._models
+        self.batches = MistralBatchWire(self)  # /v1/files + /v1/batch/jobs (batch_server.py)
 
     def reset_state(self) -> None:
         self.models = dict(self._default_models)
+        if hasattr(self, "batches"):
+            self.batches.reset()
 
     def not_found(self, ex: Exchange) -> None:
         ex.send_json(404, {"detail": "Not Found"})

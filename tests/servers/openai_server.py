@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from .base import Exchange, TestServer
+from .batch_server import OpenAIBatchWire
 from .openai_wire import OpenAIChat, openai_error
 
 __all__ = ["DEFAULT_OPENAI_MODELS", "OpenAIServer"]
@@ -14,6 +15,7 @@ DEFAULT_OPENAI_MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1-nano"
 
 class OpenAIServer(TestServer):
     """POST /v1/chat/completions (JSON or SSE) and GET /v1/models; `.url` ends in /v1.
+    The Batch API too: /v1/files and /v1/batches (batch_server.py; knobs in `.batch_knobs`).
 
     api_key: when set, requests need `Authorization: Bearer <api_key>` (else 401).
     usage: False emulates servers that never report usage (llama.cpp's Python server),
@@ -37,9 +39,12 @@ class OpenAIServer(TestServer):
         self.chat = OpenAIChat(self, send_usage=usage)
         self.routes[("POST", "/v1/chat/completions")] = self.chat.handle
         self.routes[("GET", "/v1/models")] = self._models
+        self.batches = OpenAIBatchWire(self)  # /v1/files + /v1/batches (batch_server.py)
 
     def reset_state(self) -> None:
         self.models = list(self._default_models)
+        if hasattr(self, "batches"):
+            self.batches.reset()
 
     def model_ids(self) -> list[str]:
         return list(self.models)

@@ -1,0 +1,242 @@
+"""Big runs, measured (issue 13). Each section prints its figures beside a baseline run the
+same way on the same machine, and the ratio.
+
+    python bench/scale.py [--rows 100000] [--section batch]
+
+Sections:
+  batch  (provider batch APIs and batch files)
+    write    `llm_magic.batch_file(prompts, target)`: 100,000 prompts to an OpenAI batch input
+             file. Baseline: the same lines written by a bare loop of json.dumps (the least a
+             writer can do). Goal <= 5 s and <= 300 MB peak RSS.
+    read     `llm_magic.read_batch_output(out, inputs)`: a 100,000-line vLLM output file to the
+             run's frame. Baseline: `pd.read_json(out, lines=True)` (the frame by hand, none of
+             the work: no prompts, no tokens, no costs). Goal <= 5 s.
+    collect  `%llm collect RUN` of a 100,000-request batch on the loopback OpenAI server: the
+             row mapping read from the store, both files downloaded and read, the rows logged,
+             the frame built. Its submit is timed too (lines built, mapping written, uploaded).
+  Each measurement runs in a fresh interpreter, so its peak RSS (ru_maxrss) is its own; the
+  RSS after imports is printed beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _prompts(n: int) -> list[str]:
+    return [f"Question {i}: what is {i} + {i}? Answer in one word." for i in range(n)]
+
+
+# --------------------------------------------------------------------------- batch: children
+
+
+def _child_write(n: int, folder: Path, how: str) -> dict:
+    prompts = _prompts(n)
+    if how == "llm_magic":
+        import llm_magic
+        import llm_magic._batch_files  # noqa: F401  (imported before the clock)
+        import llm_magic._plan  # noqa: F401
+
+        base = _rss_mb()
+        start = time.perf_counter()
+        llm_magic.batch_file(prompts, "vllm:Qwen/Qwen3-8B", path=folder / "in.jsonl", max_tokens=16)
+    else:
+        base = _rss_mb()
+        start = time.perf_counter()
+        with open(folder / "in_baseline.jsonl", "w") as out:
+            for i, prompt in enumerate(prompts):
+                body = {
+                    "model": "Qwen/Qwen3-8B",
+                    "messages": [{"role": "user", "content": prompt}],
+                    "max_tokens": 16,
+                }
+                line = {
+                    "custom_id": str(i),
+                    "method": "POST",
+                    "url": "/v1/chat/completions",
+                    "body": body,
+                }
+                out.write(json.dumps(line) + "\n")
+    return {"s": time.perf_counter() - start, "peak_mb": _rss_mb(), "base_mb": base}
+
+
+def _vllm_output(folder: Path) -> Path:
+    """What `vllm run-batch` writes for in.jsonl (batch.md §3), made once."""
+    out = folder / "out.jsonl"
+    if out.exists():
+        return out
+    with open(folder / "in.jsonl", "rb") as lines, open(out, "w") as dest:
+        for i, raw in enumerate(lines):
+            line = json.loads(raw)
+            completion = {
+                "id": f"chatcmpl-{i}",
+                "object": "chat.completion",
+                "model": line["body"]["model"],
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": f"Answer {i * 2}."},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 14, "completion_tokens": 3, "total_tokens": 17},
+            }
+            response = {"status_code": 200, "request_id": f"vllm-batch-{i}", "body": completion}
+            dest.write(
+                json.dumps(
+                    {
+                        "id": f"vllm-{i}",
+                        "custom_id": line["custom_id"],
+                        "response": response,
+                        "error": None,
+                    }
+                )
+                + "\n"
+            )
+    return out
+
+
+def _child_read(folder: Path, how: str) -> dict:
+    import pandas as pd
+
+    out = folder / "out.jsonl"
+    if how == "llm_magic":
+        import llm_magic
+        import llm_magic._batch_files  # noqa: F401
+        import llm_magic._batch_run  # noqa: F401
+
+        base = _rss_mb()
+        start = time.perf_counter()
+        frame = llm_magic.read_batch_output(out, folder / "in.jsonl")
+    else:
+        base = _rss_mb()
+        start = time.perf_counter()
+        frame = pd.read_json(out, lines=True)
+    return {
+        "s": time.perf_counter() - start,
+        "peak_mb": _rss_mb(),
+        "base_mb": base,
+        "rows": len(frame),
+    }
+
+
+def _child_collect(n: int, folder: Path) -> dict:
+    os.environ["LLM_MAGIC_HOME"] = str(folder / "home")
+    os.environ["LLM_MAGIC_CONFIG"] = str(folder / "none.toml")
+    from servers.openai_server import OpenAIServer
+
+    import llm_magic
+    from llm_magic._batch_store import find
+    from llm_magic.store import default_store
+
+    server = OpenAIServer().start()
+    os.environ["OPENAI_BASE_URL"] = server.url
+    os.environ["OPENAI_API_KEY"] = "sk-bench-not-a-key-000000"
+    import llm_magic._plan  # noqa: F401
+
+    base = _rss_mb()
+    start = time.perf_counter()
+    df = llm_magic.compare(_prompts(n), "openai:gpt-4o-mini", batch=True, max_tokens=16)
+    submitted = time.perf_counter() - start
+    run_id = find(default_store())[0].run_id
+    for _ in range(4):  # the server moves a status per read: on to completed, untimed
+        for batch_id in server.batch_knobs.created:
+            server.batches._advance(server.batches.batches[batch_id])
+    start = time.perf_counter()
+    frame = llm_magic.collect(run_id)
+    collected = time.perf_counter() - start
+    server.stop()
+    assert frame is not None and len(frame) == n and frame["error"].isna().all() and len(df) == 0
+    return {
+        "submit_s": submitted,
+        "s": collected,
+        "peak_mb": _rss_mb(),
+        "base_mb": base,
+        "rows": len(frame),
+    }
+
+
+def _child(args: list[str]) -> None:
+    what, folder, *rest = args
+    folder_path = Path(folder)
+    if what == "write":
+        result = _child_write(int(rest[0]), folder_path, rest[1])
+    elif what == "read":
+        result = _child_read(folder_path, rest[0])
+    else:
+        result = _child_collect(int(rest[0]), folder_path)
+    print(json.dumps(result))
+
+
+def _run(*args: str) -> dict:
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", *args], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise SystemExit(done.stderr)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def batch_section(rows: int) -> None:
+    print(f"## batch: {rows:,} requests")
+    with tempfile.TemporaryDirectory() as tmp:
+        ours, base = (
+            _run("write", tmp, str(rows), "llm_magic"),
+            _run("write", tmp, str(rows), "baseline"),
+        )
+        size = (Path(tmp) / "in.jsonl").stat().st_size / 1e6
+        print(
+            f"write    batch_file: {ours['s']:.2f} s, peak RSS {ours['peak_mb']:.0f} MB"
+            f" (after imports {ours['base_mb']:.0f} MB), {size:.1f} MB file | json.dumps loop:"
+            f" {base['s']:.2f} s, peak {base['peak_mb']:.0f} MB | ratio {ours['s'] / base['s']:.2f}"
+            f"  (goal <= 5 s, <= 300 MB)"
+        )
+        _vllm_output(Path(tmp))
+        ours, base = _run("read", tmp, "llm_magic"), _run("read", tmp, "baseline")
+        print(
+            f"read     read_batch_output: {ours['s']:.2f} s, peak RSS {ours['peak_mb']:.0f} MB"
+            f" | pd.read_json(lines=True): {base['s']:.2f} s, peak {base['peak_mb']:.0f} MB"
+            f" | ratio {ours['s'] / base['s']:.2f}  (goal <= 5 s)"
+        )
+        read = ours["s"]
+        ours = _run("collect", tmp, str(rows))
+        print(
+            f"collect  %llm collect: {ours['s']:.2f} s (submit {ours['submit_s']:.2f} s), peak RSS"
+            f" {ours['peak_mb']:.0f} MB | read_batch_output: {read:.2f} s | ratio"
+            f" {ours['s'] / read:.2f}  (goal <= 5 s)"
+        )
+
+
+SECTIONS = {"batch": batch_section}
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        return _child(sys.argv[2:])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--section", choices=sorted(SECTIONS), action="append")
+    args = parser.parse_args()
+    for name in args.section or sorted(SECTIONS):
+        SECTIONS[name](args.rows)
+    return None
+
+
+if __name__ == "__main__":
+    main()
