@@ -121,13 +121,31 @@ def _cut(record: RunRecord, limit: int) -> tuple[RunRecord, bool]:
     `limit` (0: none) is cut to `limit` characters plus a margin, which rows removes after
     redaction (so a key that crosses the cut is hidden whole, never half written), and the
     row's params get a note of how long the answer was."""
+    record, calls_cut = _cut_calls(record, limit)
     size = len(record.output)
     if not limit or size <= limit:
-        return record, False
-    notes = record.params.get("notes")
+        return record, calls_cut
     note = f"the run log keeps the first {limit:,} of {size:,} characters of the answer"
-    params = {**record.params, "notes": [*(notes if isinstance(notes, list) else []), note]}
+    params = _noted(record.params, note)
     return replace(record, output=record.output[: limit + _CUT_MARGIN], params=params), True
+
+
+def _noted(params: dict[str, Any], note: str) -> dict[str, Any]:
+    notes = params.get("notes")
+    return {**params, "notes": [*(notes if isinstance(notes, list) else []), note]}
+
+
+def _cut_calls(record: RunRecord, limit: int) -> tuple[RunRecord, bool]:
+    """Tool calls (a server's arguments, a tool's results) bigger than `limit` characters in
+    all are logged by name only, with a note: the log stays bounded whatever came back."""
+    if not limit or not record.tool_calls:
+        return record, False
+    size = len(json.dumps(record.tool_calls, default=str, ensure_ascii=False))
+    if size <= limit:
+        return record, False
+    names = [{"name": str(c.get("name"))[:200]} for c in record.tool_calls[:100]]
+    note = f"the run log keeps only the names of the tool calls ({size:,} characters in all)"
+    return replace(record, tool_calls=names, params=_noted(record.params, note)), True
 
 
 def sql_rows(records: Sequence[RunRecord], limit: int = 0) -> list[tuple[Any, ...]]:

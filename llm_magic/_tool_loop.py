@@ -19,7 +19,9 @@ from ._records import RunRecord
 from ._tools import CallAssembler, ToolBox, column_entry
 from .providers.base import CancelToken, Message
 
-__all__ = ["ToolSteps"]
+__all__ = ["MOST_CALLS", "ToolSteps"]
+
+MOST_CALLS = 32  # calls run from one answer; the rest get an error sent back
 
 
 class ToolSteps:
@@ -56,8 +58,12 @@ class ToolSteps:
             return False
         said = record.output
         results = []
-        for call in calls:
-            entry = self.box.call(call, cancel)
+        for n, call in enumerate(calls):
+            if n >= MOST_CALLS:  # a server may ask for thousands: the loop stays bounded
+                entry = {**column_entry(call), "error": f"not run: over {MOST_CALLS} calls"}
+                entry["result"] = f"error: {entry['error']}"
+            else:
+                entry = self.box.call(call, cancel)
             entry["step"] = self.steps
             self.entries.append(entry)
             results.append(Message("tool", entry["result"], tool_call_id=call.id, name=call.name))

@@ -341,3 +341,16 @@ def test_an_image_and_tools_in_one_loop(backends, provider: str) -> None:
     second = bodies(server)[1]
     user = second["messages"][0]
     assert isinstance(user["content"], list)  # the image parts went again with the prompt
+
+
+def test_a_flood_of_calls_runs_32_and_the_log_stays_bounded(backends, monkeypatch) -> None:
+    from llm_magic.store import default_store
+
+    monkeypatch.setenv("LLM_MAGIC_MAX_LOG_CHARS", "2000")
+    _, row = run_loop(backends, "openai", tool_parallel=40)
+    assert len(calls_made) == 32 and len(row["tool_calls"]) == 40
+    assert row["tool_calls"][-1]["error"] == "not run: over 32 calls"
+    assert row["output"] == "Tool said: error: not run: over 32 calls"
+    (logged,) = default_store().history(1)
+    assert logged.tool_calls == [{"name": "get_weather"}] * 40
+    assert "only the names of the tool calls" in logged.params["notes"][-1]
