@@ -1,6 +1,7 @@
 """How each kind of check scores one answer: contains, icontains, not-contains, equals, regex,
-json, schema and py. checks.py parses specs and looks up notebook objects; these functions get
-a ready `Check`, the answer, the row's filled TEXT/PATTERN and a way to get the row (py:)."""
+json, schema and py (judge.py and similar.py score judge: and similar:). checks.py parses specs
+and looks up notebook objects; these functions get a ready `Check`, the answer, the row's
+filled TEXT/PATTERN and a way to get the row (py:)."""
 
 from __future__ import annotations
 
@@ -148,6 +149,12 @@ def _unjudged(check: Check, answer: str, arg: Any, row: Any) -> Verdict:
     return math.nan, "not judged (the run was stopped)"
 
 
+def _uncompared(check: Check, answer: str, arg: Any, row: Any) -> Verdict:
+    # scoring.py hands similar: checks their cosines; this runs only when a stopped run
+    # skipped the embeddings
+    return math.nan, "not compared (the run was stopped)"
+
+
 SCORERS: dict[str, Callable[[Check, str, Any, Any], Verdict]] = {
     "contains": _contains,
     "icontains": _icontains,
@@ -158,4 +165,5 @@ SCORERS: dict[str, Callable[[Check, str, Any, Any], Verdict]] = {
     "schema": _schema,
     "py": _py,
     "judge": _unjudged,
+    "similar": _uncompared,
 }

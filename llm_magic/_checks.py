@@ -4,8 +4,8 @@
 A spec is `[NAME][@THRESHOLD]=KIND[:ARG]` or just `KIND[:ARG]`:
 
     contains:TEXT  icontains:TEXT  not-contains:TEXT  equals:TEXT  regex:PATTERN  json
-    schema:VAR     py:FUNC         correct=contains:{expected}     close@0.8=py:similarity
-    judge:RUBRIC
+    schema:VAR     py:FUNC         correct=contains:{expected}     close@0.9=similar:{expected}
+    judge:RUBRIC   similar:TEXT
 
 TEXT, PATTERN and RUBRIC are templates filled per row (the `--over` item's fields, the notebook's
 names); VAR and FUNC name notebook objects. Every answer gets a score in 0–1 (NaN when it cannot
@@ -29,6 +29,7 @@ from .errors import UsageProblem
 __all__ = [
     "DEFAULT_THRESHOLD",
     "KINDS",
+    "SIMILAR_THRESHOLD",
     "Check",
     "CheckPlan",
     "CheckSpec",
@@ -41,6 +42,9 @@ __all__ = [
 
 DEFAULT_THRESHOLD = 0.5
 """A score at or above it passes. The built-in kinds score 0 or 1, so it matters for `py:`."""
+SIMILAR_THRESHOLD = 0.8
+"""similar:'s own default: a cosine of 0.8 is close in most embedding models' spaces, while
+unrelated texts often reach 0.5 (an embedding model's scale is its own: tune it with @)."""
 
 # kind -> what its argument is (None: it takes none)
 KINDS: dict[str, str | None] = {
@@ -53,6 +57,7 @@ KINDS: dict[str, str | None] = {
     "schema": "VAR",
     "py": "FUNC",
     "judge": "RUBRIC",  # an LLM's verdict: judge.py, run after the answers are in
+    "similar": "TEXT",  # the cosine of two embeddings: similar.py, after the answers are in
 }
 _TEMPLATED = ("TEXT", "PATTERN", "RUBRIC")
 _PREFIX = re.compile(r"(?P<name>[A-Za-z_]\w*)?(?:@(?P<threshold>[^=]*))?=(?P<rest>.*)", re.S)
@@ -214,7 +219,9 @@ def _compile(item: Any, name: str | None, namespace: Mapping[str, Any]) -> Check
     validator = _validator(obj, shown) if spec.kind == "schema" else None
     if spec.kind == "py" and not callable(obj):
         raise UsageProblem(f"check {shown!r}: {spec.arg} is a {type(obj).__name__}, not a function")
-    threshold = DEFAULT_THRESHOLD if spec.threshold is None else spec.threshold
+    threshold = spec.threshold
+    if threshold is None:
+        threshold = SIMILAR_THRESHOLD if spec.kind == "similar" else DEFAULT_THRESHOLD
     default = default or spec.kind.replace("-", "_")
     check = Check(spec.name or default, spec, threshold, obj, validator)
     arg = spec.arg or ""

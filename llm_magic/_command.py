@@ -13,7 +13,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ._checks import DEFAULT_THRESHOLD, CheckSpec, compile_checks, parse_check
+from ._checks import (
+    DEFAULT_THRESHOLD,
+    SIMILAR_THRESHOLD,
+    CheckSpec,
+    compile_checks,
+    parse_check,
+)
 from ._images import image_names
 from ._ranges import RANGES, Range
 from ._request import Request
@@ -86,6 +92,7 @@ class Command:
     max_steps: int = 5
     batch: bool = False
     wait: bool = False
+    embed: str | None = None
 
     def request(self, namespace: Mapping[str, Any]) -> Request:
         """The run this cell asks for; `--over VAR` and `{name}` fields read `namespace`."""
@@ -123,6 +130,7 @@ class Command:
             max_steps=self.max_steps,
             batch=self.batch,
             wait=self.wait,
+            embed=self.embed,
         )
 
 
@@ -276,6 +284,7 @@ def _build_parser() -> _Parser:
     p.add_argument("--max-steps", type=_ranged(RANGES["max_steps"]), default=5)
     p.add_argument("--batch", action="store_true")
     p.add_argument("--wait", action="store_true")
+    p.add_argument("--embed")
     return p
 
 
@@ -333,6 +342,7 @@ def parse_command(line: str, cell: str | None) -> Command:
         max_steps=ns.max_steps,
         batch=ns.batch,
         wait=ns.wait,
+        embed=ns.embed,
     )
 
 
@@ -396,10 +406,11 @@ Options:
   --no-interpolate        send the cell text as written, no {{name}} fields
   --check SPEC            score every answer (repeatable): contains:TEXT, icontains:TEXT,
                           not-contains:TEXT, equals:TEXT, regex:PATTERN, json, schema:VAR,
-                          py:FUNC, judge:RUBRIC; NAME=SPEC names it, NAME@0.8=SPEC sets
-                          its threshold (default {DEFAULT_THRESHOLD}); TEXT, PATTERN and RUBRIC
-                          take {{fields}}
+                          py:FUNC, judge:RUBRIC, similar:TEXT; NAME=SPEC names it,
+                          NAME@0.8=SPEC sets its threshold (default {DEFAULT_THRESHOLD},
+                          similar: {SIMILAR_THRESHOLD}); TEXT, PATTERN and RUBRIC take {{fields}}
   --judge TARGET          who judges judge: checks (default: the default target)
+  --embed TARGET          who embeds for similar: checks (default: the default target)
   --image X               send an image with the prompt (repeatable): a notebook variable
                           (a path, URL, bytes or PIL image, or a list of them) or a path or
                           http(s) URL as written; PNG, JPEG, GIF or WEBP, at most 20 MB

@@ -20,6 +20,7 @@ from ._judge import VERDICT_SCHEMA, Judge
 from ._request import Request
 from ._runner import Job, Policy
 from ._session import Session
+from ._similar import Embedder
 from ._targets import TargetSpec
 from ._template import check_over_fields, expand_over, render
 from ._tools import ToolBox, make_toolbox
@@ -27,7 +28,7 @@ from ._utf8 import utf8_safe
 from .errors import UsageProblem
 from .providers.base import Image, Message, Options
 
-__all__ = ["Plan", "make_judge", "make_plan", "plan_jobs"]
+__all__ = ["Plan", "make_embedder", "make_judge", "make_plan", "plan_jobs"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -38,6 +39,7 @@ class Plan:
     labels: tuple[str, ...]  # one per target as written: the columns of the views
     checks: CheckPlan | None = None  # scores added to each row (--check)
     judge: Judge | None = None  # asked after the answers, when a check is judge:
+    embedder: Embedder | None = None  # asked after the answers, when a check is similar:
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -70,7 +72,7 @@ def make_plan(request: Request, session: Session) -> Plan:
     # Text UTF-8 cannot carry (a lone surrogate from a notebook string) would fail the send.
     prompts = [utf8_safe(p)[0] for p in prompts]
     systems = [utf8_safe(s)[0] if s else s for s in systems]
-    checks = judge = None
+    checks = judge = embedder = None
     configured = session.settings()  # read at each run: %config may have changed
     options = _options(request, configured)
     tools = make_toolbox(request.tools, request.run_tools, request.max_steps)
@@ -80,8 +82,11 @@ def make_plan(request: Request, session: Session) -> Plan:
     if request.checks:  # looked up and filled now: a bad check stops the run before it starts
         names = request.variables if request.variables is not None else notebook_namespace()
         checks = plan_checks(compile_checks(request.checks, names), scopes, items)
-        if any(check.kind == "judge" for check in checks.checks):
+        kinds = {check.kind for check in checks.checks}
+        if "judge" in kinds:
             judge = make_judge(request, session)
+        if "similar" in kinds:
+            embedder = make_embedder(request, session)
     conversations = session.conversations if request.chat else None
     jobs = plan_jobs(
         prompts,
@@ -93,21 +98,52 @@ def make_plan(request: Request, session: Session) -> Plan:
         images=images,
         tools=tools,
     )
-    return Plan(request, tuple(jobs), policy, tuple(s.label for s in specs), checks, judge)
+    labels = tuple(s.label for s in specs)
+    return Plan(request, tuple(jobs), policy, labels, checks, judge, embedder)
 
 
 def make_judge(request: Request, session: Session) -> Judge:
     """The judge of judge: checks: `request.judge` (default: the default target), asked at
     temperature 0 under the run's retries, concurrency, cache and deadline."""
+    what = "the judge (--judge, judge=)"
+    spec, policy, options = _side_target(request, session, request.judge, what)
+    options = replace(options, temperature=0.0, stream=False, json_schema=VERDICT_SCHEMA)
+    return Judge(spec, policy, options, providers.get_provider)
+
+
+def make_embedder(request: Request, session: Session) -> Embedder:
+    """Who embeds for similar: checks: `request.embed` (default: the default target), one
+    target whose provider can embed, asked under the run's retries, concurrency, cache and
+    deadline."""
+    what = "the embedding target (--embed, embed=)"
+    spec, policy, options = _side_target(request, session, request.embed, what)
+    if len(spec.chain) > 1:
+        raise UsageProblem(
+            f"{what} is one target, not a fallback chain: two models' vectors do not compare"
+        )
+    problem = providers.embedding_problem(spec.primary.provider)
+    if problem:
+        which = "--embed" if request.embed else "the default target"
+        raise UsageProblem(
+            f"similar: needs embeddings and {which} {spec.primary} cannot give them ({problem});"
+            " name one that can with --embed TARGET (embed=), e.g. --embed local:smollm2"
+        )
+    return Embedder(spec, policy, replace(options, stream=False), providers.get_provider)
+
+
+def _side_target(
+    request: Request, session: Session, target: str | None, what: str
+) -> tuple[TargetSpec, Policy, Options]:
+    """A target asked on the run's behalf (a judge, an embedder), its default the default
+    target: its spec, the run's policy for it, and the run's timeouts."""
     try:
-        (spec,) = session.specs([request.judge] if request.judge else [])
+        (spec,) = session.specs([target] if target else [])
     except UsageProblem as exc:
-        raise UsageProblem(f"the judge (--judge, judge=): {exc.message}") from None
+        raise UsageProblem(f"{what}: {exc.message}") from None
     configured = session.settings()
     policy = _policy(request, [spec], configured)
     options = _options(Request(prompts=request.prompts, timeout=request.timeout), configured)
-    options = replace(options, temperature=0.0, stream=False, json_schema=VERDICT_SCHEMA)
-    return Judge(spec, policy, options, providers.get_provider)
+    return spec, policy, options
 
 
 Scope = Mapping[str, Any]

@@ -45,6 +45,11 @@ class RunRecord:
     )
     # How many pieces of text the answer came in: with one, the decode time is not observable.
     pieces: int = field(default=0, repr=False, compare=False, metadata={"column": False})
+    # An embedding request's vectors, one per text (similar: checks). Not a column: the log
+    # keeps the line `output` says instead, the cache keeps each text's vector on its own.
+    vectors: list[list[float]] | None = field(
+        default=None, repr=False, compare=False, metadata={"column": False}
+    )
 
     @property
     def ok(self) -> bool:

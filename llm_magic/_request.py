@@ -61,6 +61,7 @@ class Request:
     # provider batch APIs (_batch_plan.py): batchable targets go as batches, the rest live
     batch: bool = False
     wait: bool = False  # with batch: poll until the batches end and return their rows
+    embed: str | None = None  # the target that embeds for similar: checks (None: the default)
 
     @classmethod
     def build(

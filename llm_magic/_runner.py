@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ._accounting import account
+from ._accounting import account, estimate_tokens
 from ._deadlines import Deadlines
 from ._records import RunRecord
 from ._redaction import Redactor, redact
@@ -32,7 +32,7 @@ from .errors import (
     StreamBroken,
     one_line,
 )
-from .providers.base import CancelToken, Message, Options, Provider
+from .providers.base import CancelToken, Chunk, Message, Options, Provider, Usage
 
 if TYPE_CHECKING:
     from ._tool_loop import ToolSteps
@@ -58,6 +58,7 @@ class Job:
     repeat: int = 0
     prompt_no: int = 0  # which of the run's prompts (two --over items may render the same text)
     tools: ToolBox | None = None  # the run's tools (their specs are in options.tools)
+    texts: tuple[str, ...] = ()  # when set, ask for these texts' embeddings, not an answer
 
 
 @dataclass(frozen=True)
@@ -489,14 +490,20 @@ def _attempt(
     try:
         provider = get_provider(target.provider)
         _check_takes_images(provider, job, target)
-        prepare = getattr(provider, "prepare", None)  # optional: load the model (embedded)
+        # optional: load the model (embedded), or its embedding instance
+        prepare = getattr(provider, "prepare_embeddings" if job.texts else "prepare", None)
         if prepare is not None:
             prepare(target.model)
         # The clock starts once the provider is built (SDK imported, client made, model
         # loaded): start-up must not make a session's first request look slower than the next.
         record.started_at = datetime.now(timezone.utc)
         start = time.perf_counter()
-        for chunk in provider.stream(list(messages), target.model, job.options, token):
+        chunks = (
+            _embedded(provider, job, target, record, token)
+            if job.texts
+            else provider.stream(list(messages), target.model, job.options, token)
+        )
+        for chunk in chunks:
             if token.cancelled:
                 break
             if chunk.tool_calls and steps is not None:
@@ -549,6 +556,26 @@ def _check_takes_images(provider: Provider, job: Job, target: Target) -> None:
             "takes images as data, not URLs: give the file's path or its bytes",
             provider=target.provider,
         )
+
+
+def _embedded(
+    provider: Provider, job: Job, target: Target, record: RunRecord, token: CancelToken
+) -> Iterator[Chunk]:
+    """An embedding request as the one Chunk a row reads: a line saying what came back (the
+    log's `output`), the texts' token count; the vectors go on the record."""
+    embed = getattr(provider, "embed", None)
+    if embed is None:  # the planner refuses such a target; a plugin may still lack it
+        raise ProviderError("it offers no embeddings", provider=target.provider)
+    result = embed(list(job.texts), target.model, job.options, token)
+    record.vectors = result.vectors
+    size = len(result.vectors[0]) if result.vectors else 0
+    prompt_tokens = result.prompt_tokens
+    if prompt_tokens is None:
+        prompt_tokens = sum(estimate_tokens(t) for t in job.texts)
+        record.tokens_estimated = True
+    line = f"{len(result.vectors)} embeddings of {size} dimensions"
+    usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=0)
+    yield Chunk(text=line, usage=usage, finish_reason="stop", model=result.model)
 
 
 def _utf8_safe(text: str, record: RunRecord) -> str:

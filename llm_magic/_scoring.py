@@ -19,6 +19,10 @@ from .errors import UsageProblem, one_line
 
 if TYPE_CHECKING:
     from ._judge import Judge
+    from ._similar import Embedder
+
+# What judge: and similar: ask for a batch of tasks: a verdict per task, and their figures
+Ask = Callable[[Sequence[tuple[str, ...]]], tuple[list[tuple[float, str]], dict]]
 
 __all__ = ["check_frame", "is_check_column", "pass_summary", "score_run", "wilson"]
 
@@ -36,17 +40,22 @@ def is_check_column(name: Any) -> bool:
 
 
 def score_run(
-    frame: pd.DataFrame, plan: CheckPlan, prompt_nos: Sequence[int], judge: Judge | None = None
+    frame: pd.DataFrame,
+    plan: CheckPlan,
+    prompt_nos: Sequence[int],
+    judge: Judge | None = None,
+    embedder: Embedder | None = None,
 ) -> pd.DataFrame:
     """The frame of a run (rows in job order) with its checks' columns; `judge` scores the
-    judge: checks (its figures go to df.attrs["judge"])."""
+    judge: checks (its figures go to df.attrs["judge"]), `embedder` the similar: checks
+    (df.attrs["embed"])."""
     nos = list(prompt_nos)[: len(frame)]
     args = [[plan.args[p][j] for p in nos] for j in range(len(plan.checks))]
 
     def row(i: int) -> Mapping[str, Any]:
         return {**plan.items[nos[i]], **frame.iloc[i].to_dict()}
 
-    return _scored(frame, plan.checks, args, row, judge)
+    return _scored(frame, plan.checks, args, row, judge, embedder)
 
 
 def check_frame(
@@ -55,10 +64,12 @@ def check_frame(
     over: Any = None,
     variables: Mapping[str, Any] | None = None,
     judge: Callable[[], Judge] | None = None,
+    embedder: Callable[[], Embedder] | None = None,
 ) -> pd.DataFrame:
-    """`df.llm.check(...)`: score an existing frame again, nothing sent. TEXT/PATTERN fields
-    are filled from the row's columns, then the `over` item the row came from, then
-    `variables` (default: the notebook's names)."""
+    """`df.llm.check(...)`: score an existing frame again, no answer asked again (judge: and
+    similar: checks ask the judge and the embedder). TEXT/PATTERN fields are filled from the
+    row's columns, then the `over` item the row came from, then `variables` (default: the
+    notebook's names)."""
     for needed in ("output", "error"):
         if needed not in frame.columns:
             raise UsageProblem(f"df.llm.check() needs the column {needed!r}")
@@ -88,8 +99,15 @@ def check_frame(
     def row(i: int) -> Mapping[str, Any]:
         return {**(items[i] if items else {}), **{k: v[i] for k, v in columns.items()}}
 
-    needs_judge = judge is not None and any(c.kind == "judge" for c in compiled)
-    return _scored(frame, compiled, args, row, judge() if needs_judge else None)
+    kinds = {c.kind for c in compiled}
+    return _scored(
+        frame,
+        compiled,
+        args,
+        row,
+        judge() if judge is not None and "judge" in kinds else None,
+        embedder() if embedder is not None and "similar" in kinds else None,
+    )
 
 
 def _scored(
@@ -98,37 +116,52 @@ def _scored(
     args: Sequence[Sequence[str | None]],
     row: Callable[[int], Mapping[str, Any]],
     judge: Judge | None,
+    embedder: Embedder | None = None,
 ) -> pd.DataFrame:
-    judged, stats = _judgements(checks, frame, args, judge)
-    scored = _with_columns(frame, _columns(checks, frame, args, row, judged))
-    if stats is not None:
-        scored.attrs["judge"] = stats
+    outputs = frame["output"].tolist()
+    prompts = frame["prompt"].tolist() if "prompt" in frame.columns else [""] * len(frame)
+
+    def answer(i: int) -> str:
+        return outputs[i] if isinstance(outputs[i], str) else ""
+
+    # Asked once the answers are in, each kind as one batch: the judge gets the rubric, the
+    # question and the answer; the embedder the TEXT and the answer.
+    judged, judge_stats = _asked(
+        "judge", checks, frame, args, judge, lambda rubric, i: (rubric, str(prompts[i]), answer(i))
+    )
+    compared, embed_stats = _asked(
+        "similar", checks, frame, args, embedder, lambda text, i: (text, answer(i))
+    )
+    scored = _with_columns(frame, _columns(checks, frame, args, row, {**judged, **compared}))
+    for name, stats in (("judge", judge_stats), ("embed", embed_stats)):
+        if stats is not None:
+            scored.attrs[name] = stats
     return scored
 
 
-def _judgements(
+def _asked(
+    kind: str,
     checks: Sequence[Check],
     frame: pd.DataFrame,
     args: Sequence[Sequence[str | None]],
-    judge: Judge | None,
+    ask: Ask | None,
+    task: Callable[[str, int], tuple[str, ...]],
 ) -> tuple[dict[tuple[int, int], tuple[float, str]], dict | None]:
-    """Every judge: check of every answered row, asked of the judge as one batch:
+    """Every `kind` check of every answered row as one batch of `task(arg, row no)` for `ask`:
     {(check no, row no): verdict} and the batch's figures."""
-    if judge is None:
+    if ask is None:
         return {}, None
-    outputs, prompts = frame["output"].tolist(), frame["prompt"].tolist()
     failed = frame["error"].notna().tolist()
     keys, tasks = [], []
     for j, check in enumerate(checks):
-        if check.kind != "judge":
+        if check.kind != kind:
             continue
-        for i, rubric in enumerate(args[j]):
-            if failed[i] or rubric is None or isinstance(rubric, _Unfilled):
-                continue  # no answer, or a rubric that could not be filled: reasoned below
-            answer = outputs[i] if isinstance(outputs[i], str) else ""
+        for i, arg in enumerate(args[j]):
+            if failed[i] or arg is None or isinstance(arg, _Unfilled):
+                continue  # no answer, or an argument that could not be filled: reasoned below
             keys.append((j, i))
-            tasks.append((rubric, str(prompts[i]), answer))
-    verdicts, stats = judge(tasks)
+            tasks.append(task(arg, i))
+    verdicts, stats = ask(tasks)
     return dict(zip(keys, verdicts, strict=True)), stats
 
 
@@ -184,7 +217,7 @@ def _columns(
     frame: pd.DataFrame,
     args: Sequence[Sequence[str | None]],
     row_of: Callable[[int], Mapping[str, Any]],
-    judged: Mapping[tuple[int, int], tuple[float, str]],
+    asked: Mapping[tuple[int, int], tuple[float, str]],
 ) -> dict[str, Any]:
     """Score every row with every check (`args`: per check, each row's TEXT/PATTERN). A failed
     request is NaN/False with the reason "no answer"."""
@@ -204,8 +237,8 @@ def _columns(
             arg, answer = check_args[i], outputs[i]
             if isinstance(arg, _Unfilled):
                 score, reason = nan, one_line(str(arg), 200)
-            elif (j, i) in judged:
-                score, reason = judged[j, i]
+            elif (j, i) in asked:  # a judge's verdict, a cosine
+                score, reason = asked[j, i]
             else:
                 score, reason = score_one(answer if isinstance(answer, str) else "", arg, rows[i])
             ok = score >= threshold  # NaN compares False: what cannot be scored never passes

@@ -43,9 +43,10 @@ def run_frame(records: Sequence[RunRecord], plan: Plan) -> pd.DataFrame:
     if plan.checks is None:
         return frame
     nos = [job.prompt_no for job in plan.jobs]
-    # A run the user stopped sends nothing more: its judge: checks stay unjudged.
-    stopped = any(r.finish_reason == "interrupted" for r in records)
-    return scoring.score_run(frame, plan.checks, nos, None if stopped else plan.judge)
+    # A run the user stopped sends nothing more: its judge: and similar: checks stay unscored.
+    if any(r.finish_reason == "interrupted" for r in records):
+        return scoring.score_run(frame, plan.checks, nos)
+    return scoring.score_run(frame, plan.checks, nos, plan.judge, plan.embedder)
 
 
 def verdict_lines(frame: pd.DataFrame) -> list[str]:
@@ -218,21 +219,24 @@ class LLMAccessor:
         variables: Mapping[str, Any] | None = None,
         judge: str | None = None,
         cache: bool | None = None,
+        embed: str | None = None,
     ) -> pd.DataFrame:
         """The frame scored again with other checks, no answer asked again: specs
         ("contains:{expected}"), functions (py:) or schemas. Fields are filled from the row's
         columns, then the `over` items the run went over, then `variables` (default: the
-        notebook's names). judge: checks ask `judge` (default: the default target). Returns a
-        new frame whose check columns are these checks' alone."""
-        from ._plan import make_judge
+        notebook's names). judge: checks ask `judge`, similar: checks embed with `embed`
+        (default for both: the default target). Returns a new frame whose check columns are
+        these checks' alone."""
+        from ._plan import make_embedder, make_judge
         from ._request import Request
         from ._session import session
 
         items: Any = checks[0] if len(checks) == 1 and isinstance(checks[0], Mapping) else checks
-        request = Request(prompts=("",), judge=judge, cache=cache)
+        request = Request(prompts=("",), judge=judge, cache=cache, embed=embed)
         return scoring.check_frame(
             self._frame, items, over=over, variables=variables,
             judge=lambda: make_judge(request, session),
+            embedder=lambda: make_embedder(request, session),
         )
 
     def rank(

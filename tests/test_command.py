@@ -42,6 +42,7 @@ def test_command_fields_are_the_agreed_contract() -> None:
         "images",
         "tools", "run_tools", "max_steps",
         "batch", "wait",
+        "embed",
     ]  # fmt: skip
     cmd = parse_command("", CELL)
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -96,6 +97,7 @@ VALID = [
     ("-q", {"quiet": True}),
     ("--quiet", {"quiet": True}),
     ("--no-interpolate", {"interpolate": False}),
+    ("--embed openai:text-embedding-3-small", {"embed": "openai:text-embedding-3-small"}),
     ("-qc 4", {"quiet": True, "concurrency": 4}),
     ("-h", {"help": True}),
     ("--help", {"help": True}),

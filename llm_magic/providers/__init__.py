@@ -9,8 +9,8 @@ file's `[providers.NAME]` tables.
 What a provider is (how its base URL is normalised, its default concurrency, whether it lists
 models, which model commands it offers) is declared by its class (`base.ProviderFacts`);
 other modules ask here: `facts(name)`, `default_concurrency(name)`, `base_url_of(spec)`,
-`model_command(provider, verb)`, `providers_with(verb)`. Nothing outside this package
-imports a provider module.
+`embedding_problem(name)`, `model_command(provider, verb)`, `providers_with(verb)`. Nothing
+outside this package imports a provider module.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ __all__ = [
     "close_all",
     "default_concurrency",
     "default_limits",
+    "embedding_problem",
     "facts",
     "get_provider",
     "kind_facts",
@@ -313,6 +314,12 @@ def default_limits(names: Iterable[str], cfg: FileConfig | None = None) -> dict[
     """{provider: its default concurrency} for the providers named that declare one."""
     limits = {name: default_concurrency(name, cfg) for name in dict.fromkeys(names)}
     return {name: n for name, n in limits.items() if n is not None}
+
+
+def embedding_problem(name: str, cfg: FileConfig | None = None) -> str | None:
+    """Why provider `name` cannot embed (its class has no `embed()`), or None when it can."""
+    cls = facts(name, cfg)
+    return None if callable(getattr(cls, "embed", None)) else cls.no_embeddings
 
 
 def base_url_of(spec: ProviderSpec, endpoint: Endpoint | None = None) -> str | None:

@@ -226,6 +226,7 @@ class AnthropicProvider(ServiceProvider):
     extra_headers = {"anthropic-version": API_VERSION}
     health_query = "?limit=1"
     takes_images = takes_image_urls = True  # image blocks: a base64 or a url source
+    no_embeddings = "Anthropic's API has no embeddings endpoint"
 
     @classmethod
     def normalise_base_url(cls, url: str | None) -> str:

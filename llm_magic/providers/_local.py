@@ -26,9 +26,20 @@ from typing import Any
 
 from ..errors import Cancelled, GGUFError, ModelNotFound, ProviderError, StreamBroken, UsageProblem
 from . import _gguf as gguf
+from ._embeddings import read_vectors
 from ._gguf import BUNDLED_NAME
 from ._local_tools import answer_turns, call_due, call_piece, call_schema, call_turns
-from .base import CancelToken, Chunk, Health, Message, ModelInfo, Options, ProviderFacts, Usage
+from .base import (
+    CancelToken,
+    Chunk,
+    Embeddings,
+    Health,
+    Message,
+    ModelInfo,
+    Options,
+    ProviderFacts,
+    Usage,
+)
 
 __all__ = ["LocalProvider", "ModelNotFound", "loaded", "resolve_model", "unload"]
 
@@ -77,6 +88,7 @@ class _Loaded:
 
 
 _UNSEEN: Any = object()  # sentinel for the piece cache (None there means end-of-generation)
+_EMBEDDING_KEY = "#embedding"  # a model's embedding instance: its path with this after it
 _models: dict[str, _Loaded] = {}
 _load_locks: dict[str, threading.Lock] = {}
 _registry_lock = threading.Lock()
@@ -146,12 +158,18 @@ def n_threads() -> int:
     return max(1, (os.cpu_count() or 1) // 2)
 
 
-def _load(path: Path, provider: str) -> _Loaded:
+def _load(path: Path, provider: str, embedding: bool = False) -> _Loaded:
     try:
         import llama_cpp
     except ImportError:
         raise ProviderError(NO_LLAMA_CPP, provider=provider) from None
     n_ctx = _context_size(path, provider)
+    # An embedding instance takes a whole text in one batch. Its pooling stays the model's own
+    # (none, for a chat model: `LocalProvider.embed` then takes the mean): asking llama.cpp to
+    # pool makes it print a warning on stderr that verbose=False does not silence.
+    extra: dict[str, Any] = {"embedding": True, "n_batch": n_ctx, "n_ubatch": n_ctx}
+    if not embedding:
+        extra = {}
     started = time.perf_counter()
     try:
         threads = n_threads()
@@ -161,16 +179,22 @@ def _load(path: Path, provider: str) -> _Loaded:
             n_threads=threads,
             n_threads_batch=threads,
             verbose=False,
+            **extra,
         )
     except (ValueError, RuntimeError, OSError) as exc:
         raise ProviderError(f"cannot load {path.name}: {exc}", provider=provider) from None
     load_s = time.perf_counter() - started
+    if embedding:
+        name = f"{gguf.model_name(path)} (embeddings)"
+        return _Loaded(name, str(path), llm, llm.n_ctx(), load_s, formatter=None)
     return _Loaded(gguf.model_name(path), str(path), llm, llm.n_ctx(), load_s, _make_formatter(llm))
 
 
-def _get_loaded(path: Path, provider: str) -> _Loaded:
-    """The loaded model for `path`, loading it once even when threads ask at the same time."""
-    key = str(path)
+def _get_loaded(path: Path, provider: str, embedding: bool = False) -> _Loaded:
+    """The loaded model for `path`, loading it once even when threads ask at the same time.
+    `embedding`: its embedding instance, a second Llama over the same file, also one per
+    process, made on first use."""
+    key = str(path) + (_EMBEDDING_KEY if embedding else "")
     with _registry_lock:
         entry = _models.get(key)
         if entry is not None:
@@ -180,7 +204,7 @@ def _get_loaded(path: Path, provider: str) -> _Loaded:
         with _registry_lock:
             entry = _models.get(key)
         if entry is None:
-            entry = _load(path, provider)
+            entry = _load(path, provider, embedding)
             with _registry_lock:
                 _models[key] = entry
         return entry
@@ -216,20 +240,26 @@ def unload(model: str, timeout: float = 30.0) -> bool:
             key: str | None = str(resolve_model(model))
         except ModelNotFound:
             key = None
-        if key not in _models:  # also accept the name `loaded()` shows, for deleted files
+        if key not in _models and f"{key}{_EMBEDDING_KEY}" not in _models:
+            # also accept the name `loaded()` shows, for deleted files
             key = next((k for k, e in _models.items() if e.name == model.strip()), None)
-        entry = _models.pop(key, None) if key is not None else None
-    if entry is None:
+        if key is None:
+            return False
+        key = key.removesuffix(_EMBEDDING_KEY)  # the model goes with its embedding instance
+        entries = [(k, _models.pop(k)) for k in (key, key + _EMBEDDING_KEY) if k in _models]
+    if not entries:
         return False
-    if not entry.lock.acquire(timeout=timeout):
-        with _registry_lock:
-            _models.setdefault(entry.path, entry)
-        raise ProviderError(f"{entry.name} is busy answering; unload it later", provider="local")
-    try:
-        entry.closed = True
-        entry.llama.close()
-    finally:
-        entry.lock.release()
+    for key, entry in entries:
+        if not entry.lock.acquire(timeout=timeout):
+            with _registry_lock:
+                _models.setdefault(key, entry)
+            busy = f"{entry.name} is busy answering; unload it later"
+            raise ProviderError(busy, provider="local")
+        try:
+            entry.closed = True
+            entry.llama.close()
+        finally:
+            entry.lock.release()
     return True
 
 
@@ -314,6 +344,40 @@ class LocalProvider(ProviderFacts):
         """Load the model now (once per process), so that loading is not timed as latency."""
         _get_loaded(resolve_model(model, self.name), self.name)
 
+    def prepare_embeddings(self, model: str) -> None:
+        """Load the model's embedding instance now (once per process), before the clock."""
+        _get_loaded(resolve_model(model, self.name), self.name, embedding=True)
+
+    def embed(
+        self,
+        texts: list[str],
+        model: str,
+        options: Options,
+        cancel: CancelToken | None = None,
+    ) -> Embeddings:
+        """One vector per text: the mean of its tokens' vectors from the model's last layer, or
+        the model's own pooled vector when its GGUF names a pooling (an embedding model); a
+        text longer than the context is cut to fit. Text by text, so a cancel gets in."""
+        path = resolve_model(model, self.name)
+        entry = self._acquire(path, cancel, embedding=True)
+        vectors: list[Any] = []
+        tokens = 0
+        try:
+            for text in texts:
+                if cancel is not None and cancel.cancelled:
+                    raise Cancelled(f"cancelled after {len(vectors)} texts", provider=self.name)
+                try:
+                    vector, count = entry.llama.embed(text, truncate=True, return_count=True)
+                except (RuntimeError, ValueError, OSError) as exc:
+                    raise ProviderError(
+                        f"llama.cpp failed to embed: {exc}", provider=self.name
+                    ) from None
+                vectors.append(_pooled(vector))
+                tokens += int(count)
+        finally:
+            entry.lock.release()
+        return Embeddings(read_vectors(vectors, len(texts), self.name), tokens, entry.name)
+
     def stream(
         self,
         messages: list[Message],
@@ -335,10 +399,10 @@ class LocalProvider(ProviderFacts):
         finally:
             entry.lock.release()
 
-    def _acquire(self, path: Path, cancel: CancelToken | None) -> _Loaded:
+    def _acquire(self, path: Path, cancel: CancelToken | None, embedding: bool = False) -> _Loaded:
         """Load (once) and lock the model, waiting in short steps so a cancel gets through."""
         while True:
-            entry = _get_loaded(path, self.name)
+            entry = _get_loaded(path, self.name, embedding)
             while not entry.lock.acquire(timeout=0.05):
                 if cancel is not None and cancel.cancelled:
                     raise Cancelled("cancelled while waiting for the model", provider=self.name)
@@ -506,6 +570,15 @@ class LocalProvider(ProviderFacts):
         if gguf.bundled_gguf() is None:
             return Health(self.name, None, reachable=False, version=version, error=NO_BUNDLED)
         return Health(self.name, None, reachable=True, version=version)
+
+
+def _pooled(vector: Any) -> Any:
+    """One text's vector: the mean of its tokens' vectors when llama.cpp gave one per token."""
+    if vector and isinstance(vector[0], list):
+        import numpy as np
+
+        return np.asarray(vector, dtype="float64").mean(axis=0).tolist()
+    return vector
 
 
 def _size_gb(details: dict[str, Any]) -> float | None:

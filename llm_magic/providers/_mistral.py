@@ -14,17 +14,19 @@ from typing import Any
 
 from .. import errors
 from ._batch_api import MistralBatches, ServiceTransport
-from ._http import ADMIN_TIMEOUT, ServiceProvider, unix_time
+from ._embeddings import data_list, read_json
+from ._http import ADMIN_TIMEOUT, ServiceProvider, timeout_for, unix_time
 from ._image_parts import mistral_message
 from ._sse_chat import chat_chunks, whole_chunk
 from ._tool_wire import is_tool_turn, openai_tool_turn, openai_tools
-from .base import CancelToken, Chunk, Message, ModelInfo, Options
+from .base import CancelToken, Chunk, Embeddings, Message, ModelInfo, Options
 
 __all__ = ["DEFAULT_BASE_URL", "MistralProvider"]
 
 DEFAULT_BASE_URL = "https://api.mistral.ai"
 _CHAT = "/v1/chat/completions"
 _MODELS = "/v1/models"
+_EMBEDDINGS = "/v1/embeddings"
 _CARD_DETAILS = ("owned_by", "type", "aliases", "capabilities", "description", "deprecation")
 
 
@@ -80,6 +82,23 @@ class MistralProvider(ServiceProvider):
     ) -> Iterator[Chunk]:
         body = _chat_body(messages, model, options)
         yield from self._answer(_CHAT, body, options, cancel, chat_chunks, whole_chunk)
+
+    def embed(
+        self,
+        texts: list[str],
+        model: str,
+        options: Options,
+        cancel: CancelToken | None = None,
+    ) -> Embeddings:
+        """POST /v1/embeddings: one vector per text (the closed schema: model and input only)."""
+        self._require_key()
+        body = {"model": model, "input": list(texts)}
+        timeouts = timeout_for(options)
+        with self._http.exchange(
+            "POST", _EMBEDDINGS, json_body=body, timeouts=timeouts, cancel=cancel
+        ) as exchange:
+            reply = read_json(exchange, _EMBEDDINGS)
+        return data_list(reply, len(texts), self.name)
 
     def list_models(self) -> list[ModelInfo]:
         self._require_key()

@@ -20,10 +20,21 @@ from typing import Any
 import httpx2
 
 from .. import errors
+from ._embeddings import read_json, read_vectors, token_count
 from ._http import ADMIN_TIMEOUT, Exchange, HTTPService, KeyedProvider, timeout_for
 from ._image_parts import ollama_message
 from ._tool_wire import is_tool_turn, ollama_pieces, ollama_tool_turn, openai_tools
-from .base import CancelToken, Chunk, Health, Message, ModelInfo, Options, ProviderFacts, Usage
+from .base import (
+    CancelToken,
+    Chunk,
+    Embeddings,
+    Health,
+    Message,
+    ModelInfo,
+    Options,
+    ProviderFacts,
+    Usage,
+)
 
 __all__ = ["DEFAULT_HOST", "OllamaProvider", "context_from_show", "parse_ollama_host"]
 
@@ -302,6 +313,38 @@ class OllamaProvider(KeyedProvider, ProviderFacts):
                     yield Chunk(text=text, model=reported or None, tool_calls=calls)
             exchange.check_cancelled()
             raise errors.StreamBroken("stream ended before done", provider=self.name)
+
+    # ------------------------------------------------------------------ embeddings
+
+    def embed(
+        self,
+        texts: list[str],
+        model: str,
+        options: Options,
+        cancel: CancelToken | None = None,
+    ) -> Embeddings:
+        """POST /api/embed: one vector per text (Ollama cuts a text longer than the model's
+        context to fit, its default `truncate`)."""
+        self._require_key()
+        body = {"model": model, "input": list(texts)}
+        try:
+            with self._http.exchange(
+                "POST", "/api/embed", json_body=body, timeouts=timeout_for(options), cancel=cancel
+            ) as exchange:
+                reply = read_json(exchange, "/api/embed")
+        except errors.NotFound as exc:
+            raise self._with_pull_hint(exc, model) from None
+        if not isinstance(reply, dict):
+            raise errors.BadResponse("/api/embed replied without an object", provider=self.name)
+        if reply.get("error") not in (None, ""):  # an error inside a 200
+            raise errors.ProviderError(str(reply["error"])[:240], provider=self.name)
+        vectors = read_vectors(reply.get("embeddings"), len(texts), self.name)
+        reported = reply.get("model")
+        return Embeddings(
+            vectors,
+            token_count(reply.get("prompt_eval_count")),
+            reported if isinstance(reported, str) else None,
+        )
 
     def _whole(self, exchange: Exchange) -> Chunk:
         raw = exchange.body().decode("utf-8", "replace").strip()

@@ -25,6 +25,7 @@ from .. import errors
 from .._redaction import NO_KEY
 from ..errors import ProviderError
 from ._batch_api import BATCH_TIMEOUT, OpenAIBatches
+from ._embeddings import data_list, read_json
 from ._http import (
     ADMIN_TIMEOUT,
     HEALTH_TIMEOUT,
@@ -38,7 +39,16 @@ from ._image_parts import openai_message
 from ._sockets import make_client
 from ._sse_chat import chat_chunks, whole_chunk
 from ._tool_wire import is_tool_turn, openai_tool_turn, openai_tools
-from .base import CancelToken, Chunk, Health, Message, ModelInfo, Options, ProviderFacts
+from .base import (
+    CancelToken,
+    Chunk,
+    Embeddings,
+    Health,
+    Message,
+    ModelInfo,
+    Options,
+    ProviderFacts,
+)
 
 __all__ = ["DEFAULT_BASE_URL", "OpenAIProvider"]
 
@@ -151,27 +161,45 @@ class OpenAIProvider(KeyedProvider, ProviderFacts):
     ) -> Iterator[Chunk]:
         self._require_key()
         body = self._arguments(messages, model, options)
-        timeout = timeout_for(options)
-        # The SDK's own `post` (its documented route for raw requests): auth, headers and error
-        # mapping as in create(), without re-validating a body we built to the spec ourselves,
-        # which is most of the SDK's per-call cost.
-        post = self._client.post
-        with self._exchange(timeout, cancel) as exchange:
-            response = exchange.call(
-                lambda: post(
-                    "/chat/completions",
-                    cast_to=httpx2.Response,
-                    body=body,
-                    options={"timeout": timeout},
-                    stream=options.stream,
-                ),
-                lambda exc: _sdk_error(exchange, exc),
-            )
-            exchange.adopt(response)
+        with self._exchange(timeout_for(options), cancel) as exchange:
+            self._post(exchange, "/chat/completions", body, stream=options.stream)
             if options.stream:
                 yield from chat_chunks(exchange)
             else:
                 yield whole_chunk(exchange, exchange.body())
+
+    def embed(
+        self,
+        texts: list[str],
+        model: str,
+        options: Options,
+        cancel: CancelToken | None = None,
+    ) -> Embeddings:
+        """POST /embeddings: one vector per text. Floats asked for by name: the SDK would ask
+        for base64, which not every compatible server speaks."""
+        self._require_key()
+        body = {"model": model, "input": list(texts), "encoding_format": "float"}
+        with self._exchange(timeout_for(options), cancel) as exchange:
+            self._post(exchange, "/embeddings", body, stream=True)  # read by us, bounded
+            reply = read_json(exchange, "/embeddings")
+        return data_list(reply, len(texts), self.name)
+
+    def _post(self, exchange: Exchange, path: str, body: dict[str, Any], *, stream: bool) -> None:
+        """POST `body` through the SDK's own `post` (its documented route for raw requests):
+        auth, headers and error mapping as in create(), without re-validating a body we built
+        to the spec ourselves, which is most of the SDK's per-call cost. `exchange` reads it."""
+        post, timeout = self._client.post, exchange.timeouts
+        response = exchange.call(
+            lambda: post(
+                path,
+                cast_to=httpx2.Response,
+                body=body,
+                options={"timeout": timeout},
+                stream=stream,
+            ),
+            lambda exc: _sdk_error(exchange, exc),
+        )
+        exchange.adopt(response)
 
     def _models_page(
         self, exchange: Exchange, timeout: httpx2.Timeout | float

@@ -22,6 +22,7 @@ __all__ = [
     "BatchState",
     "CancelToken",
     "Chunk",
+    "Embeddings",
     "Health",
     "Image",
     "Message",
@@ -174,6 +175,15 @@ class Chunk:
 
 
 @dataclass(frozen=True)
+class Embeddings:
+    """What an optional `embed()` returns: one vector per text, in the texts' order."""
+
+    vectors: list[list[float]]
+    prompt_tokens: int | None = None  # as the server counted them (None: it did not say)
+    model: str | None = None  # the model name as the server reported it
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     provider: str
     model: str
@@ -291,6 +301,9 @@ class Provider(Protocol):
 
     # Optional: `prepare(model)` readies what a request to `model` needs in this process (the
     # embedded backend loads the model file). The runner calls it before its clock starts.
+    # Optional: `embed(texts, model, options, cancel=None) -> Embeddings`, one vector per text
+    # (similar: checks); it raises only llm_magic.errors, like `stream`, and reads a bounded
+    # reply (`_embeddings.read_vectors`). A class without it says why in `no_embeddings`.
 
 
 class ProviderFacts:
@@ -326,6 +339,8 @@ class ProviderFacts:
     # The batch API its class speaks ("openai", "mistral"), offered by `batches()`; None: none.
     # Whether a provider of the class has one is the registry's call (providers.batch_wire).
     batch_wire: ClassVar[str | None] = None
+    # Why it cannot embed, when its class has no `embed()` (the planner refuses similar: so)
+    no_embeddings: ClassVar[str] = "it offers no embeddings"
 
     @classmethod
     def normalise_base_url(cls, url: str | None) -> str | None:

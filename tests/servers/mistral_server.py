@@ -1,4 +1,5 @@
-"""A loopback server speaking Mistral's chat API (api.mistral.ai), closed schema included.
+"""A loopback server speaking Mistral's chat and embeddings API (api.mistral.ai), closed schema
+included (embeddings.py says where the embeddings wire facts come from).
 
 Tool calls (the `tool_call` knobs, tool_turns.py): with `tool_pieces` 1 the call comes whole in
 one chunk without `index` or `type`, on the chunk that ends the stream with finish_reason
@@ -16,6 +17,7 @@ from typing import Any
 
 from .base import Exchange, StreamShape, TestServer, dumps
 from .batch_server import MistralBatchWire
+from .embeddings import serve_embeddings, vector_of, word_count
 from .images import ImageProblem, mistral_images
 from .mistral_schema import validation_errors
 from .tool_rules import openai_problem, openai_result, openai_rounds
@@ -54,7 +56,8 @@ def _envelope(message: Any, etype: str, code: str | None) -> dict[str, Any]:
 
 
 class MistralServer(TestServer):
-    """POST /v1/chat/completions (JSON or SSE) and GET /v1/models; `.url` is the bare host.
+    """POST /v1/chat/completions (JSON or SSE), POST /v1/embeddings and GET /v1/models; `.url`
+    is the bare host. The fault knobs apply to embeddings requests too.
     Batch jobs too: /v1/files and /v1/batch/jobs (batch_server.py; knobs in `.batch_knobs`).
 
     api_key: when set, requests need `Authorization: Bearer <api_key>` (else 401).
@@ -79,6 +82,7 @@ class MistralServer(TestServer):
         self.routes[("POST", "/v1/chat/completions")] = self._chat
         self.routes[("GET", "/v1/models")] = self._models
         self.batches = MistralBatchWire(self)  # /v1/files + /v1/batch/jobs (batch_server.py)
+        self.routes[("POST", "/v1/embeddings")] = self._embeddings
 
     def reset_state(self) -> None:
         self.models = dict(self._default_models)
@@ -160,6 +164,41 @@ class MistralServer(TestServer):
         ]
         ex.send_json(200, reply)
 
+    # -- embeddings -----------------------------------------------------------------------
+    def _embeddings(self, ex: Exchange) -> None:
+        def refuse(status: int, message: str | None) -> None:
+            ex.send_error_json(status, mistral_error(status, message, model))
+
+        def check(body: dict[str, Any], model: str, texts: list[str]) -> tuple[int, str] | None:
+            extra = sorted(set(body) - _EMBEDDING_FIELDS)
+            if extra:
+                return 422, f"Extra inputs are not permitted: {extra[0]}"
+            if not model:
+                return 422, "Field required: model"
+            if self.check_models and model not in self.models:
+                return 400, f"Invalid model: {model}"
+            return None
+
+        def answer(model: str, texts: list[str]) -> None:
+            data = [
+                {"object": "embedding", "embedding": vector_of(t), "index": i}
+                for i, t in enumerate(texts)
+            ]
+            reply: dict[str, Any] = {"id": uuid.uuid4().hex, "object": "list", "data": data}
+            reply["model"] = ex.faults.report_model or model
+            tokens = word_count(texts)
+            if ex.faults.usage:
+                reply["usage"] = {
+                    "prompt_tokens": tokens,
+                    "total_tokens": tokens,
+                    "completion_tokens": 0,
+                }
+            ex.send_json(200, reply)
+
+        body = ex.body if isinstance(ex.body, dict) else {}
+        model = body.get("model") if isinstance(body.get("model"), str) else ""
+        serve_embeddings(self, ex, auth=self._auth_ok, refuse=refuse, answer=answer, check=check)
+
     # -- models ---------------------------------------------------------------------------
     def _models(self, ex: Exchange) -> None:
         if not self._auth_ok(ex):
@@ -180,6 +219,11 @@ def _calls(turn: ToolTurn, arguments: str, indexed: bool = False) -> list[dict[s
             call = {**call, "type": "function", "index": n}
         calls.append(call)
     return calls
+
+
+_EMBEDDING_FIELDS = frozenset(
+    ("model", "input", "output_dimension", "output_dtype", "encoding_format", "metadata")
+)
 
 
 def _usage(c: Completion) -> dict[str, int]:

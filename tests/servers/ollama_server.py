@@ -1,4 +1,5 @@
-"""A loopback server speaking Ollama's native API (NDJSON) and its OpenAI-compatible /v1.
+"""A loopback server speaking Ollama's native API (NDJSON) and its OpenAI-compatible /v1
+(embeddings.py says where the /api/embed wire facts come from).
 
 Tool calls on /api/chat (the `tool_call` knobs, tool_turns.py) come as Ollama sends them: whole,
 `arguments` an object, one call per NDJSON line (`tool_parallel` lines) with empty content and
@@ -20,6 +21,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from .base import Exchange, StreamShape, TestServer, dumps
+from .embeddings import serve_embeddings, vector_of, word_count
 from .images import ImageProblem, ollama_images
 from .ollama_models import (
     DEFAULT_INSTALLED,
@@ -105,6 +107,7 @@ class OllamaServer(TestServer):
             {
                 ("GET", "/"): self._root,
                 ("POST", "/api/chat"): self._chat,
+                ("POST", "/api/embed"): self._embed,
                 ("GET", "/api/tags"): self._tags,
                 ("POST", "/api/show"): self._show,
                 ("POST", "/api/pull"): self._pull,
@@ -214,6 +217,35 @@ class OllamaServer(TestServer):
             return ex.send_json(200, final)
         ex.start_stream(_NDJSON)
         ex.stream(shape, c)
+
+    # -- /api/embed (the fault knobs apply as to chat) -------------------------------------
+    def _embed(self, ex: Exchange) -> None:
+        def refuse(status: int, message: str | None) -> None:
+            default = f"model '{model}' not found" if status == 404 else None
+            self._error(ex, status, message or default or _STATUS_TEXT.get(status, "error"))
+
+        def check(body: dict[str, Any], model: str, texts: list[str]) -> tuple[int, str] | None:
+            if not model:
+                return 400, "model is required"
+            if self.find_model(model) is None:
+                return 404, f"model '{model}' not found"
+            return None
+
+        def answer(model: str, texts: list[str]) -> None:
+            self.mark_loaded(model)
+            reply: dict[str, Any] = {
+                "model": ex.faults.report_model or model,
+                "embeddings": [vector_of(t) for t in texts],
+                "total_duration": _LOAD_NS + 1_000_000,
+                "load_duration": _LOAD_NS,
+            }
+            tokens = word_count(texts)
+            if ex.faults.usage and tokens:  # Go's omitempty
+                reply["prompt_eval_count"] = tokens
+            ex.send_json(200, reply)
+
+        model = self._model_arg(ex)
+        serve_embeddings(self, ex, auth=self._auth_ok, refuse=refuse, answer=answer, check=check)
 
     def _load_or_unload(self, ex: Exchange, name: str, keep_alive: Any) -> None:
         unload = keep_alive in (0, 0.0, "0", "0s")
