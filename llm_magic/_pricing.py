@@ -47,10 +47,10 @@ PRICES: dict[str, dict[str, tuple[float, float]]] = {
         "o3": (2.00, 8.00),
         "o3-mini": (1.10, 4.40),
         "o4-mini": (1.10, 4.40),
-        # embeddings: input tokens only
-        "text-embedding-3-small": (0.02, 0.0),
-        "text-embedding-3-large": (0.13, 0.0),
-        "text-embedding-ada-002": (0.10, 0.0),
+        # embeddings: input only (an embedding has no output tokens; the second figure is unused)
+        "text-embedding-3-small": (0.02, 0.02),
+        "text-embedding-3-large": (0.13, 0.13),
+        "text-embedding-ada-002": (0.10, 0.10),
     },
     "mistral": {
         "mistral-large-latest": (2.00, 6.00),
@@ -68,7 +68,7 @@ PRICES: dict[str, dict[str, tuple[float, float]]] = {
         "open-mistral-7b": (0.25, 0.25),
         "open-mixtral-8x7b": (0.70, 0.70),
         "open-mixtral-8x22b": (2.00, 6.00),
-        "mistral-embed": (0.10, 0.0),  # embeddings: input tokens only
+        "mistral-embed": (0.10, 0.10),  # embeddings: input only, as above
     },
     "deepseek": {
         "deepseek-chat": (0.27, 1.10),

@@ -71,6 +71,7 @@ def test_similar_scores_the_cosine_and_sends_each_text_once_in_one_request(wired
     assert stats["target"] == EMBEDDER and stats["texts"] == 3 and stats["requests"] == 1
     assert stats["failed"] == 0 and stats["cached"] == 0 and stats["latency_s"] > 0
     assert stats["prompt_tokens"] == sum(len(t.split()) for t in sent.body["input"])
+    assert stats["cost_usd"] == pytest.approx(stats["prompt_tokens"] * 0.02 / 1e6)  # priced
     assert "judge" not in df.attrs
 
 
