@@ -280,3 +280,15 @@ def test_a_function_is_read_once_and_a_redefined_one_afresh() -> None:
         return city
 
     assert tool_spec(lookup).schema()["required"] == ["city", "country"]
+
+
+def test_the_magic_line_reads_tools_flags() -> None:
+    from llm_magic._command import parse_command
+
+    cmd = parse_command("a --tools f g --run-tools --max-steps 3 b --tools h", "hi")
+    assert (cmd.targets, cmd.tools, cmd.run_tools, cmd.max_steps) == (
+        ("a", "b"), ("f", "g", "h"), True, 3,
+    )  # fmt: skip
+    assert parse_command("a", "hi").max_steps == 5
+    with pytest.raises(UsageProblem, match="is not a Python variable name"):
+        parse_command("a --tools f-g", "hi")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 from .base import Message, ToolCallPiece, ToolSpec
 
@@ -45,10 +46,10 @@ def call_schema(specs: tuple[ToolSpec, ...]) -> str:
 
 def call_turns(messages: list[Message], specs: tuple[ToolSpec, ...]) -> list[Message]:
     """The turns that ask for a call: the tools described in the system prompt."""
-    listed = "\n".join(
-        f"- {s.name}: {s.description or '(no description)'} Arguments: {s.parameters}"
-        for s in specs
-    )
+    # Listed like signatures, not as JSON Schema: SmolLM2 (greedy) picked the right one of two
+    # tools for 9 of 9 test prompts so, for 6 of 9 shown the schemas; the grammar holds the
+    # arguments to the schema either way.
+    listed = "\n".join(f"- {_signature(s)}: {s.description}".rstrip(": ") for s in specs)
     guide = (
         "You can call these functions:\n"
         f"{listed}\n"
@@ -57,6 +58,24 @@ def call_turns(messages: list[Message], specs: tuple[ToolSpec, ...]) -> list[Mes
     system = "\n\n".join([*(m.content for m in messages if m.role == "system"), guide])
     turns = [m for m in messages if m.role in ("user", "assistant")]
     return [Message("system", system), *(Message(m.role, m.content) for m in turns)]
+
+
+def _signature(spec: ToolSpec) -> str:
+    """`get_weather(city: string, unit: "C"|"F")`: a tool's arguments in one short line."""
+    properties = spec.schema().get("properties") or {}
+    said = ", ".join(f"{name}: {_kind(prop)}" for name, prop in properties.items())
+    return f"{spec.name}({said})"
+
+
+def _kind(prop: Any) -> str:
+    if not isinstance(prop, dict):
+        return "any"
+    if "enum" in prop:
+        return "|".join(json.dumps(value) for value in prop["enum"])
+    if "anyOf" in prop:
+        return "|".join(_kind(option) for option in prop["anyOf"])
+    kind = prop.get("type")
+    return kind if isinstance(kind, str) else "any"
 
 
 def answer_turns(messages: list[Message]) -> list[Message]:
