@@ -63,6 +63,7 @@ class Panel(w.VBox):
         deadline: float | None = None,
         checks: Sequence[str] = (),
         judge: str = "",
+        embed: str = "",
         discover: bool = True,
         session: Session | None = None,
     ) -> None:
@@ -92,6 +93,7 @@ class Panel(w.VBox):
         self.deadline.value = "" if deadline is None else f"{deadline:g}"
         self.checks.value = "\n".join([checks] if isinstance(checks, str) else checks)
         self.judge.value = judge
+        self.embed.value = embed
         super().__init__(
             children=self._layout(),
             layout=w.Layout(
@@ -183,14 +185,8 @@ class Panel(w.VBox):
             rows=2,
             layout=_FULL,
         )
-        # Text, not a picker: empty means the default target, as --judge left out does.
-        self.judge = w.Text(
-            placeholder="the default target",
-            description="judge",
-            tooltip="the target that judges judge: checks (--judge)",
-            style=_LABELLED,
-            layout=w.Layout(width="24em"),
-        )
+        self.judge = _target_box("judge", "the target that judges judge: checks (--judge)")
+        self.embed = _target_box("embed", "the target that embeds for similar: checks (--embed)")
         # Images sent with the prompt (--image): checked by the planner like any other input.
         self.images = w.FileUpload(
             accept="image/png,image/jpeg,image/gif,image/webp",
@@ -227,8 +223,9 @@ class Panel(w.VBox):
         self.stop_button.on_click(lambda _: self.stop())
 
     def _layout(self) -> list[w.Widget]:
+        checks = w.VBox([self.checks, w.HBox([self.judge, self.embed])], layout=_FULL)
         system_box = w.Accordion(
-            [self.system, self.deadline, w.VBox([self.checks, self.judge], layout=_FULL)],
+            [self.system, self.deadline, checks],
             titles=("System prompt", "Advanced", "Checks"),
             selected_index=None,
             layout=_FULL,
@@ -304,6 +301,7 @@ class Panel(w.VBox):
             repeat=int(self.repeat.value),
             checks=tuple(line.strip() for line in self.checks.value.splitlines() if line.strip()),
             judge=self.judge.value.strip() or None,
+            embed=self.embed.value.strip() or None,
             images=tuple(bytes(upload["content"]) for upload in self.images.value),
         )
         try:
@@ -406,3 +404,15 @@ def _seconds(text: str, name: str) -> float | None:
         return float(text)
     except ValueError:
         raise UsageProblem(f"{name}: {text!r} is not a number of seconds") from None
+
+
+def _target_box(description: str, tooltip: str) -> w.Text:
+    """A target typed, not picked: empty means the default target, as --judge or --embed
+    left out does."""
+    return w.Text(
+        placeholder="the default target",
+        description=description,
+        tooltip=tooltip,
+        style=_LABELLED,
+        layout=w.Layout(width="24em"),
+    )

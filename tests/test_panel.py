@@ -272,3 +272,16 @@ def test_uploaded_images_go_with_the_prompt(openai_env) -> None:
     )
     panel.images.value = ({**upload, "content": memoryview(b"not an image")},)
     assert not panel.start() and "not a PNG, JPEG, GIF or WEBP image" in panel.status.value
+
+
+def test_the_embed_box_names_who_embeds_for_similar_checks(backends) -> None:
+    panel = make_panel(["ollama:llama3.2"], "Hi", checks=["similar:Echo from llama3.2: Hi"],
+                       embed="mistral:mistral-embed")
+    assert panel.embed.value == "mistral:mistral-embed"
+    run(panel)
+    assert panel.result["score_similar"].tolist() == [pytest.approx(1.0)]  # the same words
+    assert panel.result.attrs["embed"]["target"] == "mistral:mistral-embed"
+    assert [r.path for r in backends.mistral.requests] == ["/v1/embeddings"]
+    panel.embed.value = " anthropic:claude-haiku-4-5 "
+    assert not panel.start() and "no embeddings endpoint" in panel.status.value
+    assert backends.ollama.request_count == 1 and backends.anthropic.request_count == 0
