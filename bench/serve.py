@@ -77,13 +77,15 @@ def served(
         child.wait(timeout=10)
 
 
-def sdk_answer(client: openai.OpenAI, prompt: str) -> str:
-    """One streamed answer through the raw openai SDK, joined: what a user of the SDK writes."""
+def sdk_answer(client: openai.OpenAI, prompt: str, **extra: Any) -> str:
+    """One streamed answer through the raw openai SDK, joined: what a user of the SDK writes.
+    `extra` goes to create() as it is (response_format=…)."""
     stream = client.chat.completions.create(
         model="bench-model",
         messages=[{"role": "user", "content": prompt}],
         stream=True,
         stream_options={"include_usage": True},
+        **extra,
     )
     return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
 

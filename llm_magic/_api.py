@@ -5,7 +5,8 @@ complete("Say hi", "openai:gpt-4o-mini") -> Completion
 
 Options (keyword arguments of both, the same as the magic's): system, temperature, max_tokens,
 top_p, seed, stop, repeat, stream, timeout, deadline, retries, concurrency, cache, images (a
-path, an http(s) URL, bytes or a PIL image, or a list of them: sent with the prompt); compare()
+path, an http(s) URL, bytes or a PIL image, or a list of them: sent with the prompt), schema (a
+JSON Schema dict or a Pydantic model class the answers are held to: _schema.py); compare()
 also takes `over=` (a list, Series or DataFrame: the prompts are templates filled per item)
 and `checks=` (specs such as "contains:{expected}", functions, schemas: see checks.py).
 """
@@ -36,10 +37,15 @@ __all__ = ["Completion", "compare", "complete", "run"]
 
 @dataclass(frozen=True)
 class Completion:
-    """One answer from `complete()`; str() gives the text."""
+    """One answer from `complete()`; str() gives the text. With `schema=`, `parsed` is the
+    answer read against it (the Pydantic instance or the JSON value; None when it does not
+    fit), `schema_valid` whether it fits and `schema_error` why not, as the columns say."""
 
     text: str
     record: RunRecord
+    parsed: Any = None
+    schema_valid: bool | None = None
+    schema_error: str | None = None
 
     def __str__(self) -> str:
         return self.text
@@ -136,7 +142,10 @@ def complete(prompt: str, target: str | None = None, **options: Any) -> Completi
         if name in options:
             raise UsageProblem(f"complete() asks once; {name}= is compare()'s")
     request = Request.build("complete()", (prompt,), (target,) if target else (), options)
-    (record,) = run(make_plan(request, session))
+    plan = make_plan(request, session)
+    (record,) = run(plan)
     if record.error is not None and not record.output:
         raise record.failure or ProviderError(record.error)
-    return Completion(record.output, record)
+    if plan.schema is None:
+        return Completion(record.output, record)
+    return Completion(record.output, record, *plan.schema.read(record.output))

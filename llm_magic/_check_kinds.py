@@ -6,12 +6,12 @@ filled TEXT/PATTERN and a way to get the row (py:)."""
 from __future__ import annotations
 
 import functools
-import json
 import math
 import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ._schema import parse_json, validated
 from .errors import one_line
 
 if TYPE_CHECKING:
@@ -70,54 +70,21 @@ def _regex(check: Check, answer: str, arg: Any, row: Any) -> Verdict:
     return 0.0, f"no match for {_quoted(pattern.pattern)}"
 
 
-_FENCED = re.compile(r"\A\s*(`{3,}|~{3,})[^\n]*\n(.*?)\n[ \t]*\1[`~]*\s*\Z", re.S)
-
-
-_JSON_STARTS = frozenset('{["-0123456789`~')  # a JSON value, or a fence around one
-_JSON_WORDS = ("true", "false", "null", "NaN", "Infinity")  # json.loads takes the last two
-
-
-def _parsed(answer: str) -> tuple[Any, str | None]:
-    """The answer as JSON (a whole answer in one ``` fence counts: models wrap JSON so), or
-    the reason it is not."""
-    text = answer.lstrip()
-    head = text[:1]
-    if head and head not in _JSON_STARTS and not text.startswith(_JSON_WORDS):
-        return None, f"not JSON: starts with {head!r}"  # most prose: no exception raised
-    fenced = _FENCED.match(answer) if head in ("`", "~") else None
-    try:
-        return json.loads(fenced.group(2) if fenced else answer), None
-    except ValueError as exc:  # json's messages are one short line already
-        return None, f"not JSON: {exc}"
-
-
 def _json(check: Check, answer: str, arg: Any, row: Any) -> Verdict:
-    value, problem = _parsed(answer)
+    value, problem = parse_json(answer)
     if problem:
         return 0.0, problem
     return 1.0, f"JSON {type(value).__name__}"
 
 
 def _schema(check: Check, answer: str, arg: Any, row: Any) -> Verdict:
-    value, problem = _parsed(answer)
+    value, problem = parse_json(answer)
     if problem:
         return 0.0, problem
-    if check.validator is not None:
-        error = next(iter(check.validator.iter_errors(value)), None)
-        if error is None:
-            return 1.0, f"valid against {arg}"
-        where = "/".join(str(p) for p in error.absolute_path)
-        return 0.0, one_line(f"{where + ': ' if where else ''}{error.message}", 200)
-    try:
-        check.obj.model_validate(value)
-    except ValueError as exc:  # pydantic's ValidationError is a ValueError
-        errors = getattr(exc, "errors", None)
-        first = errors()[0] if callable(errors) and errors() else None
-        if first:
-            where = ".".join(str(p) for p in first.get("loc", ()))
-            return 0.0, one_line(f"{where + ': ' if where else ''}{first.get('msg', exc)}", 200)
-        return 0.0, one_line(str(exc), 200)
-    return 1.0, f"valid {arg}"
+    _, problem = validated(value, check.validator, check.obj)
+    if problem is not None:
+        return 0.0, problem
+    return 1.0, f"valid against {arg}" if check.validator is not None else f"valid {arg}"
 
 
 def _py(check: Check, answer: str, arg: Any, row: Callable[[], Mapping[str, Any]]) -> Verdict:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._check_kinds import SCORERS, Verdict, raised
+from ._schema import is_model_class, json_validator
 from ._template import fields, render
 from .errors import UsageProblem
 
@@ -248,31 +249,12 @@ def _is_function(obj: Any) -> bool:
 
 
 def _is_schema(obj: Any) -> bool:
-    return isinstance(obj, Mapping) or isinstance(obj, type) and hasattr(obj, "model_validate")
+    return isinstance(obj, Mapping) or is_model_class(obj)
 
 
 def _validator(obj: Any, shown: str) -> Any:
     """A jsonschema validator for a JSON Schema dict (None for a Pydantic model class)."""
-    if isinstance(obj, type) and hasattr(obj, "model_validate"):
-        return None
-    if not isinstance(obj, Mapping):
-        raise UsageProblem(
-            f"check {shown!r}: a schema is a JSON Schema dict or a Pydantic model class, "
-            f"not {type(obj).__name__}"
-        )
-    try:
-        import jsonschema
-    except ImportError:
-        raise UsageProblem(
-            f"check {shown!r}: a JSON Schema dict needs jsonschema (pip install jsonschema), "
-            "or give a Pydantic model class"
-        ) from None
-    cls = jsonschema.validators.validator_for(obj)
-    try:
-        cls.check_schema(obj)
-    except jsonschema.SchemaError as exc:
-        raise UsageProblem(f"check {shown!r}: not a valid JSON Schema: {exc.message}") from None
-    return cls(obj)
+    return None if is_model_class(obj) else json_validator(obj, f"check {shown!r}")
 
 
 def _compiled(pattern: str, shown: str) -> re.Pattern[str]:

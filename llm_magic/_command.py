@@ -23,6 +23,7 @@ from ._checks import (
 from ._images import image_names
 from ._ranges import RANGES, Range
 from ._request import Request
+from ._schema import compile_schema
 from .errors import UsageProblem
 
 __all__ = [
@@ -93,6 +94,7 @@ class Command:
     batch: bool = False
     wait: bool = False
     embed: str | None = None
+    schema: str | None = None  # the notebook variable holding the schema
 
     def request(self, namespace: Mapping[str, Any]) -> Request:
         """The run this cell asks for; `--over VAR` and `{name}` fields read `namespace`."""
@@ -101,6 +103,13 @@ class Command:
             if self.over not in namespace:
                 raise UsageProblem(f"--over {self.over}: no variable {self.over!r} in the notebook")
             over = namespace[self.over]
+        schema = None
+        if self.schema:
+            if self.schema not in namespace:
+                raise UsageProblem(
+                    f"--schema {self.schema}: no variable {self.schema!r} in the notebook"
+                )
+            schema = compile_schema(namespace[self.schema], f"--schema {self.schema}")
         return Request(
             prompts=(self.template,),
             targets=self.targets,
@@ -131,6 +140,7 @@ class Command:
             batch=self.batch,
             wait=self.wait,
             embed=self.embed,
+            schema=schema,
         )
 
 
@@ -285,6 +295,7 @@ def _build_parser() -> _Parser:
     p.add_argument("--batch", action="store_true")
     p.add_argument("--wait", action="store_true")
     p.add_argument("--embed")
+    p.add_argument("--schema", type=_identifier)
     return p
 
 
@@ -343,6 +354,7 @@ def parse_command(line: str, cell: str | None) -> Command:
         batch=ns.batch,
         wait=ns.wait,
         embed=ns.embed,
+        schema=ns.schema,
     )
 
 
@@ -423,6 +435,8 @@ Options:
   --batch                 send through the providers' batch APIs (half price, within 24 h);
                           targets without one run live; %llm collect gets the rows
   --wait                  with --batch: wait for the batches and return their rows
+  --schema VAR            structured output: every answer held to VAR, a JSON Schema dict
+                          or a Pydantic model class; adds parsed, schema_valid, schema_error
   -h, --help              show this help
 
 Subcommands:

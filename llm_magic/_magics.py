@@ -131,7 +131,8 @@ class LLMMagics(Magics):
                 " the rows are in _llm",
                 file=sys.stderr,
             )
-        if cmd.quiet or len(plan.jobs) == 1 and plan.checks is None and not plan.columns:
+        single = len(plan.jobs) == 1 and plan.checks is None and plan.schema is None
+        if cmd.quiet or single and not plan.columns:
             return None  # the single answer is already on screen; the row is in _llm
         return compact(df)  # every column stays in _llm
 

@@ -19,6 +19,7 @@ from ._images import load_images
 from ._judge import VERDICT_SCHEMA, Judge
 from ._request import Request
 from ._runner import Job, Policy
+from ._schema import StructuredSchema, compile_schema
 from ._session import Session
 from ._similar import Embedder
 from ._targets import TargetSpec
@@ -40,6 +41,7 @@ class Plan:
     checks: CheckPlan | None = None  # scores added to each row (--check)
     judge: Judge | None = None  # asked after the answers, when a check is judge:
     embedder: Embedder | None = None  # asked after the answers, when a check is similar:
+    schema: StructuredSchema | None = None  # --schema: answers held to it, read against it
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -78,6 +80,10 @@ def make_plan(request: Request, session: Session) -> Plan:
     tools = make_toolbox(request.tools, request.run_tools, request.max_steps)
     if tools is not None:
         options = replace(options, tools=tools.specs)
+    schema = None
+    if request.schema is not None:  # Options.json_schema carries it to every provider
+        schema = compile_schema(request.schema, "schema=")
+        options = replace(options, json_schema=schema.text)
     policy = _policy(request, specs, configured)
     if request.checks:  # looked up and filled now: a bad check stops the run before it starts
         names = request.variables if request.variables is not None else notebook_namespace()
@@ -99,7 +105,7 @@ def make_plan(request: Request, session: Session) -> Plan:
         tools=tools,
     )
     labels = tuple(s.label for s in specs)
-    return Plan(request, tuple(jobs), policy, labels, checks, judge, embedder)
+    return Plan(request, tuple(jobs), policy, labels, checks, judge, embedder, schema=schema)
 
 
 def make_judge(request: Request, session: Session) -> Judge:

@@ -62,6 +62,8 @@ class Request:
     batch: bool = False
     wait: bool = False  # with batch: poll until the batches end and return their rows
     embed: str | None = None  # the target that embeds for similar: checks (None: the default)
+    # structured output (_schema.py): a JSON Schema dict or a Pydantic model class; None: text
+    schema: Any = None
 
     @classmethod
     def build(

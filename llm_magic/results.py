@@ -20,6 +20,7 @@ from llm_magic import _scoring as scoring
 from llm_magic._checks import verdict_line
 from llm_magic._frame import DTYPES, to_dataframe
 from llm_magic._records import RunRecord
+from llm_magic._schema_frame import schema_columns, schema_summary
 from llm_magic._view_text import excerpt, visible
 from llm_magic.errors import UsageProblem
 
@@ -38,8 +39,10 @@ __all__ = [
 ]
 
 def run_frame(records: Sequence[RunRecord], plan: Plan) -> pd.DataFrame:
-    """The frame of a run: its records, plus its checks' columns when it has checks."""
+    """The frame of a run: its records, plus the columns of its schema and its checks."""
     frame = to_dataframe(records, plan.columns)
+    if plan.schema is not None:
+        frame = schema_columns(frame, plan.schema)
     if plan.checks is None:
         return frame
     nos = [job.prompt_no for job in plan.jobs]
@@ -90,6 +93,8 @@ def compact(frame: pd.DataFrame) -> pd.DataFrame:
 
         calls = frame["tool_calls"].map(lambda entries: _preview(calls_line(entries, 400)))
         view["tool_calls"] = calls.astype("string")
+    if "schema_valid" in frame.columns:  # with --schema: whether each answer fits it
+        view["schema_valid"] = frame["schema_valid"]
     if "passed" in frame.columns:  # with --check: every score, and whether all passed
         for name in [c for c in frame.columns if str(c).startswith("score_")] + ["passed"]:
             view[name] = frame[name]
@@ -111,6 +116,17 @@ def _row_labels(frame: pd.DataFrame) -> pd.Series:
         return frame["prompt"]
     said = systems.map(lambda s: f"system: {s}" if s else "no system prompt")
     return frame["prompt"].astype("string") + " · " + said
+
+
+def _schema_verdict(row: pd.Series) -> str:
+    """"✓ schema" or "✗ schema (why)" under an answer of a run with --schema."""
+    valid = _value(row.get("schema_valid"))
+    if valid is None:
+        return ""
+    if valid:
+        return "✓ schema"
+    error = str(_value(row.get("schema_error")) or "")
+    return f"✗ schema ({error if len(error) <= 60 else error[:59] + '…'})"
 
 
 def _plain(value: Any) -> Any:
@@ -148,7 +164,7 @@ class SideBySide:
             answered = f"by {get('target')} after {get('fallback_from')} failed"
             caption = " · ".join(filter(None, [caption, answered]))
         verdicts = verdict_line(get("checks"))  # ✓/✗ and the score of each check
-        caption = " · ".join(filter(None, [verdicts, caption]))
+        caption = " · ".join(filter(None, [_schema_verdict(row), verdicts, caption]))
         repeat = _value(get("repeat"))
         return html.Entry(
             text=_value(get("output")) or "",
@@ -278,7 +294,8 @@ class LLMAccessor:
         """One row per target in order of first appearance. Latency, ttft and tokens/s are taken
         over answers without error (a failure's timing says nothing about the model's speed);
         token and cost sums count every row and are NA/NaN when none is known. With checks:
-        pass_rate, its 95 % Wilson interval (pass_lo, pass_hi) and each score's mean."""
+        pass_rate, its 95 % Wilson interval (pass_lo, pass_hi) and each score's mean. With a
+        schema: valid_rate over the answers and its Wilson interval (valid_lo, valid_hi)."""
         cols = (
             "target",
             "error",
@@ -305,9 +322,9 @@ class LLMAccessor:
             }
         result = pd.DataFrame.from_dict(out, orient="index", columns=list(_SUMMARY))
         result = result.astype(_SUMMARY)
-        passes = scoring.pass_summary(frame)
-        if passes is not None:
-            result = result.join(passes)
+        for extra in (schema_summary(frame), scoring.pass_summary(frame)):
+            if extra is not None:
+                result = result.join(extra)
         result.index.name = "target"
         return result
 

@@ -349,17 +349,21 @@ class Store:
 
     def history_frame(self, n: int | None = 20) -> pd.DataFrame:
         """history(n) as a DataFrame: a run's columns and dtypes, then `truncated` (boolean):
-        True where the log kept only the first max_log_chars characters of the answer."""
+        True where the log kept only the first max_log_chars characters of the answer; then,
+        when some row was asked with a schema, parsed / schema_valid / schema_error."""
         import pandas as pd
 
         from ._frame import to_dataframe
+        from ._schema_frame import logged_schema_columns
 
         logged = self._logged(n)
         # an optional column (tool_calls) when a row shown had it
         having = [c for c in OPTIONAL_COLUMNS if any(getattr(r, c) is not None for r, _ in logged)]
         frame = to_dataframe((record for record, _ in logged), having)
-        frame[TRUNCATED] = pd.array([cut for _, cut in logged], dtype="boolean")
-        return frame
+        cuts = [cut for _, cut in logged]
+        frame[TRUNCATED] = pd.array(cuts, dtype="boolean")
+        # rows asked with a schema (params' json_schema) read against it again
+        return logged_schema_columns(frame, cuts)
 
     def clear(self, *, log: bool = True, cache: bool = True) -> None:
         """Delete the run log and/or the cache (overwritten on disk: secure_delete is on)."""

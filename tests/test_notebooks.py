@@ -28,6 +28,7 @@ EXPECTED = [
     "03-batch-and-repeats.ipynb",
     "04-panel.ipynb",
     "05-local-models-and-ollama.ipynb",
+    "07-structured-tools-images.ipynb",
 ]
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 CHECK = "# NBVAL_CHECK_OUTPUT"
@@ -44,7 +45,7 @@ def _source(cell: dict) -> str:
     return source if isinstance(source, str) else "".join(source)
 
 
-def test_the_five_demos_are_there() -> None:
+def test_the_demos_are_there() -> None:
     assert [p.name for p in NOTEBOOKS] == EXPECTED
 
 

@@ -27,6 +27,7 @@ from ._http import ADMIN_TIMEOUT, Exchange, ServiceProvider
 from ._http_errors import error_text
 from ._image_parts import anthropic_message
 from ._sse_chat import event_object, preview, sent_whole, sse_events, stream_ended
+from ._structured import anthropic_output_config
 from ._tool_wire import anthropic_messages, anthropic_pieces, anthropic_tools
 from .base import CancelToken, Chunk, Message, ModelInfo, Options, ToolCallPiece, Usage
 
@@ -82,6 +83,8 @@ def messages_body(messages: list[Message], model: str, options: Options) -> dict
             body[key] = value
     if options.stop:
         body["stop_sequences"] = list(options.stop)
+    if options.json_schema is not None:
+        body["output_config"] = anthropic_output_config(options.json_schema)
     return body
 
 

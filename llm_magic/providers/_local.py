@@ -448,7 +448,15 @@ class LocalProvider(ProviderFacts):
         top_p = _TOP_P if options.top_p is None else options.top_p
         grammar = None
         if options.json_schema is not None:  # a fresh one each time: a grammar keeps state
-            grammar = llama_cpp.LlamaGrammar.from_json_schema(options.json_schema, verbose=False)
+            try:
+                grammar = llama_cpp.LlamaGrammar.from_json_schema(
+                    options.json_schema, verbose=False
+                )
+            except Exception as exc:  # a keyword its converter lacks: this target's row says so
+                raise ProviderError(
+                    f"llama.cpp cannot turn this JSON Schema into a grammar: {exc}",
+                    provider=self.name,
+                ) from None
         tokens = llm.generate(
             prompt, top_k=_TOP_K, top_p=top_p, min_p=_MIN_P, temp=temperature, grammar=grammar
         )

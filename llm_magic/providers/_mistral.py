@@ -18,6 +18,7 @@ from ._embeddings import data_list, read_json
 from ._http import ADMIN_TIMEOUT, ServiceProvider, timeout_for, unix_time
 from ._image_parts import mistral_message
 from ._sse_chat import chat_chunks, whole_chunk
+from ._structured import mistral_response_format
 from ._tool_wire import is_tool_turn, openai_tool_turn, openai_tools
 from .base import CancelToken, Chunk, Embeddings, Message, ModelInfo, Options
 
@@ -50,6 +51,8 @@ def _chat_body(messages: list[Message], model: str, options: Options) -> dict[st
     ):
         if value is not None:
             body[key] = value
+    if options.json_schema is not None:
+        body["response_format"] = mistral_response_format(options.json_schema)
     return body
 
 

@@ -23,6 +23,7 @@ from .. import errors
 from ._embeddings import read_json, read_vectors, token_count
 from ._http import ADMIN_TIMEOUT, Exchange, HTTPService, KeyedProvider, timeout_for
 from ._image_parts import ollama_message
+from ._structured import ollama_format
 from ._tool_wire import is_tool_turn, ollama_pieces, ollama_tool_turn, openai_tools
 from .base import (
     CancelToken,
@@ -114,6 +115,8 @@ def _chat_body(messages: list[Message], model: str, options: Options) -> dict[st
         body["tools"] = openai_tools(options.tools)
     if sampling:
         body["options"] = sampling
+    if options.json_schema is not None:
+        body["format"] = ollama_format(options.json_schema)
     return body
 
 

@@ -38,6 +38,7 @@ from ._http_errors import error_text, retry_after
 from ._image_parts import openai_message
 from ._sockets import make_client
 from ._sse_chat import chat_chunks, whole_chunk
+from ._structured import openai_response_format
 from ._tool_wire import is_tool_turn, openai_tool_turn, openai_tools
 from .base import (
     CancelToken,
@@ -127,7 +128,10 @@ class OpenAIProvider(KeyedProvider, ProviderFacts):
         return Exchange(self.name, timeouts, cancel)
 
     @staticmethod
-    def _arguments(messages: list[Message], model: str, options: Options) -> dict[str, Any]:
+    def _arguments(
+        messages: list[Message], model: str, options: Options, provider: str = "openai"
+    ) -> dict[str, Any]:
+        """The request body; `provider` (the preset's name) picks the structured-output shape."""
         args: dict[str, Any] = {
             "model": model,
             "messages": [
@@ -150,6 +154,8 @@ class OpenAIProvider(KeyedProvider, ProviderFacts):
             args["tools"] = openai_tools(options.tools)
         if options.stream:
             args["stream_options"] = {"include_usage": True}
+        if options.json_schema is not None:
+            args["response_format"] = openai_response_format(options.json_schema, provider)
         return args
 
     def stream(
@@ -160,7 +166,7 @@ class OpenAIProvider(KeyedProvider, ProviderFacts):
         cancel: CancelToken | None = None,
     ) -> Iterator[Chunk]:
         self._require_key()
-        body = self._arguments(messages, model, options)
+        body = self._arguments(messages, model, options, self.name)
         with self._exchange(timeout_for(options), cancel) as exchange:
             self._post(exchange, "/chat/completions", body, stream=options.stream)
             if options.stream:

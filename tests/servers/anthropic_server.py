@@ -9,7 +9,8 @@ which SDK 2.x sends, per the notes' "observed on the wire"), an `anthropic-versi
 `system`), `temperature` and `top_p` within 0-1. Two rules are ours, not documented: a
 top-level field outside the request table of the notes (§2) is a 400, so that a field the
 client should not send (`seed`, `stop`) shows; and every error message's wording, except
-"Overloaded" (observed, §5). Errors are `{"type": "error", "error": {"type", "message"},
+"Overloaded" (observed, §5). Structured output (`output_config`) is checked as structured.py
+says, with its sources. Errors are `{"type": "error", "error": {"type", "message"},
 "request_id"}` with the `request-id` header, the type the docs' table gives each status.
 
 Tool calls (the `tool_call` knobs, tool_turns.py) as §5 and §7 of the notes describe them: a
@@ -28,6 +29,7 @@ from typing import Any
 
 from .base import Exchange, StreamShape, TestServer, dumps
 from .images import ImageProblem, anthropic_images
+from .structured import anthropic_output_problem
 from .tool_rules import anthropic_problem, anthropic_result, anthropic_rounds
 from .tool_turns import ToolTurn, after_results, tool_completion, tool_turn
 from .wire import Completion, split_words
@@ -132,7 +134,7 @@ def _problem(body: Any) -> str | None:
     stops = body.get("stop_sequences", [])
     if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
         return "stop_sequences: Input should be a list of strings"
-    return None
+    return anthropic_output_problem(body.get("output_config"))
 
 
 class AnthropicServer(TestServer):

@@ -98,6 +98,58 @@ def validation_errors(body: Any) -> list[dict[str, Any]]:
                 _problem("extra_forbidden", ["body", key], "Extra inputs are not permitted", value)
             )
     out.extend(_scalar_errors(body))
+    out.extend(_response_format_errors(body.get("response_format")))
+    return out
+
+
+_FORMAT_FIELDS = {"type", "json_schema"}
+_JSON_SCHEMA_FIELDS = {"name", "description", "schema", "strict"}
+_FORMAT_TYPES = "'text', 'json_object' or 'json_schema'"
+
+
+def _response_format_errors(fmt: Any) -> list[dict[str, Any]]:
+    """ResponseFormat and JsonSchema of the spec (structured-tools-images.md §1.3): both
+    closed, `type` one of three, `name` and `schema` required in `json_schema`."""
+    if fmt is None:
+        return []
+    loc: list[Any] = ["body", "response_format"]
+    if not isinstance(fmt, dict):
+        return [_problem("model_type", loc, "Input should be a valid dictionary", fmt)]
+    out = [
+        _problem("extra_forbidden", [*loc, key], "Extra inputs are not permitted", value)
+        for key, value in fmt.items()
+        if key not in _FORMAT_FIELDS
+    ]
+    kind = fmt.get("type", "text")
+    if kind not in ("text", "json_object", "json_schema"):
+        out.append(
+            _problem("enum", [*loc, "type"], f"Input should be {_FORMAT_TYPES}", kind,
+                     expected=_FORMAT_TYPES)  # fmt: skip
+        )
+    spec = fmt.get("json_schema")
+    if spec is None:
+        return out
+    loc = [*loc, "json_schema"]
+    if not isinstance(spec, dict):
+        return [*out, _problem("model_type", loc, "Input should be a valid dictionary", spec)]
+    for key in ("name", "schema"):
+        if key not in spec:
+            out.append(_problem("missing", [*loc, key], "Field required", spec))
+    for key, value in spec.items():
+        if key not in _JSON_SCHEMA_FIELDS:
+            out.append(
+                _problem("extra_forbidden", [*loc, key], "Extra inputs are not permitted", value)
+            )
+    if "schema" in spec and not isinstance(spec["schema"], dict):
+        out.append(
+            _problem("dict_type", [*loc, "schema"], "Input should be a valid dictionary",
+                     spec["schema"])  # fmt: skip
+        )
+    if "strict" in spec and not isinstance(spec["strict"], bool):
+        out.append(
+            _problem("bool_type", [*loc, "strict"], "Input should be a valid boolean",
+                     spec["strict"])  # fmt: skip
+        )
     return out
 
 

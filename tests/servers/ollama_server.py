@@ -32,6 +32,7 @@ from .ollama_models import (
     show_reply,
 )
 from .openai_wire import OllamaCompatChat
+from .structured import ollama_format_problem
 from .tool_rules import ollama_problem, openai_result, openai_rounds
 from .tool_turns import ToolTurn, after_results, tool_turn
 from .wire import Completion
@@ -189,7 +190,7 @@ class OllamaServer(TestServer):
         messages = body.get("messages") or []
         if not messages:
             return self._load_or_unload(ex, found[0], body.get("keep_alive"))
-        problem = ollama_problem(body)
+        problem = ollama_problem(body) or ollama_format_problem(body.get("format"))
         if problem is not None:
             return self._error(ex, 400, problem)
         options = body.get("options") if isinstance(body.get("options"), dict) else {}

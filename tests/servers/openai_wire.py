@@ -12,6 +12,7 @@ from typing import Any
 
 from .base import Exchange, StreamShape, TestServer, dumps
 from .images import ImageProblem, ollama_compat_images, openai_images
+from .structured import ollama_format_problem, openai_response_format_problem
 from .tool_rules import openai_problem, openai_result, openai_rounds
 from .tool_turns import ToolTurn, after_results, tool_completion, tool_turn
 from .wire import Completion, sse
@@ -131,6 +132,16 @@ class OpenAIChat:
             )
         return None
 
+    def response_format_error(self, fmt: Any) -> dict[str, Any] | None:
+        """OpenAI's 400 for a `response_format` it refuses (structured.py says which)."""
+        problem = openai_response_format_problem(fmt)
+        if problem is None:
+            return None
+        message, param, code = problem
+        body = self.error_body(400, message, param=param)
+        body["error"]["code"] = code
+        return body
+
     def choice(self, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
         return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
 
@@ -212,6 +223,9 @@ class OpenAIChat:
         except ImageProblem as exc:
             bad = self.error_body(400, str(exc), param="messages", code="invalid_image_format")
             return ex.send_error_json(400, bad)
+        err = self.response_format_error(body.get("response_format"))
+        if err is not None:
+            return ex.send_error_json(400, err)
         stream = body.get("stream") is True  # OpenAI's default is *not* to stream
         if body.get("stream_options") is not None and not stream:
             return ex.send_error_json(
@@ -370,6 +384,18 @@ class OllamaCompatChat(OpenAIChat):
         if not isinstance(messages, list) or not messages:
             return self.error_body(400, "[] is too short - 'messages'")
         return None
+
+    def response_format_error(self, fmt: Any) -> dict[str, Any] | None:
+        # The compat layer maps json_object to format "json" and json_schema to format =
+        # json_schema.schema, then checks what the native API checks (ollama.md §OpenAI
+        # compatibility): no name or strict rules.
+        if fmt is None:
+            return None
+        spec = fmt.get("json_schema") if isinstance(fmt, dict) else None
+        native = {"json_object": "json", "json_schema": (spec or {}).get("schema")}
+        kind = fmt.get("type") if isinstance(fmt, dict) else None
+        problem = ollama_format_problem(native.get(kind, "")) if kind != "text" else None
+        return None if problem is None else self.error_body(400, problem)
 
     def choice(self, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
         return {"index": 0, "delta": delta, "finish_reason": finish}
