@@ -8,6 +8,7 @@ Nothing here imports pandas or a provider; jsonschema is imported when a dict sc
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -50,13 +51,17 @@ def is_model_class(obj: Any) -> bool:
     return isinstance(obj, type) and hasattr(obj, "model_validate")
 
 
+def _not_a_schema(obj: Any, where: str) -> UsageProblem:
+    given = f"the class {obj.__name__}" if isinstance(obj, type) else type(obj).__name__
+    return UsageProblem(
+        f"{where}: a schema is a JSON Schema dict or a Pydantic model class, not {given}"
+    )
+
+
 def json_validator(obj: Any, where: str) -> Any:
     """A jsonschema validator for a JSON Schema dict; `where` starts the UsageProblem line."""
     if not isinstance(obj, Mapping):
-        given = f"the class {obj.__name__}" if isinstance(obj, type) else type(obj).__name__
-        raise UsageProblem(
-            f"{where}: a schema is a JSON Schema dict or a Pydantic model class, not {given}"
-        )
+        raise _not_a_schema(obj, where)
     try:
         import jsonschema
     except ImportError:
@@ -118,17 +123,30 @@ class StructuredSchema:
 def compile_schema(obj: Any, where: str = "--schema") -> StructuredSchema:
     """A dict (a valid JSON Schema) or a Pydantic model class -> StructuredSchema (one
     already compiled is returned as is); anything else is one UsageProblem line starting with
-    `where`."""
+    `where`. The same schema again is not checked again: a run of `complete()` calls pays for
+    it once (checking a JSON Schema takes milliseconds)."""
     if isinstance(obj, StructuredSchema):
         return obj
     if is_model_class(obj):
-        try:
-            schema = obj.model_json_schema()
-        except Exception as exc:  # a model pydantic cannot describe: the user's to fix
-            raise UsageProblem(f"{where}: {obj.__name__} has no JSON Schema: {exc}") from None
-        return StructuredSchema(obj, _as_text(schema, where), model=obj)
-    validator = json_validator(obj, where)
-    return StructuredSchema(obj, _as_text(obj, where), validator=validator)
+        return _from_model(obj, where)
+    if not isinstance(obj, Mapping):
+        raise _not_a_schema(obj, where)
+    return _from_text(_as_text(obj, where), where)
+
+
+@functools.lru_cache(maxsize=64)
+def _from_model(model: type, where: str) -> StructuredSchema:
+    try:
+        schema = model.model_json_schema()  # type: ignore[attr-defined]
+    except Exception as exc:  # a model pydantic cannot describe: the user's to fix
+        raise UsageProblem(f"{where}: {model.__name__} has no JSON Schema: {exc}") from None
+    return StructuredSchema(model, _as_text(schema, where), model=model)
+
+
+@functools.lru_cache(maxsize=64)
+def _from_text(text: str, where: str) -> StructuredSchema:
+    schema = json.loads(text)
+    return StructuredSchema(schema, text, validator=json_validator(schema, where))
 
 
 def _as_text(schema: Any, where: str) -> str:

@@ -6,7 +6,8 @@ and shape each API documents (shared/protocols/structured-tools-images.md §1, a
   (`additionalProperties: false`) and list every property in `required`; the openai SDK makes
   a Pydantic model's schema so before sending it (lib/_pydantic.py `to_strict_json_schema`),
   and so do we for every schema that can be made so. One that cannot (an object left open on
-  purpose, or with no `properties`) goes as written with `strict: false`.
+  purpose or with no `properties`, a root that is not an object) goes as written with
+  `strict: false`.
 - `llamacpp` (llama.cpp's server and llama-cpp-python's): `{type: "json_object", schema}`,
   the one shape both read (§1.4, §4); llama-cpp-python's server refuses `json_schema` (a 500
   naming the field, 0.3.36: tests/test_schema_local.py), its in-process API ignores it.
@@ -103,7 +104,8 @@ def strict(schema: Schema) -> tuple[Schema, bool]:
         node["required"] = list(node["properties"])
 
     _walk(out, require_all)
-    return out, fits
+    # Strict mode wants an object at the root (an array or a string there goes as written).
+    return out, fits and out.get("type") == "object"
 
 
 def _inline_refs(schema: Schema) -> Schema:
