@@ -150,6 +150,7 @@ def rank_frame(
     failures = sum(r.error is not None for r in records)
     figures = judge.figures(records, int(verdicts["verdict"].isna().sum()) - failures)
     figures["pairs_skipped"] = len(slots) * k * (k - 1) // 2 - len(asked) // 2
+    figures["consistent"] = _consistency(verdicts["winner"].tolist())
     table.attrs["verdicts"] = verdicts
     table.attrs["judge"] = figures
     return table
@@ -228,6 +229,18 @@ _VERDICT_COLUMNS = {
     "winner": "string",  # the target that won, "tie", or NA
     "reason": "string",
 }
+
+
+def _consistency(winners: Sequence[Any]) -> float:
+    """The share of pairs whose two orders named the same winner (or both a tie), among pairs
+    with both verdicts readable: 1.0 is a judge that looks at the answers, a judge that always
+    picks one position scores 0.0. NaN when no pair had two readable verdicts."""
+    both = [
+        (first, second)
+        for first, second in zip(winners[0::2], winners[1::2], strict=True)
+        if not (pd.isna(first) or pd.isna(second))
+    ]
+    return sum(a == b for a, b in both) / len(both) if both else float("nan")
 
 
 def _text(value: Any) -> str:

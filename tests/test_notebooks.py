@@ -28,6 +28,7 @@ EXPECTED = [
     "03-batch-and-repeats.ipynb",
     "04-panel.ipynb",
     "05-local-models-and-ollama.ipynb",
+    "06-evaluate.ipynb",
     "07-structured-tools-images.ipynb",
 ]
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))

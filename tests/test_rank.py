@@ -80,6 +80,7 @@ def test_every_pair_is_judged_in_both_orders_best_first(backends, answers) -> No
     assert (verdicts.loc[verdicts["order"] == 2, "A"] == MISTRAL).all()
     assert verdicts["reason"].tolist() == ["names llama3.2"] * 4
     assert table.attrs["judge"]["target"] == JUDGE and answers.attrs == {}
+    assert table.attrs["judge"]["consistent"] == 1.0  # both orders named the same winner
 
 
 def test_a_judge_that_always_picks_a_cancels_out(backends, answers) -> None:
@@ -88,6 +89,7 @@ def test_a_judge_that_always_picks_a_cancels_out(backends, answers) -> None:
     assert table["wins"].tolist() == [2, 2] and table["losses"].tolist() == [2, 2]
     assert table["win_rate"].tolist() == [0.5, 0.5]
     assert np.allclose(table["strength"], 0.0)
+    assert table.attrs["judge"]["consistent"] == 0.0  # it looked at the position alone
 
 
 def test_ties_and_unreadable_verdicts_are_counted_as_such(backends, answers) -> None:
@@ -104,6 +106,7 @@ def test_ties_and_unreadable_verdicts_are_counted_as_such(backends, answers) -> 
     assert unread["reason"].str.startswith("judge verdict not readable").all()
     assert (verdicts.loc[verdicts["prompt"] != "2+2?", "winner"] == "tie").all()
     assert table.attrs["judge"]["unreadable"] == 2 and table.attrs["judge"]["failed"] == 0
+    assert table.attrs["judge"]["consistent"] == 1.0  # of the pairs read twice: tie and tie
 
 
 def test_a_failing_judge_counts_as_unreadable_and_says_why(backends, answers) -> None:
@@ -113,6 +116,7 @@ def test_a_failing_judge_counts_as_unreadable_and_says_why(backends, answers) ->
     assert table["strength"].isna().all() and table["win_rate"].isna().all()
     assert table.attrs["verdicts"]["reason"].str.startswith("judge failed:").all()
     assert table.attrs["judge"]["failed"] == 2 and table.attrs["judge"]["unreadable"] == 0
+    assert math.isnan(table.attrs["judge"]["consistent"])
 
 
 def test_a_pair_with_a_failed_answer_is_skipped_not_judged(backends) -> None:
