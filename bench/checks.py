@@ -9,8 +9,9 @@ as a plain `compare()`.
 The frame looks like a `--over cases` run: varied answers (some JSON, some not), an `expected`
 column that one check fills per row. The judge is a loopback OpenAI server in its own process
 that waits `--delay` s before each answer. Rounds alternate (A B A B; for the judge A B B A,
-so neither always goes first) so drift hits both alike; prints the median of each, the ratio, and whether the goals (checks under 0.5 s; judge
-throughput at least 0.95x the plain compare()) are met.
+so neither always goes first) so drift hits both alike; prints the median of each, the ratio,
+and whether the goals (checks under 0.5 s; judge throughput at least 0.95x the plain
+compare()) are met.
 """
 
 from __future__ import annotations

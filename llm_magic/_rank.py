@@ -129,7 +129,9 @@ def rank_frame(
     resamples: int = 1000,
 ) -> pd.DataFrame:
     """The ranking table of `frame`'s targets (best first); its attrs hold the verdicts
-    (attrs["verdicts"]) and the judge's figures (attrs["judge"])."""
+    (attrs["verdicts"]: a list of dicts, _VERDICT_FIELDS each) and the judge's figures
+    (attrs["judge"]). Plain, JSON-able values: a DataFrame in attrs would make pd.concat of two
+    tables fail (pandas compares attrs with ==) and to_parquet too."""
     targets, slots, failed = _slots(frame)
     k = len(targets)
     asked, skipped = _pairs(slots, failed, k)
@@ -148,9 +150,10 @@ def rank_frame(
         ["strength", "win_rate"], ascending=False, na_position="last", kind="stable"
     )
     failures = sum(r.error is not None for r in records)
-    figures = judge.figures(records, int(verdicts["verdict"].isna().sum()) - failures)
+    said = [v["verdict"] for v in verdicts]
+    figures = judge.figures(records, said.count(None) - failures)
     figures["pairs_skipped"] = len(slots) * k * (k - 1) // 2 - len(asked) // 2
-    figures["consistent"] = _consistency(verdicts["winner"].tolist())
+    figures["consistent"] = _consistency([v["winner"] for v in verdicts])
     table.attrs["verdicts"] = verdicts
     table.attrs["judge"] = figures
     return table
@@ -191,9 +194,9 @@ def _pairs(
 
 def _tally(
     asked: Sequence[_Pair], records: Sequence[RunRecord], targets: Sequence[str], units: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, pd.DataFrame]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
     """The verdicts read: per prompt, won[u, i, j] (verdicts i won against j) and tied[u, i, j]
-    (ties between them, symmetric); unreadable verdicts per target; the verdicts' frame."""
+    (ties between them, symmetric); unreadable verdicts per target; the verdicts."""
     k = len(targets)
     won, tied = np.zeros((units, k, k)), np.zeros((units, k, k))
     unreadable = np.zeros(k, dtype="int64")
@@ -214,21 +217,22 @@ def _tally(
             won[unit, winner, loser] += 1
         named = {"A": targets[a], "B": targets[b], "tie": "tie"}.get(said or "")
         order = 1 if a < b else 2  # 1: the pair as the frame lists its targets, 2: swapped
-        rows.append((pair.prompt, pair.repeat, targets[a], targets[b], order, said, named, reason))
-    verdicts = pd.DataFrame(rows, columns=list(_VERDICT_COLUMNS)).astype(_VERDICT_COLUMNS)
-    return won, tied, unreadable, verdicts
+        prompt = None if pd.isna(pair.prompt) else str(pair.prompt)
+        values = (prompt, pair.repeat, targets[a], targets[b], order, said, named, reason)
+        rows.append(dict(zip(_VERDICT_FIELDS, values, strict=True)))
+    return won, tied, unreadable, rows
 
 
-_VERDICT_COLUMNS = {
-    "prompt": "string",
-    "repeat": "Int64",
-    "A": "string",
-    "B": "string",
-    "order": "int64",
-    "verdict": "string",  # what the judge said: A, B or tie; NA when unreadable or failed
-    "winner": "string",  # the target that won, "tie", or NA
-    "reason": "string",
-}
+_VERDICT_FIELDS = (
+    "prompt",
+    "repeat",
+    "A",  # the target whose answer was shown as A
+    "B",
+    "order",  # 1: the pair as the frame lists its targets, 2: swapped
+    "verdict",  # what the judge said: "A", "B" or "tie"; None when unreadable or failed
+    "winner",  # the target that won, "tie", or None
+    "reason",  # the judge's reason, or why there is no verdict
+)
 
 
 def _consistency(winners: Sequence[Any]) -> float:
@@ -238,7 +242,7 @@ def _consistency(winners: Sequence[Any]) -> float:
     both = [
         (first, second)
         for first, second in zip(winners[0::2], winners[1::2], strict=True)
-        if not (pd.isna(first) or pd.isna(second))
+        if first is not None and second is not None
     ]
     return sum(a == b for a, b in both) / len(both) if both else float("nan")
 

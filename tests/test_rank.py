@@ -64,7 +64,7 @@ def test_every_pair_is_judged_in_both_orders_best_first(backends, answers) -> No
     ]
     assert all("RUBRIC:\nthe better answer names llama" in p for p in prompts)
     assert sum("QUESTION:\n2+2?" in p for p in prompts) == 2
-    verdicts = table.attrs["verdicts"]
+    verdicts = pd.DataFrame(table.attrs["verdicts"])
     assert list(verdicts.columns) == [
         "prompt",
         "repeat",
@@ -81,6 +81,8 @@ def test_every_pair_is_judged_in_both_orders_best_first(backends, answers) -> No
     assert verdicts["reason"].tolist() == ["names llama3.2"] * 4
     assert table.attrs["judge"]["target"] == JUDGE and answers.attrs == {}
     assert table.attrs["judge"]["consistent"] == 1.0  # both orders named the same winner
+    # plain values in attrs: two tables concatenate (pandas compares attrs), attrs are JSON
+    assert len(pd.concat([table, table])) == 4 and json.loads(json.dumps(table.attrs))
 
 
 def test_a_judge_that_always_picks_a_cancels_out(backends, answers) -> None:
@@ -100,7 +102,7 @@ def test_ties_and_unreadable_verdicts_are_counted_as_such(backends, answers) -> 
     table = answers.llm.rank(judge=JUDGE)
     assert table["ties"].tolist() == [2, 2] and table["unreadable"].tolist() == [2, 2]
     assert table["wins"].tolist() == [0, 0] and table["win_rate"].tolist() == [0.5, 0.5]
-    verdicts = table.attrs["verdicts"]
+    verdicts = pd.DataFrame(table.attrs["verdicts"])
     unread = verdicts[verdicts["prompt"] == "2+2?"]
     assert unread["verdict"].isna().all() and unread["winner"].isna().all()
     assert unread["reason"].str.startswith("judge verdict not readable").all()
@@ -114,7 +116,7 @@ def test_a_failing_judge_counts_as_unreadable_and_says_why(backends, answers) ->
     table = llm_magic.compare(["Hi"], [LLAMA, MISTRAL]).llm.rank(judge=JUDGE)
     assert table["unreadable"].tolist() == [2, 2] and table["wins"].sum() == 0
     assert table["strength"].isna().all() and table["win_rate"].isna().all()
-    assert table.attrs["verdicts"]["reason"].str.startswith("judge failed:").all()
+    assert all(v["reason"].startswith("judge failed:") for v in table.attrs["verdicts"])
     assert table.attrs["judge"]["failed"] == 2 and table.attrs["judge"]["unreadable"] == 0
     assert math.isnan(table.attrs["judge"]["consistent"])
 
@@ -131,7 +133,7 @@ def test_a_pair_with_a_failed_answer_is_skipped_not_judged(backends) -> None:
     assert table["skipped"].tolist() == [1, 1]
     assert table.loc[MISTRAL, "wins"] == 2 and table.loc[LLAMA, "losses"] == 2
     assert table.attrs["judge"]["requests"] == 2 and table.attrs["judge"]["pairs_skipped"] == 1
-    assert set(table.attrs["verdicts"]["prompt"]) == {"2+2?"}
+    assert {v["prompt"] for v in table.attrs["verdicts"]} == {"2+2?"}
 
 
 def test_repeat_r_is_compared_with_repeat_r(backends) -> None:
@@ -139,7 +141,7 @@ def test_repeat_r_is_compared_with_repeat_r(backends) -> None:
     backends.openai.faults.reply_to = prefers("llama3.2")
     table = frame.llm.rank(judge=JUDGE)
     assert table.loc[LLAMA, "wins"] == 6 and table.attrs["judge"]["requests"] == 6
-    assert sorted(table.attrs["verdicts"]["repeat"].tolist()) == [0, 0, 1, 1, 2, 2]
+    assert sorted(v["repeat"] for v in table.attrs["verdicts"]) == [0, 0, 1, 1, 2, 2]
 
 
 def test_runs_relabelled_and_concatenated_rank_against_each_other(backends) -> None:
