@@ -191,6 +191,9 @@ def batched_frame(rows: Sequence[Row], runs: Sequence[str] = ()) -> pd.DataFrame
         run: n for n, run in enumerate(dict.fromkeys([*runs, *(r.run_id for _, r, _ in rows)]))
     }
     ranked = sorted(rows, key=lambda row: (order[row[1].run_id], row[0]))
+    from ._schema_frame import logged_schema_columns
+
     frame = to_dataframe(record for _, record, _ in ranked)
     frame["batched"] = pd.array([flag for _, _, flag in ranked], dtype="boolean")
-    return frame
+    # rows asked with a schema (--schema: params' json_schema) read against it, as history does
+    return logged_schema_columns(frame, [False] * len(frame))

@@ -12,7 +12,7 @@ import pandas as pd
 
 from ._records import COLUMNS, OPTIONAL_COLUMNS, RunRecord
 
-__all__ = ["DTYPES", "OPTIONAL_DTYPES", "to_dataframe"]
+__all__ = ["DTYPES", "OPTIONAL_DTYPES", "SCHEMA_DTYPES", "to_dataframe"]
 
 _STRING = (
     "run_id",
@@ -42,6 +42,12 @@ assert set(DTYPES) == set(COLUMNS), "records.COLUMNS and the DataFrame schema di
 # Columns a frame has only when its run asked for them (--tools).
 OPTIONAL_DTYPES: dict[str, str] = {"tool_calls": "object"}
 assert set(OPTIONAL_DTYPES) == set(OPTIONAL_COLUMNS), "records and optional columns disagree"
+# Columns read from the answers when the run had a schema (_schema_frame.py); never stored.
+SCHEMA_DTYPES: dict[str, str] = {
+    "parsed": "object",
+    "schema_valid": "boolean",
+    "schema_error": "string",
+}
 
 
 def _column(name: str, values: list[Any]) -> pd.Series:

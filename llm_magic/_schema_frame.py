@@ -16,13 +16,14 @@ from typing import Any
 
 import pandas as pd
 
+from ._frame import SCHEMA_DTYPES
 from ._schema import StructuredSchema, compile_schema
 from ._scoring import wilson
 from .errors import UsageProblem
 
 __all__ = ["SCHEMA_COLUMNS", "logged_schema_columns", "schema_columns", "schema_summary"]
 
-SCHEMA_COLUMNS = ("parsed", "schema_valid", "schema_error")
+SCHEMA_COLUMNS = tuple(SCHEMA_DTYPES)  # parsed, schema_valid, schema_error: a Reading's order
 NO_ANSWER = (None, None, "no answer")  # schema_valid NA: a failed request has no answer
 
 
@@ -56,9 +57,8 @@ def _with_columns(frame: pd.DataFrame, readings: Sequence[Row | None]) -> pd.Dat
         return [r[n] if r is not None else None for r in readings]
 
     out = frame.drop(columns=[c for c in SCHEMA_COLUMNS if c in frame.columns])
-    out["parsed"] = pd.Series(column(0), index=frame.index, dtype=object)
-    out["schema_valid"] = pd.Series(column(1), index=frame.index, dtype="boolean")
-    out["schema_error"] = pd.Series(column(2), index=frame.index, dtype="string")
+    for n, (name, dtype) in enumerate(SCHEMA_DTYPES.items()):
+        out[name] = pd.Series(column(n), index=frame.index, dtype=dtype)
     return out
 
 

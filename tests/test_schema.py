@@ -239,3 +239,17 @@ def test_a_cached_answer_is_read_the_same(openai) -> None:
     # another schema is another request: the cache key holds it
     llm_magic.compare("France?", "openai:gpt-4o-mini", schema=City, cache=True)
     assert openai.request_count == 2
+
+
+def test_batched_rows_are_read_against_the_schema_too(openai, monkeypatch) -> None:
+    from llm_magic import _batch_run
+
+    monkeypatch.setattr(_batch_run, "POLL_FIRST", 0.01)
+    monkeypatch.setattr(_batch_run, "POLL_MAX", 0.02)
+    # the batch endpoint of the loopback server answers each line with its echo: not JSON
+    df = llm_magic.compare(["France?", "Spain?"], "openai:gpt-4o-mini", schema=CITY,
+                           batch=True, wait=True)  # fmt: skip
+    assert df["batched"].all() and df["error"].isna().all()
+    assert df["schema_valid"].tolist() == [False, False]
+    assert set(df["schema_error"]) == {"not JSON: starts with 'E'"}
+    assert df.llm.summary().loc["openai:gpt-4o-mini", "valid_rate"] == 0.0
