@@ -54,11 +54,11 @@ def _child_write(n: int, folder: Path, how: str) -> dict:
         import llm_magic._plan  # noqa: F401
 
         base = _rss_mb()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         llm_magic.batch_file(prompts, "vllm:Qwen/Qwen3-8B", path=folder / "in.jsonl", max_tokens=16)
     else:
         base = _rss_mb()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         with open(folder / "in_baseline.jsonl", "w") as out:
             for i, prompt in enumerate(prompts):
                 body = {
@@ -73,7 +73,12 @@ def _child_write(n: int, folder: Path, how: str) -> dict:
                     "body": body,
                 }
                 out.write(json.dumps(line) + "\n")
-    return {"s": time.perf_counter() - start, "peak_mb": _rss_mb(), "base_mb": base}
+    return {
+        "s": time.perf_counter() - start,
+        "cpu": time.process_time() - cpu,
+        "peak_mb": _rss_mb(),
+        "base_mb": base,
+    }
 
 
 def _vllm_output(folder: Path) -> Path:
@@ -122,14 +127,15 @@ def _child_read(folder: Path, how: str) -> dict:
         import llm_magic._batch_run  # noqa: F401
 
         base = _rss_mb()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         frame = llm_magic.read_batch_output(out, folder / "in.jsonl")
     else:
         base = _rss_mb()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         frame = pd.read_json(out, lines=True)
     return {
         "s": time.perf_counter() - start,
+        "cpu": time.process_time() - cpu,
         "peak_mb": _rss_mb(),
         "base_mb": base,
         "rows": len(frame),
@@ -155,17 +161,21 @@ def _child_collect(n: int, folder: Path) -> dict:
     df = llm_magic.compare(_prompts(n), "openai:gpt-4o-mini", batch=True, max_tokens=16)
     submitted = time.perf_counter() - start
     run_id = find(default_store())[0].run_id
-    for _ in range(4):  # the server moves a status per read: on to completed, untimed
-        for batch_id in server.batch_knobs.created:
-            server.batches._advance(server.batches.batches[batch_id])
-    start = time.perf_counter()
+    for batch_id in server.batch_knobs.created:  # on to completed, untimed (a read a step)
+        batch = server.batches.batches[batch_id]
+        while batch["status"] not in server.batches.terminal():
+            server.batches._advance(batch)
+    start, cpu = time.perf_counter(), time.process_time()
     frame = llm_magic.collect(run_id)
-    collected = time.perf_counter() - start
+    collected, cpu = time.perf_counter() - start, time.process_time() - cpu
     server.stop()
-    assert frame is not None and len(frame) == n and frame["error"].isna().all() and len(df) == 0
+    assert len(df) == 0, df[["target", "error"]].head()
+    assert frame is not None, "nothing collected"
+    assert len(frame) == n and frame["error"].isna().all(), frame["error"].dropna()[:3].tolist()
     return {
         "submit_s": submitted,
         "s": collected,
+        "cpu": cpu,
         "peak_mb": _rss_mb(),
         "base_mb": base,
         "rows": len(frame),
@@ -193,8 +203,14 @@ def _run(*args: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _figures(result: dict) -> str:
+    return (
+        f"{result['s']:.2f} s wall, {result['cpu']:.2f} s CPU, peak RSS {result['peak_mb']:.0f} MB"
+    )
+
+
 def batch_section(rows: int) -> None:
-    print(f"## batch: {rows:,} requests")
+    print(f"## batch: {rows:,} requests (wall time, the process's CPU time, peak RSS)")
     with tempfile.TemporaryDirectory() as tmp:
         ours, base = (
             _run("write", tmp, str(rows), "llm_magic"),
@@ -202,24 +218,22 @@ def batch_section(rows: int) -> None:
         )
         size = (Path(tmp) / "in.jsonl").stat().st_size / 1e6
         print(
-            f"write    batch_file: {ours['s']:.2f} s, peak RSS {ours['peak_mb']:.0f} MB"
-            f" (after imports {ours['base_mb']:.0f} MB), {size:.1f} MB file | json.dumps loop:"
-            f" {base['s']:.2f} s, peak {base['peak_mb']:.0f} MB | ratio {ours['s'] / base['s']:.2f}"
-            f"  (goal <= 5 s, <= 300 MB)"
+            f"write    batch_file: {_figures(ours)} (after imports {ours['base_mb']:.0f} MB),"
+            f" {size:.1f} MB file | json.dumps loop: {_figures(base)} | ratio"
+            f" {ours['s'] / base['s']:.2f}  (goal <= 5 s, <= 300 MB)"
         )
         _vllm_output(Path(tmp))
         ours, base = _run("read", tmp, "llm_magic"), _run("read", tmp, "baseline")
         print(
-            f"read     read_batch_output: {ours['s']:.2f} s, peak RSS {ours['peak_mb']:.0f} MB"
-            f" | pd.read_json(lines=True): {base['s']:.2f} s, peak {base['peak_mb']:.0f} MB"
-            f" | ratio {ours['s'] / base['s']:.2f}  (goal <= 5 s)"
+            f"read     read_batch_output: {_figures(ours)} | pd.read_json(lines=True):"
+            f" {_figures(base)} | ratio {ours['s'] / base['s']:.2f}  (goal <= 5 s)"
         )
-        read = ours["s"]
+        read = ours
         ours = _run("collect", tmp, str(rows))
         print(
-            f"collect  %llm collect: {ours['s']:.2f} s (submit {ours['submit_s']:.2f} s), peak RSS"
-            f" {ours['peak_mb']:.0f} MB | read_batch_output: {read:.2f} s | ratio"
-            f" {ours['s'] / read:.2f}  (goal <= 5 s)"
+            f"collect  %llm collect: {_figures(ours)} (CPU includes the loopback server's;"
+            f" submit took {ours['submit_s']:.2f} s) | read_batch_output: {read['s']:.2f} s |"
+            f" ratio {ours['s'] / read['s']:.2f}  (goal <= 5 s)"
         )
 
 

@@ -10,18 +10,28 @@ kernel: all it needs is in the store.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from . import providers
 from ._accounting import account
-from ._batch_lines import LineAnswer, NotBatchOutput, Row, answer_into, batched_frame, read_output
+from ._batch_lines import (
+    LineAnswer,
+    NotBatchOutput,
+    Row,
+    answer_into,
+    batched_frame,
+    cleaner,
+    gc_paused,
+    read_output,
+)
 from ._batch_store import BatchEntry, BatchRow, find, rows_of, update
 from ._batch_submit import Prices, batch_store, now, state_changes
 from ._config import load_file_config
 from ._records import RunRecord
+from ._redaction import redact
 from .errors import LLMMagicError, ProviderError, UsageProblem
 from .providers.base import Message
 from .store import Store, record_run
@@ -33,7 +43,11 @@ __all__ = ["batches", "cancel", "collect", "collect_entries"]
 
 
 def _record(
-    entry: BatchEntry, row: BatchRow, answer: LineAnswer | None, prices: Prices
+    entry: BatchEntry,
+    row: BatchRow,
+    answer: LineAnswer | None,
+    prices: Prices,
+    clean: Callable[[str], str],
 ) -> RunRecord:
     record = RunRecord(
         run_id=entry.run_id,
@@ -45,7 +59,8 @@ def _record(
         params=row.params,
         started_at=datetime.fromisoformat(entry.created_at) if entry.created_at else None,
     )
-    answer_into(record, answer, entry.missing_reason or "not in the batch's output or error file")
+    missing = entry.missing_reason or "not in the batch's output or error file"
+    answer_into(record, answer, missing, clean)
     account(record, [Message("user", row.prompt)], prices)
     if record.cost_usd is not None:
         record.cost_usd *= entry.price_factor
@@ -67,13 +82,18 @@ class _Unread(Exception):
 
 
 def _collect_one(store: Store, entry: BatchEntry, prices: Prices) -> tuple[list[Row], str | None]:
+    with gc_paused():  # 100,000 rows: see gc_paused
+        return _collect(store, entry, prices)
+
+
+def _collect(store: Store, entry: BatchEntry, prices: Prices) -> tuple[list[Row], str | None]:
     """The rows of one batch, or none and the line saying why not yet; _Unread when the
     provider's answer could not be had or read (the batch stays collectable)."""
     mapped = rows_of(store, entry)
     if entry.remote_id is None:
         why = entry.problem or "the kernel stopped before it was created"
         missing = replace(entry, missing_reason=f"the batch was never submitted ({why})")
-        return [(r.index, _record(missing, r, None, prices), True) for r in mapped], None
+        return [(r.index, _record(missing, r, None, prices, redact), True) for r in mapped], None
     try:
         api = providers.batch_api(entry.provider)
         update(store, entry, **state_changes(entry, api.state(entry.remote_id), prices))
@@ -84,7 +104,8 @@ def _collect_one(store: Store, entry: BatchEntry, prices: Prices) -> tuple[list[
         answers = _answers(api, entry)
     except (ProviderError, NotBatchOutput) as exc:
         raise _Unread(f"{entry.shown_id}: {getattr(exc, 'message', str(exc))}") from None
-    records = [(r, _record(entry, r, answers.get(r.custom_id), prices)) for r in mapped]
+    clean = cleaner(answers.values())
+    records = [(r, _record(entry, r, answers.get(r.custom_id), prices, clean)) for r in mapped]
     if entry.collected_at is None:  # logged and cached once, however often it is collected
         record_run([rec for _, rec in records], entry.max_log_chars)
         if entry.cache:

@@ -12,7 +12,6 @@ sampling options, into `params`) come from the input file when it is given.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,10 +20,15 @@ from typing import TYPE_CHECKING, Any
 from . import providers
 from ._accounting import account
 from ._batch_lines import (
+    LineAnswer,
     NotBatchOutput,
+    Row,
     answer_into,
     batched_frame,
+    cleaner,
     custom_id,
+    gc_paused,
+    json_lines,
     read_output,
     split_custom_id,
 )
@@ -72,7 +76,12 @@ def batch_file(
     for name in ("checks", "batch", "wait", "chat"):
         if options.get(name):
             raise UsageProblem(f"batch_file() writes requests; {name}= is compare()'s")
-    plan = make_plan(Request.build("batch_file()", prompt_list, target_list, options), session)
+    with gc_paused():  # 100,000 jobs: see gc_paused
+        plan = make_plan(Request.build("batch_file()", prompt_list, target_list, options), session)
+        return _write_lines(path, plan)
+
+
+def _write_lines(path: str | os.PathLike[str], plan: Any) -> Path:
     return _write(
         path,
         (
@@ -127,13 +136,7 @@ def _read(path: str | os.PathLike[str]) -> bytes:
 def _inputs(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
     """custom_id -> the request body of each line of an input file."""
     found = {}
-    for number, raw in enumerate(_read(path).splitlines(), 1):
-        if not raw.strip():
-            continue
-        try:
-            line = json.loads(raw)
-        except ValueError:
-            line = None
+    for number, _, line in json_lines(_read(path)):
         if not isinstance(line, dict) or not isinstance(line.get("body"), dict):
             raise UsageProblem(
                 f"{path}, line {number}, is not a batch input line ({{custom_id, body}})"
@@ -164,16 +167,26 @@ def read_batch_output(
     requests were written; with `inputs` (the input file), one row per request, its prompt
     and params filled, and an error for a request the output lacks. A line whose custom_id
     llm_magic did not write is named `PROVIDER:MODEL` by the model the answer reports."""
-    try:
-        answers = list(read_output(_read(path), str(path)))
-    except NotBatchOutput as exc:
-        raise UsageProblem(str(exc)) from None
-    asked = _inputs(inputs) if inputs is not None else {}
+    with gc_paused():
+        try:
+            answers = read_output(_read(path), str(path))
+        except NotBatchOutput as exc:
+            raise UsageProblem(str(exc)) from None
+        asked = _inputs(inputs) if inputs is not None else {}
+        run_id = new_run_id()
+        return batched_frame(_rows(answers, asked, provider, run_id), [run_id])
+
+
+def _rows(
+    answers: list[LineAnswer], asked: dict[str, dict[str, Any]], provider: str, run_id: str
+) -> list[Row]:
+    """A row per request asked (per answer, without the input file), in the written order."""
     prices = load_file_config().prices
-    run_id = new_run_id()
     by_id = {answer.custom_id: answer for answer in answers}
     ids = list(asked) if asked else [answer.custom_id for answer in answers]
     rows = []
+    clean = cleaner(answers)
+    batched_by: dict[str, bool] = {}  # provider -> it has a batch API (config read once)
     for position, cid in enumerate(ids):
         index, repeat, target = split_custom_id(cid) or (position, 0, "")
         answer = by_id.get(cid)
@@ -185,9 +198,11 @@ def read_batch_output(
         record = RunRecord(
             run_id, target, provider_name, model, prompt, repeat=repeat, params=params
         )
-        answer_into(record, answer, "not in the output file")
+        answer_into(record, answer, "not in the output file", clean)
         account(record, [Message("user", prompt)], prices)
-        if record.cost_usd and providers.batch_wire(record.provider):
+        if record.provider not in batched_by:
+            batched_by[record.provider] = providers.batch_wire(record.provider) is not None
+        if record.cost_usd and batched_by[record.provider]:
             record.cost_usd *= BATCH_PRICE_FACTOR  # answered by a provider's batch API
         rows.append((index, record, True))
-    return batched_frame(rows, [run_id])
+    return rows

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from ._redaction import redact
+from ._redaction import Redactor, redact
 from ._utf8 import utf8_safe
 from .errors import UsageProblem
 from .store import Store
@@ -112,11 +112,11 @@ def _ensure(conn: sqlite3.Connection) -> None:
                 conn.execute(f'ALTER TABLE {table} ADD COLUMN "{column}" {kind}')
 
 
-def _text(value: Any) -> Any:
+def _text(value: Any, clean: Callable[[str], str] = redact) -> Any:
     if isinstance(value, dict):
         value = json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
     if isinstance(value, str):
-        return utf8_safe(redact(value))[0]
+        return utf8_safe(clean(value))[0]
     return value
 
 
@@ -135,15 +135,16 @@ def add_pending(store: Store, entry: BatchEntry, rows: Sequence[BatchRow]) -> No
     entry_sql = f"INSERT INTO batches ({_names(_ENTRY)}) VALUES ({', '.join('?' * len(_ENTRY))})"
     row_sql = f"INSERT INTO batch_rows ({_names(_ROW)}) VALUES ({', '.join('?' * len(_ROW))})"
     entry_values = [_text(getattr(entry, c)) for c in _ENTRY]
+    clean = Redactor()  # the secrets read once for every row (redact() reads them each time)
     row_values = [
         (
             entry.key,
             r.custom_id,
             r.index,
-            _text(r.prompt),
+            _text(r.prompt, clean),
             r.target,
             r.repeat,
-            _text(r.params),
+            _text(r.params, clean),
             r.cache_key,
         )
         for r in rows

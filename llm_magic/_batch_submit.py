@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import providers
 from ._accounting import account
-from ._batch_lines import Row, custom_id
+from ._batch_lines import Row, custom_id, gc_paused
 from ._batch_store import BatchEntry, BatchRow, BatchStoreProblem, add_pending, update
 from ._pricing import cost_usd
 from ._records import RunRecord
@@ -208,7 +208,8 @@ def submit(
     entries: list[BatchEntry] = []
     rows: list[Row] = []
     for group in groups.values():
-        made, failed = _submit_group(plan, group, run_id, store, numbers)
+        with gc_paused():  # 100,000 lines: see gc_paused
+            made, failed = _submit_group(plan, group, run_id, store, numbers)
         entries += made
         rows += failed
     return entries, rows

@@ -8,6 +8,7 @@ mid-2025 and WILL go out of date: override them in the config file (`[prices]` w
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 
@@ -123,7 +124,8 @@ _OPENROUTER_VENDORS = {
 _SNAPSHOT = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{8}|\d{2}-\d{2}|\d{4}|\d{3}|preview|latest)$")
 
 
-def _candidates(model: str) -> list[str]:
+@functools.lru_cache(maxsize=4096)  # a 100,000-row batch asks for one model's names each row
+def _candidates(model: str) -> tuple[str, ...]:
     """Names to look a model up under, most specific first."""
     name = model.strip().lower().removeprefix("models/")  # Gemini reports "models/gemini-..."
     names = [name]
@@ -135,7 +137,7 @@ def _candidates(model: str) -> list[str]:
         names.append(name)
     # Mistral prices its "-latest" alias; a dated name like mistral-large-2411 is the same model.
     names.extend([n + "-latest" for n in names[1:] if not n.endswith("-latest")])
-    return names
+    return tuple(names)
 
 
 def _override(overrides: Mapping[str, Mapping[str, float]], key: str) -> tuple[float, float] | None:
