@@ -165,6 +165,17 @@ def test_the_runs_retries_apply_to_embedding_requests(wired) -> None:
     assert df["score_similar"].notna().all() and len(_embedding_requests(backends.openai)) == 2
 
 
+def test_a_slow_embedder_meets_the_runs_deadline(wired) -> None:
+    ip, backends = wired
+    backends.openai.faults.delay = 5.0  # the test server gives up once the test resets it
+    df = run_frame(ip, f"%%llm {ANSWERER} -q --deadline 0.5 {EMBED} --check 'similar:{CAPITAL}'"
+                       f"\n{CAPITAL}")
+    assert len(df) == 1 and df["error"].isna().all() and df["score_similar"].isna().all()
+    reason = df["checks"][0]["similar"]["reason"]
+    assert reason.startswith("embedding failed: openai: the deadline of 0.5 s passed")
+    assert df.attrs["embed"]["failed"] == 1 and df.attrs["embed"]["latency_s"] < 5.0
+
+
 def test_a_failed_or_empty_answer_is_not_embedded(wired) -> None:
     ip, backends = wired
     backends.ollama.faults.status = 500
