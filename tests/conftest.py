@@ -37,13 +37,24 @@ def close_providers() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No real keys, no user config file, logs and cache in a temporary home."""
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """No real keys, no user config file, logs and cache in a temporary home.
+
+    The stores opened in that home are closed afterwards: the process keeps one per path
+    (store.default_store), each holding three files open (the database, -wal, -shm), and a
+    suite of a thousand tests would pass the 1,024 descriptors select() can watch.
+    """
     for name in _SCRUBBED:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("LLM_MAGIC_CONFIG", str(tmp_path / "config.toml"))
     monkeypatch.setenv("LLM_MAGIC_HOME", str(tmp_path / "home"))
-    return tmp_path
+    yield tmp_path
+    from llm_magic import store
+
+    with store._stores_lock:
+        opened = [path for path in store._stores if tmp_path in path.parents]
+        for path in opened:
+            store._stores.pop(path).close()
 
 
 @pytest.fixture
