@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-import select
+import selectors
 import socket
 import time
 from collections.abc import Callable
@@ -52,13 +52,15 @@ class Exchange:
     def stall(self) -> None:
         """Keep the socket open, sending nothing, until the client leaves or the server stops."""
         sock = self.handler.connection
-        while not self.cancel.wait(0.02):
-            try:
-                readable, _, _ = select.select([sock], [], [], 0)
-                if readable and not sock.recv(1, socket.MSG_PEEK):
-                    break  # orderly close from the client
-            except OSError:
-                break
+        # selectors (epoll), not select(): a long test session may hold descriptors past 1,024.
+        with selectors.DefaultSelector() as watch:
+            watch.register(sock, selectors.EVENT_READ)
+            while not self.cancel.wait(0.02):
+                try:
+                    if watch.select(0) and not sock.recv(1, socket.MSG_PEEK):
+                        break  # orderly close from the client
+                except OSError:
+                    break
         raise Aborted
 
     def abort(self) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import select
+import selectors
 import socket
 import ssl
 import threading
@@ -62,20 +62,23 @@ def _read_head(sock: socket.socket) -> tuple[bytes, bytes]:
 
 def _pipe(one: socket.socket, other: socket.socket) -> None:
     """Carry bytes both ways until either side closes."""
-    sockets = [one, other]
-    while True:
-        pending = [s for s in sockets if isinstance(s, ssl.SSLSocket) and s.pending()]
-        readable = pending or select.select(sockets, [], [], 30)[0]
-        if not readable:
-            return
-        for source in readable:
-            try:
-                data = source.recv(65536)
-            except (OSError, ssl.SSLError):
+    # selectors (epoll), not select(): a long test session may hold descriptors past 1,024.
+    with selectors.DefaultSelector() as watch:
+        for sock in (one, other):
+            watch.register(sock, selectors.EVENT_READ)
+        while True:
+            pending = [s for s in (one, other) if isinstance(s, ssl.SSLSocket) and s.pending()]
+            readable = pending or [key.fileobj for key, _ in watch.select(30)]
+            if not readable:
                 return
-            if not data:
-                return
-            (other if source is one else one).sendall(data)
+            for source in readable:
+                try:
+                    data = source.recv(65536)
+                except (OSError, ssl.SSLError):
+                    return
+                if not data:
+                    return
+                (other if source is one else one).sendall(data)
 
 
 class _Handler(BaseRequestHandler):
