@@ -108,6 +108,10 @@ class ToolSteps:
         record.started_at = self._started_at
         record.latency_s = time.perf_counter() - self._t0
         record.ttft_s = self._ttft
+        if self.steps > 1:
+            # The steps' tokens were generated across the whole loop, not after the first text:
+            # tokens/s is over the loop's latency, as for an answer that came in one piece.
+            record.pieces = min(record.pieces, 1)
         if record.error is None:  # a failed last step is not counted: account() clears it
             record.prompt_tokens, record.completion_tokens = self._prompt, self._completion
             record.tokens_estimated = record.tokens_estimated or self._estimated

@@ -155,6 +155,9 @@ def test_run_tools_sends_results_back_until_the_model_answers(backends, provider
     assert row["latency_s"] >= 0.3
     assert row["completion_tokens"] == STEP_ONE[provider] + 6
     assert not row["tokens_estimated"]
+    # generated across the whole loop: tokens/s over its latency, not after the first text
+    assert row["tokens_per_s"] == pytest.approx(row["completion_tokens"] / row["latency_s"])
+    assert 0.15 <= row["ttft_s"] < row["latency_s"]
 
 
 @pytest.mark.parametrize("provider", TARGETS)
