@@ -129,6 +129,15 @@ def _schema_verdict(row: pd.Series) -> str:
     return f"✗ schema ({error if len(error) <= 60 else error[:59] + '…'})"
 
 
+def _calls_caption(entries: Any) -> str:
+    """The calls under an answer of a run with --tools ("calls get_weather(city='Paris')")."""
+    if not isinstance(entries, list) or not entries:
+        return ""
+    from ._tools import calls_line
+
+    return f"calls {_preview(calls_line(entries, 400))}"
+
+
 def _plain(value: Any) -> Any:
     return excerpt(value).plain() if isinstance(value, str) else value
 
@@ -164,7 +173,8 @@ class SideBySide:
             answered = f"by {get('target')} after {get('fallback_from')} failed"
             caption = " · ".join(filter(None, [caption, answered]))
         verdicts = verdict_line(get("checks"))  # ✓/✗ and the score of each check
-        caption = " · ".join(filter(None, [_schema_verdict(row), verdicts, caption]))
+        calls = _calls_caption(get("tool_calls"))
+        caption = " · ".join(filter(None, [_schema_verdict(row), calls, verdicts, caption]))
         repeat = _value(get("repeat"))
         return html.Entry(
             text=_value(get("output")) or "",

@@ -357,3 +357,16 @@ def test_a_flood_of_calls_runs_32_and_the_log_stays_bounded(backends, monkeypatc
     (logged,) = default_store().history(1)
     assert logged.tool_calls == [{"name": "get_weather"}] * 40
     assert "only the names of the tool calls" in logged.params["notes"][-1]
+
+
+@pytest.mark.local_model
+def test_the_real_llama_cpp_server_takes_tools_and_answers_in_text(llamacpp_server, monkeypatch):
+    # llama-cpp-python's server makes a call only with a function-calling chat format or a
+    # named tool_choice (shared/protocols/structured-tools-images.md §4); asked with `auto`
+    # it answers in text: a row like any other, with no calls.
+    monkeypatch.setenv("LLAMACPP_BASE_URL", llamacpp_server)
+    df = llm_magic.compare(
+        "What is the weather in Paris?", "llamacpp:smollm2", tools=[get_weather], max_tokens=16
+    )
+    row = df.iloc[0]
+    assert pd.isna(row["error"]) and row["output"] and row["tool_calls"] == []

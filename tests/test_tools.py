@@ -227,6 +227,8 @@ def test_compact_view_shows_the_calls(ip, backends) -> None:
     assert shown is None
     view = ip.run_cell_magic("llm", "openai:gpt-4o-mini --tools get_weather", "Weather in Paris?")
     assert view["tool_calls"].tolist() == ["get_weather(city='Paris')"]
+    shown = ip.user_ns["_llm"].llm.side_by_side()._repr_html_()
+    assert "calls get_weather(city=&#x27;Paris&#x27;)" in shown
     assert ip.user_ns["_llm"].loc[0, "finish_reason"] == "tool_calls"
 
 
