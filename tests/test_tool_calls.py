@@ -370,3 +370,29 @@ def test_the_real_llama_cpp_server_takes_tools_and_answers_in_text(llamacpp_serv
     )
     row = df.iloc[0]
     assert pd.isna(row["error"]) and row["output"] and row["tool_calls"] == []
+
+
+def test_a_stop_while_a_tool_runs_ends_the_row_before_the_next_request(backends) -> None:
+    import threading
+
+    from llm_magic._api import run
+    from llm_magic._plan import make_plan
+    from llm_magic._request import Request
+    from llm_magic._session import Session
+    from llm_magic.errors import RunInterrupted
+
+    stop = threading.Event()
+
+    def slow_weather(city: str) -> str:
+        """Weather, slowly; the user presses Stop meanwhile."""
+        stop.set()
+        time.sleep(0.3)
+        return "18 C"
+
+    backends.openai.tool_call = ("slow_weather", '{"city": "Paris"}')
+    request = Request(("Weather?",), (TARGETS["openai"],), tools=(slow_weather,), run_tools=True)
+    with pytest.raises(RunInterrupted) as stopped:
+        run(make_plan(request, Session()), stop=stop)
+    (record,) = stopped.value.records
+    assert record.finish_reason == "interrupted"
+    assert backends.openai.request_count == 1  # the result was never sent
