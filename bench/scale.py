@@ -1,7 +1,7 @@
 """Big runs, measured (issue 13). Each section prints its figures beside a baseline run the
 same way on the same machine, and the ratio.
 
-    python bench/scale.py [--rows 100000] [--section batch]
+    python bench/scale.py [--rows 100000] [--section batch] [--section pool]
 
 Sections:
   batch  (provider batch APIs and batch files)
@@ -16,6 +16,13 @@ Sections:
              the frame built. Its submit is timed too (lines built, mapping written, uploaded).
   Each measurement runs in a fresh interpreter, so its peak RSS (ru_maxrss) is its own; the
   RSS after imports is printed beside it.
+  pool  (several servers behind one target)
+    Two loopback OpenAI servers behind one target vs one of them alone, each server in its
+    own process, answering after 50 ms and serving at most 8 requests at a time (the rest
+    wait their turn, as vLLM queues past --max-num-seqs). `compare()` sends 320 prompts to a
+    provider with one base URL (the run's default concurrency, 8) and to one with both
+    (`base_urls`, per_server_concurrency = 8: the run takes 16 at once); runs alternate
+    one/two, 5 each. Baseline: the one server. Goal: the pair's throughput >= 1.9x.
 """
 
 from __future__ import annotations
@@ -237,7 +244,59 @@ def batch_section(rows: int) -> None:
         )
 
 
-SECTIONS = {"batch": batch_section}
+# --------------------------------------------------------------------------- pool
+
+POOL_PROMPTS, POOL_RUNS = 320, 5
+
+
+def pool_section(rows: int) -> None:
+    """Two servers behind one target vs one (the module docstring); `rows` is not used: 320
+    prompts at 8 x 50 ms per server already take seconds a run."""
+    import statistics
+    from contextlib import ExitStack
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from serve import alternate, served
+
+    print(f"## pool: {POOL_PROMPTS} prompts, each server 8 at a time, 50 ms per answer")
+    saved = {k: os.environ.get(k) for k in ("LLM_MAGIC_CONFIG", "LLM_MAGIC_HOME")}
+    with ExitStack() as stack:
+        urls = [
+            stack.enter_context(served("openai", delay=0.05, reply="ok", max_concurrent=8))
+            for _ in range(2)
+        ]
+        home = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        config = home / "config.toml"
+        config.write_text(  # a JSON list of strings is a TOML array too
+            f"[providers.one]\nbase_url = {json.dumps(urls[0])}\n\n"
+            f"[providers.two]\nbase_urls = {json.dumps(urls)}\nper_server_concurrency = 8\n",
+            encoding="utf-8",
+        )
+        os.environ.update(LLM_MAGIC_CONFIG=str(config), LLM_MAGIC_HOME=str(home / "home"))
+        import llm_magic
+
+        prompts = [f"prompt {i}" for i in range(POOL_PROMPTS)]
+
+        def run(provider: str) -> None:
+            df = llm_magic.compare(prompts, f"{provider}:bench-model", max_tokens=4)
+            if df["error"].notna().any():
+                raise SystemExit(f"{provider}: a row failed: {df['error'].dropna().iloc[0]}")
+
+        run("one"), run("two")  # warm: SDK import, connections
+        one, two = alternate(lambda: run("one"), lambda: run("two"), POOL_RUNS)
+        for key, value in saved.items():  # the other sections see the environment as it was
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    a = POOL_PROMPTS / statistics.median(one)
+    b = POOL_PROMPTS / statistics.median(two)
+    print(f"one server   median {statistics.median(one):.3f} s, {a:.1f} rows/s")
+    print(f"two servers  median {statistics.median(two):.3f} s, {b:.1f} rows/s")
+    print(f"ratio two/one {b / a:.2f}x  (goal >= 1.9x)")
+
+
+SECTIONS = {"batch": batch_section, "pool": pool_section}
 
 
 def main() -> None:

@@ -158,9 +158,12 @@ def _close_discovered(provider: Provider, b: Backend) -> None:
 # --------------------------------------------------------------------------- status
 
 
-def _health(b: Backend, cfg: FileConfig) -> Health:
+def _health(b: Backend, cfg: FileConfig) -> Health | list[Any]:
+    """The backend's health; for a pool of servers, each server's state (health, requests in
+    flight, bench)."""
     provider = _provider(b, cfg)
-    return provider.health()
+    states = getattr(provider, "server_states", None)
+    return states() if callable(states) else provider.health()
 
 
 def _probe_health(b: Backend) -> Health:
@@ -190,26 +193,35 @@ def status_table(
     found = results[None] if isinstance(results[None], list) else []
     rows = []
     for b in _with_discovered(backends, found):
-        health = _probe_health(b) if b.adhoc else results[b.name]
-        if isinstance(health, BaseException):
-            health = Health(b.name, b.base_url, False, error=error_text(health))
+        result = _probe_health(b) if b.adhoc else results[b.name]
+        if isinstance(result, BaseException):
+            result = Health(b.name, b.base_url, False, error=error_text(result))
         # What the probe recognised beats what the provider kind assumes.
         known = b.found is not None and (b.found.preset is not None or b.adhoc)
-        url = health.base_url or b.base_url
-        rows.append(
-            {
-                "provider": b.name,
-                "server": b.found.server if known else _facts(b, cfg).server_label,
-                "base_url": redact_url(url) if url else url,
-                "proxy": proxy_shown(b.name, url),
-                "reachable": health.reachable,
-                "rtt_ms": None if health.rtt_s is None else round(health.rtt_s * 1000, 1),
-                "version": health.version or (b.found.version if b.found else None),
-                "source": b.source,
-                "error": None if health.error is None else unprefixed(health.error, b.name),
-            }
-        )
-    return pd.DataFrame(rows, columns=list(_STATUS_COLUMNS)).astype(_STATUS_COLUMNS)
+        server = b.found.server if known else _facts(b, cfg).server_label
+        # A pool of servers behind one provider: a row per server.
+        for state in result if isinstance(result, list) else [result]:
+            health = getattr(state, "health", state)
+            url = health.base_url or b.base_url
+            benched = getattr(state, "benched_until", None)
+            rows.append(
+                {
+                    "provider": b.name,
+                    "server": server,
+                    "base_url": redact_url(url) if url else url,
+                    "proxy": proxy_shown(b.name, url),
+                    "reachable": health.reachable,
+                    "rtt_ms": None if health.rtt_s is None else round(health.rtt_s * 1000, 1),
+                    "version": health.version or (b.found.version if b.found else None),
+                    "source": b.source,
+                    "error": None if health.error is None else unprefixed(health.error, b.name),
+                    "in_flight": getattr(state, "in_flight", None),
+                    "benched_until": benched,
+                }
+            )
+    frame = pd.DataFrame(rows, columns=list(_STATUS_COLUMNS))
+    frame["benched_until"] = pd.to_datetime(frame["benched_until"], utc=True)
+    return frame.astype(_STATUS_COLUMNS)
 
 
 _STATUS_COLUMNS = {
@@ -222,6 +234,10 @@ _STATUS_COLUMNS = {
     "version": "string",
     "source": "string",
     "error": "string",
+    # For each server of a pool (several base URLs): its requests in flight now, and until
+    # when it is left out after refusing connections or timing out (NaT: it is not).
+    "in_flight": "Int64",
+    "benched_until": "datetime64[ns, UTC]",
 }
 
 

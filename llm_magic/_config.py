@@ -18,6 +18,11 @@ or wherever `LLM_MAGIC_CONFIG` points:
     api_key_env = "WORK_LLM_KEY"     # the key itself never goes in this file
     proxy = "http://proxy.example.com:3128"   # optional: overrides HTTP(S)_PROXY for it
 
+    [providers.cluster]              # several servers behind one target (providers/_pool.py)
+    kind = "openai"
+    base_urls = ["http://gpu1:8000/v1", "http://gpu2:8000/v1"]
+    per_server_concurrency = 16      # requests at once per server (default: `concurrency`)
+
     [prices."work:big-model"]        # USD per million tokens
     input = 0.5
     output = 1.5
@@ -170,6 +175,7 @@ def _parse(path: Path, data: dict[str, Any]) -> FileConfig:
                 "with api_key_env instead"
             )
         _check_table(path, f"providers.{name}", spec, _PROVIDER_KEYS)
+        _check_servers(path, f"providers.{name}", spec)
         if "api_key_env" in spec:  # its value is a key whatever the variable is called
             add_secret_variable(spec["api_key_env"])
     limits = data.get("limits", {})
@@ -199,9 +205,17 @@ _PROVIDER_KEYS: dict[str, type] = {
     "key_required": bool,
     "proxy": str,  # this provider's proxy ("" for none), over the environment's
     "batch": bool,  # it serves its kind's batch API (/v1/files + /v1/batches or batch jobs)
+    "base_urls": list,  # several servers behind one target (instead of base_url)
+    "per_server_concurrency": int,  # requests at once per server of base_urls
 }
 _PRICE_KEYS: dict[str, type] = {"input": float, "output": float}
-_KIND_WORDS = {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}
+_KIND_WORDS = {
+    int: "a whole number",
+    float: "a number",
+    bool: "true or false",
+    str: "a string",
+    list: "a list of strings",
+}
 
 
 def _check_table(path: Path, where: str, table: dict[str, Any], keys: dict[str, type]) -> None:
@@ -219,6 +233,19 @@ def _check_table(path: Path, where: str, table: dict[str, Any], keys: dict[str, 
         if not fits:
             words = _KIND_WORDS[kind]
             raise ConfigProblem(f"{path}: [{where}] {key} must be {words}, not {value!r}")
+
+
+def _check_servers(path: Path, where: str, table: dict[str, Any]) -> None:
+    """`base_urls` is a non-empty list of URLs, not given beside `base_url`; the cap is >= 1."""
+    urls = table.get("base_urls")
+    if urls is not None:
+        if not urls or not all(isinstance(u, str) and u.strip() for u in urls):
+            raise ConfigProblem(f"{path}: [{where}] base_urls must be a list of URLs, not {urls!r}")
+        if "base_url" in table:
+            raise ConfigProblem(f"{path}: [{where}] gives base_url and base_urls: keep one")
+    if "per_server_concurrency" in table:
+        where = f"{path}: [{where}] per_server_concurrency"
+        ranges.check("concurrency", table["per_server_concurrency"], where)
 
 
 def _price(key: str, entry: Any, path: Path) -> dict[str, float]:

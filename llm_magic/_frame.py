@@ -40,7 +40,7 @@ DTYPES: dict[str, str] = {
 }
 assert set(DTYPES) == set(COLUMNS), "records.COLUMNS and the DataFrame schema disagree"
 # Columns a frame has only when its run asked for them (--tools).
-OPTIONAL_DTYPES: dict[str, str] = {"tool_calls": "object"}
+OPTIONAL_DTYPES: dict[str, str] = {"tool_calls": "object", "endpoint": "string"}
 assert set(OPTIONAL_DTYPES) == set(OPTIONAL_COLUMNS), "records and optional columns disagree"
 # Columns read from the answers when the run had a schema (_schema_frame.py); never stored.
 SCHEMA_DTYPES: dict[str, str] = {
@@ -66,7 +66,7 @@ def _column(name: str, values: list[Any]) -> pd.Series:
 
 def to_dataframe(records: Iterable[RunRecord], optional: Iterable[str] = ()) -> pd.DataFrame:
     """One row per record, columns exactly records.COLUMNS with the dtypes of DTYPES, then
-    the `optional` columns asked for (records.OPTIONAL_COLUMNS: `tool_calls`)."""
+    the `optional` columns asked for (records.OPTIONAL_COLUMNS: `tool_calls`, `endpoint`)."""
     # Plain attribute reads, not dataclasses.asdict: that deep-copies every record, which was
     # most of the time a 1,000-row batch spent after its last answer. `params` is copied below.
     rows = [vars(r) if isinstance(r, RunRecord) else dict(r) for r in records]

@@ -82,7 +82,7 @@ def providers_table(cfg: FileConfig | None = None) -> pd.DataFrame:
             key = f"missing: set {spec.key_env}"
         else:
             key = "not needed"
-        url = providers.base_url_of(spec, endpoint)
+        urls = providers.base_urls_of(spec, endpoint)  # several: a pool of servers
         in_process = providers.kind_facts(spec.kind).in_process
         source = "in-process" if in_process else endpoint.base_url_source
         rows.append(
@@ -92,7 +92,7 @@ def providers_table(cfg: FileConfig | None = None) -> pd.DataFrame:
                 "configured": bool(endpoint.api_key) or not spec.key_required,
                 "key": key,
                 "key_source": endpoint.key_source,
-                "base_url": redact_url(url) if url else url,
+                "base_url": ", ".join(map(redact_url, urls)) or None,
                 "base_url_source": "built-in default" if source == "built-in" else source,
             }
         )

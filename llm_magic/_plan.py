@@ -42,11 +42,14 @@ class Plan:
     judge: Judge | None = None  # asked after the answers, when a check is judge:
     embedder: Embedder | None = None  # asked after the answers, when a check is similar:
     schema: StructuredSchema | None = None  # --schema: answers held to it, read against it
+    pooled: bool = False  # a target has several servers (providers/_pool.py)
 
     @property
     def columns(self) -> tuple[str, ...]:
-        """The optional columns of its frame: `tool_calls` when it has tools."""
-        return ("tool_calls",) if self.jobs and self.jobs[0].tools is not None else ()
+        """The optional columns of its frame: `tool_calls` when it has tools, `endpoint`
+        when a target has several servers."""
+        tools = ("tool_calls",) if self.jobs and self.jobs[0].tools is not None else ()
+        return (*tools, *(("endpoint",) if self.pooled else ()))
 
     def job_label(self, job: Job) -> str:
         """A live column's header; the repeats of one target share it and stack in it."""
@@ -104,8 +107,11 @@ def make_plan(request: Request, session: Session) -> Plan:
         images=images,
         tools=tools,
     )
+    pooled = providers.pool_capacity(_providers_of(specs)) > 0
     labels = tuple(s.label for s in specs)
-    return Plan(request, tuple(jobs), policy, labels, checks, judge, embedder, schema=schema)
+    return Plan(
+        request, tuple(jobs), policy, labels, checks, judge, embedder, schema=schema, pooled=pooled
+    )
 
 
 def make_judge(request: Request, session: Session) -> Judge:
@@ -198,14 +204,15 @@ def _options(request: Request, configured: Mapping[str, Any]) -> Options:
     )
 
 
-def _policy(
-    request: Request, specs: Sequence[TargetSpec], configured: Mapping[str, Any]
-) -> Policy:
+def _policy(request: Request, specs: Sequence[TargetSpec], configured: Mapping[str, Any]) -> Policy:
     file = load_file_config()
     deadline = float(_setting("deadline", request.deadline, configured))
+    concurrency = int(_setting("concurrency", request.concurrency, configured))
+    if request.concurrency is None:  # unless the run says how many, a pool gets its fill
+        concurrency = _with_pools(concurrency, _providers_of(specs))
     return Policy(
         retries=int(_setting("retries", request.retries, configured)),
-        concurrency=int(_setting("concurrency", request.concurrency, configured)),
+        concurrency=concurrency,
         # A provider's own limit (the embedded model answers one at a time) unless the config
         # file sets one: queued before the clock, so latency never includes the wait.
         limits={**providers.default_limits(_providers_of(specs)), **file.limits},
@@ -214,6 +221,17 @@ def _policy(
         deadline=deadline or None,
         max_log_chars=int(_setting("max_log_chars", None, configured)),
     )
+
+
+def _with_pools(concurrency: int, names: Sequence[str]) -> int:
+    """Requests at once for a run: every server of each pooled provider its per-server cap,
+    and `concurrency` more for the other targets, if any (never fewer than `concurrency`)."""
+    pooled = {name: providers.pool_capacity([name]) for name in dict.fromkeys(names)}
+    capacity = sum(pooled.values())
+    if not capacity:
+        return concurrency
+    others = concurrency if any(n == 0 for n in pooled.values()) else 0
+    return max(concurrency, capacity + others)
 
 
 def _providers_of(specs: Sequence[TargetSpec]) -> list[str]:

@@ -38,6 +38,9 @@ class RunRecord:
     # Optional columns: a frame has one only when its run asked for what fills it (--tools);
     # the run log stores them all (NULL elsewhere).
     tool_calls: list[dict[str, Any]] | None = field(default=None, metadata={"column": "optional"})
+    # Which of a target's several servers answered (its base URL, credentials masked); None
+    # for a target with one server. In a frame when a target of the run has several servers.
+    endpoint: str | None = field(default=None, metadata={"column": "optional"})
     # The exception behind `error`, so complete() can raise its own class. Not a column: it is
     # never shown, logged or cached, and it holds only the one-line, key-free message.
     failure: Exception | None = field(

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ._accounting import account, estimate_tokens
 from ._deadlines import Deadlines
 from ._records import RunRecord
-from ._redaction import Redactor, redact
+from ._redaction import Redactor, redact, redact_url
 from ._targets import Target, TargetSpec
 from ._utf8 import utf8_safe
 from .errors import (
@@ -508,6 +508,8 @@ def _attempt(
                 break
             if chunk.tool_calls and steps is not None:
                 steps.assembler.add(chunk.tool_calls)
+            if chunk.endpoint:  # a pool of servers says which one took the request
+                record.endpoint = _shown_url(chunk.endpoint)
             if chunk.text:
                 if record.ttft_s is None and job.options.stream:
                     record.ttft_s = time.perf_counter() - start
@@ -526,6 +528,8 @@ def _attempt(
         error = Cancelled("interrupted", provider=target.provider) if token.cancelled else None
     except ProviderError as exc:
         error = exc
+        if exc.endpoint:
+            record.endpoint = _shown_url(exc.endpoint)
     except LLMMagicError as exc:  # e.g. a config problem met while building the provider
         error = ProviderError(exc.message)
     except Exception as exc:  # a provider bug must still become a row, never lose the others
@@ -576,6 +580,10 @@ def _embedded(
     line = f"{len(result.vectors)} embeddings of {size} dimensions"
     usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=0)
     yield Chunk(text=line, usage=usage, finish_reason="stop", model=result.model)
+
+
+def _shown_url(url: str | None) -> str | None:
+    return redact_url(url) if url else None
 
 
 def _utf8_safe(text: str, record: RunRecord) -> str:

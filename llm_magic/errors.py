@@ -101,6 +101,8 @@ class ProviderError(LLMMagicError):
     """A backend failed. `provider` names it; `retryable` tells the runner whether to try again."""
 
     retryable = False
+    # The server that gave this error, when a pool of several chose it (providers/_pool.py).
+    endpoint: str | None = None
 
     def __init__(self, message: str, *, provider: str = "") -> None:
         self.provider = provider

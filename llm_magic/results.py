@@ -82,6 +82,8 @@ def compact(frame: pd.DataFrame) -> pd.DataFrame:
         columns.append("prompt")
     if frame["repeat"].nunique(dropna=False) > 1:
         columns.append("repeat")
+    if "endpoint" in frame.columns:  # several servers behind a target: which one answered
+        columns.append("endpoint")
     view = frame[columns].copy()
     if "prompt" in view.columns:
         view["prompt"] = frame["prompt"].map(_preview).astype("string")

@@ -71,22 +71,34 @@ def test_chunked_request_body_is_read(openai_server, client):
     assert r.status_code == 200 and openai_server.requests[0].body["model"] == "m"
 
 
+def _post_at_once(client: httpx2.Client, url: str, n: int) -> list[int]:
+    """The statuses of `n` chat requests sent at the same time."""
+
+    def ask(_: int) -> int:
+        return client.post(url, json={"model": "m", "messages": USER}).status_code
+
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(ask, range(n)))
+
+
 def test_concurrent_requests_are_served_in_parallel(openai_server, client):
     # Long enough that all 8 requests arrive within one delay even on a busy 2-core machine
     # (at 0.3 s one of them once came in after another had finished).
     openai_server.delay = 1.0
     url = openai_server.url + "/chat/completions"
     start = time.monotonic()
-    with ThreadPoolExecutor(8) as pool:
-        codes = list(
-            pool.map(
-                lambda _: client.post(url, json={"model": "m", "messages": USER}).status_code,
-                range(8),
-            )
-        )
-    assert codes == [200] * 8
+    assert _post_at_once(client, url, 8) == [200] * 8
     assert openai_server.max_in_flight == 8
     assert time.monotonic() - start < 8 * 1.0  # serial handling would take at least 8 s
+
+
+def test_max_concurrent_serves_that_many_at_a_time_and_queues_the_rest(openai_server, client):
+    openai_server.delay = 0.3
+    openai_server.max_concurrent = 2
+    url = openai_server.url + "/chat/completions"
+    assert _post_at_once(client, url, 6) == [200] * 6
+    assert openai_server.max_serving == 2  # answered two at a time
+    assert openai_server.max_in_flight > 2  # while the others waited with their connection open
 
 
 def test_stop_ends_idle_and_stalled_connections(client):

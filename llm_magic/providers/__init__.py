@@ -33,6 +33,7 @@ __all__ = [
     "ProviderSpec",
     "adhoc_provider",
     "base_url_of",
+    "base_urls_of",
     "batch_api",
     "batch_file_line",
     "batch_wire",
@@ -46,6 +47,8 @@ __all__ = [
     "known_providers",
     "model_command",
     "model_folders",
+    "per_server_cap",
+    "pool_capacity",
     "providers_with",
     "register",
     "resolve_endpoint",
@@ -71,6 +74,9 @@ class ProviderSpec:
     key_required: bool = False
     base_url_env: str | None = None  # defaults to <NAME>_BASE_URL
     source: str = "built-in"
+    # Several servers behind this one name (config `base_urls`); default_base_url is the first.
+    default_base_urls: tuple[str, ...] = ()
+    per_server_concurrency: int | None = None  # config; None: the `concurrency` setting
 
     @property
     def url_env(self) -> str:
@@ -135,18 +141,22 @@ def _plugins() -> dict[str, Callable[[str], Provider]]:
 def _user_specs(cfg: FileConfig) -> dict[str, ProviderSpec]:
     specs = {}
     for name, table in cfg.providers.items():
-        kind = table.get("kind", "openai")
+        base = BUILTIN.get(name)
+        # A table for a built-in name (say [providers.ollama] with base_urls) keeps its kind.
+        kind = table.get("kind", base.kind if base else "openai")
         if kind not in _KINDS:
             raise ConfigProblem(f"[providers.{name}] kind must be one of {', '.join(_KINDS)}")
-        base = BUILTIN.get(name)
+        urls = tuple(u.strip() for u in table.get("base_urls", ()))
         specs[name] = ProviderSpec(
             name,
             kind,
-            table.get("base_url", base.default_base_url if base else None),
+            urls[0] if urls else table.get("base_url", base.default_base_url if base else None),
             table.get("api_key_env", base.key_env if base else None),
             key_required=bool(table.get("key_required", False)),
             base_url_env=base.base_url_env if base else None,
             source=f"config file {cfg.path}",
+            default_base_urls=urls,
+            per_server_concurrency=table.get("per_server_concurrency"),
         )
     return specs
 
@@ -164,22 +174,29 @@ def spec_for(name: str, cfg: FileConfig | None = None) -> ProviderSpec | None:
 
 @dataclass(frozen=True)
 class Endpoint:
-    base_url: str | None
+    base_url: str | None  # the first server's, when there are several
     base_url_source: str
     api_key: str | None  # never shown whole: redaction.redact_key gives its hint
     key_source: str | None
+    base_urls: tuple[str, ...] = ()  # every server, when there are several (a pool)
 
 
 def resolve_endpoint(spec: ProviderSpec) -> Endpoint:
-    """Where the provider's base URL and key come from right now."""
-    url_env = os.environ.get(spec.url_env, "").strip()
+    """Where the provider's base URL(s) and key come from right now. The URL variable may
+    name several servers, separated by commas (`OLLAMA_HOST=a:11434,b:11434`)."""
+    url_env = [u.strip() for u in os.environ.get(spec.url_env, "").split(",") if u.strip()]
     if url_env:
-        base_url, url_source = url_env, f"environment {spec.url_env}"
+        urls, url_source = tuple(url_env), f"environment {spec.url_env}"
     else:
-        base_url, url_source = spec.default_base_url, spec.source
+        urls, url_source = spec.default_base_urls, spec.source
+    base_url = urls[0] if urls else spec.default_base_url
     key = os.environ.get(spec.key_env, "").strip() if spec.key_env else ""
     return Endpoint(
-        base_url, url_source, key or None, f"environment {spec.key_env}" if key else None
+        base_url,
+        url_source,
+        key or None,
+        f"environment {spec.key_env}" if key else None,
+        urls if len(urls) > 1 else (),
     )
 
 
@@ -206,20 +223,53 @@ def get_provider(name: str, cfg: FileConfig | None = None) -> Provider:
     from ._proxy import proxy_route
 
     # A proxy set or changed since (environment or config) needs a new client: a new key.
-    route = proxy_route(name, endpoint.base_url, cfg).proxy if endpoint.base_url else None
-    key = (name, endpoint.base_url, endpoint.api_key, route)
+    urls = endpoint.base_urls or (endpoint.base_url,)
+    routes = tuple(proxy_route(name, url, cfg).proxy if url else None for url in urls)
+    key = (name, *urls, endpoint.api_key, *routes)
+    if len(urls) > 1:
+        key += (per_server_cap(spec),)
     with _lock:
         provider = _instances.get(key)
         if provider is None:
-            provider = _kind_class(spec.kind)(
-                name=name,
-                base_url=endpoint.base_url,
-                api_key=endpoint.api_key,
-                # Named so the provider can say which variable to set when a needed key is missing.
-                key_env=spec.key_env if spec.key_required else None,
-            )
+            servers = [
+                _kind_class(spec.kind)(
+                    name=name,
+                    base_url=url,
+                    api_key=endpoint.api_key,
+                    # Named so the provider can say which variable to set when a key is missing.
+                    key_env=spec.key_env if spec.key_required else None,
+                )
+                for url in urls
+            ]
+            provider = servers[0]
+            if len(servers) > 1:  # loaded by name, as the kinds' classes are
+                pooled = _load("llm_magic.providers._pool:PooledProvider")
+                provider = pooled(name, servers, per_server_cap(spec))
             _instances[key] = provider
         return provider
+
+
+def per_server_cap(spec: ProviderSpec) -> int:
+    """Requests at once per server of a pool: the table's per_server_concurrency, else the
+    default of the `concurrency` setting (8), which is what one server gets when alone."""
+    if spec.per_server_concurrency is not None:
+        return spec.per_server_concurrency
+    from .._config import DEFAULTS
+
+    return int(DEFAULTS["concurrency"])
+
+
+def pool_capacity(names: Iterable[str], cfg: FileConfig | None = None) -> int:
+    """Requests at once the pooled providers among `names` take in all (servers x cap); 0
+    when none of them has several servers. The runner's concurrency grows to it."""
+    cfg = cfg if cfg is not None else load_file_config()
+    total = 0
+    for name in dict.fromkeys(names):
+        spec = None if name in _registered else spec_for(name, cfg)
+        if spec is not None:
+            servers = len(resolve_endpoint(spec).base_urls)
+            total += servers * per_server_cap(spec) if servers > 1 else 0
+    return total
 
 
 def proxy_shown(name: str, url: str | None) -> str | None:
@@ -254,7 +304,12 @@ class _Defaulted:
 
 
 def _kind_class(kind: str) -> type:
-    module_name, cls_name = _KINDS[kind].split(":")
+    return _load(_KINDS[kind])
+
+
+def _load(where: str) -> type:
+    """The class at "module:Class", imported on first use."""
+    module_name, cls_name = where.split(":")
     return getattr(importlib.import_module(module_name), cls_name)
 
 
@@ -327,6 +382,14 @@ def base_url_of(spec: ProviderSpec, endpoint: Endpoint | None = None) -> str | N
     OLLAMA_HOST its own way, Mistral drops a /v1); None for an in-process provider."""
     endpoint = endpoint if endpoint is not None else resolve_endpoint(spec)
     return kind_facts(spec.kind).normalise_base_url(endpoint.base_url)
+
+
+def base_urls_of(spec: ProviderSpec, endpoint: Endpoint | None = None) -> list[str]:
+    """Every server of `spec`'s provider (several for a pool), normalised as base_url_of."""
+    endpoint = endpoint if endpoint is not None else resolve_endpoint(spec)
+    normalise = kind_facts(spec.kind).normalise_base_url
+    urls = [normalise(u) for u in endpoint.base_urls or (endpoint.base_url,)]
+    return [u for u in urls if u]
 
 
 def adhoc_provider(kind: str, name: str, base_url: str) -> Provider:

@@ -172,6 +172,7 @@ class Chunk:
     finish_reason: str | None = None
     model: str | None = None  # the model name as the server reported it
     tool_calls: tuple[ToolCallPiece, ...] = ()  # the runner joins the pieces into calls
+    endpoint: str | None = None  # the server that answered, when a pool of several chose it
 
 
 @dataclass(frozen=True)

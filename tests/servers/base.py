@@ -58,6 +58,9 @@ class Faults:
     tool_rounds: int = 1
     tool_pieces: int = 3  # fragments the arguments stream in (where the protocol splits them)
     tool_parallel: int = 1  # calls in one answer
+    # Serve at most N chat requests at a time; the others wait their turn, connection open (as
+    # a vLLM server queues what exceeds --max-num-seqs, or Ollama beyond OLLAMA_NUM_PARALLEL).
+    max_concurrent: int | None = None
 
 
 _FAULT_NAMES = frozenset(f.name for f in dataclasses.fields(Faults))
@@ -89,6 +92,8 @@ class TestServer:
 
     def __init__(self, api_key: str | None = None) -> None:
         self._lock = threading.Lock()
+        self._turns = threading.Condition()  # chat requests being served (max_concurrent)
+        self._serving = 0
         self._default_api_key = api_key
         self.routes: dict[tuple[str, str], Route] = {}
         # (path prefix, handler(ex, rest of the path)) for paths holding an id: /v1/batches/ID
@@ -167,6 +172,7 @@ class TestServer:
             # most chat requests handled at the same time since the last reset
             self.in_flight = getattr(self, "in_flight", 0)
             self.max_in_flight = self.in_flight
+            self.max_serving = 0  # most chat requests answered at once (under max_concurrent)
             self.connection_count = 0  # TCP connections accepted since the last reset
         self.reset_state()
 
@@ -233,15 +239,30 @@ class TestServer:
 
     @contextlib.contextmanager
     def chat_slot(self) -> Iterator[None]:
-        """Counts chat requests in progress (`in_flight`, `max_in_flight`)."""
+        """Counts chat requests in progress (`in_flight`, `max_in_flight`, those waiting for
+        a turn under `max_concurrent` included) and holds each to its turn."""
         with self._lock:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        served, cancel = False, self._cancel
         try:
+            with self._turns:
+                limit = self.faults.max_concurrent
+                while limit is not None and self._serving >= limit:
+                    if cancel.is_set():
+                        raise Aborted
+                    self._turns.wait(0.05)
+                self._serving += 1
+                self.max_serving = max(self.max_serving, self._serving)
+                served = True
             yield
         finally:
             with self._lock:
                 self.in_flight -= 1
+            if served:
+                with self._turns:
+                    self._serving -= 1
+                    self._turns.notify()
 
     def not_found(self, ex: Exchange) -> None:
         ex.send(404, b"404 page not found", "text/plain")
