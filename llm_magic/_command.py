@@ -23,7 +23,7 @@ from ._checks import (
 from ._images import image_names
 from ._ranges import RANGES, Range
 from ._request import Request
-from ._schema import compile_schema
+from ._schema import schema_named
 from .errors import UsageProblem
 
 __all__ = [
@@ -103,13 +103,7 @@ class Command:
             if self.over not in namespace:
                 raise UsageProblem(f"--over {self.over}: no variable {self.over!r} in the notebook")
             over = namespace[self.over]
-        schema = None
-        if self.schema:
-            if self.schema not in namespace:
-                raise UsageProblem(
-                    f"--schema {self.schema}: no variable {self.schema!r} in the notebook"
-                )
-            schema = compile_schema(namespace[self.schema], f"--schema {self.schema}")
+        schema = schema_named(self.schema, namespace) if self.schema else None
         return Request(
             prompts=(self.template,),
             targets=self.targets,

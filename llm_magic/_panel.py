@@ -24,6 +24,7 @@ from traitlets import Bool
 
 from . import _api as api
 from . import _ranges as ranges
+from ._checks import notebook_namespace
 from ._config import resolve_setting
 from ._panel_models import ALWAYS_OFFERED, ModelDiscovery
 from ._panel_run import LiveRun
@@ -32,6 +33,7 @@ from ._plan import Plan, make_plan
 from ._records import RunRecord
 from ._redaction import redact
 from ._request import Request
+from ._schema import schema_named
 from ._session import Session
 from ._session import session as kernel_session
 from ._version import __version__
@@ -64,6 +66,7 @@ class Panel(w.VBox):
         checks: Sequence[str] = (),
         judge: str = "",
         embed: str = "",
+        schema: str = "",
         discover: bool = True,
         session: Session | None = None,
     ) -> None:
@@ -94,6 +97,7 @@ class Panel(w.VBox):
         self.checks.value = "\n".join([checks] if isinstance(checks, str) else checks)
         self.judge.value = judge
         self.embed.value = embed
+        self.schema.value = schema
         super().__init__(
             children=self._layout(),
             layout=w.Layout(
@@ -187,6 +191,13 @@ class Panel(w.VBox):
         )
         self.judge = _target_box("judge", "the target that judges judge: checks (--judge)")
         self.embed = _target_box("embed", "the target that embeds for similar: checks (--embed)")
+        self.schema = w.Text(
+            placeholder="a notebook variable: a JSON Schema dict or a Pydantic model class",
+            description="schema",
+            tooltip="structured output (--schema VAR): every answer held to it and read",
+            style=_LABELLED,
+            layout=w.Layout(width="36em"),
+        )
         # Images sent with the prompt (--image): checked by the planner like any other input.
         self.images = w.FileUpload(
             accept="image/png,image/jpeg,image/gif,image/webp",
@@ -223,7 +234,9 @@ class Panel(w.VBox):
         self.stop_button.on_click(lambda _: self.stop())
 
     def _layout(self) -> list[w.Widget]:
-        checks = w.VBox([self.checks, w.HBox([self.judge, self.embed])], layout=_FULL)
+        checks = w.VBox(
+            [self.checks, w.HBox([self.judge, self.embed]), self.schema], layout=_FULL
+        )
         system_box = w.Accordion(
             [self.system, self.deadline, checks],
             titles=("System prompt", "Advanced", "Checks"),
@@ -288,6 +301,8 @@ class Panel(w.VBox):
             return None
         try:
             deadline = _seconds(self.deadline.value, "deadline")
+            named = self.schema.value.strip()
+            schema = schema_named(named, notebook_namespace()) if named else None
         except UsageProblem as exc:
             self._problem(exc.message)
             return None
@@ -303,6 +318,7 @@ class Panel(w.VBox):
             judge=self.judge.value.strip() or None,
             embed=self.embed.value.strip() or None,
             images=tuple(bytes(upload["content"]) for upload in self.images.value),
+            schema=schema,
         )
         try:
             return make_plan(request, self._session)
@@ -376,6 +392,8 @@ class Panel(w.VBox):
         self.result = frame
         errors = sum(r.error is not None for r in records)
         passed = f" · {int(frame['passed'].sum())} passed every check" if plan.checks else ""
+        if plan.schema is not None:
+            passed += f" · {int(frame['schema_valid'].sum())} fit the schema"
         message = note or (
             f"{elapsed:.1f} s · {len(records)} answer{'s' if len(records) != 1 else ''}"
             + (f" · {errors} with errors" if errors else "")

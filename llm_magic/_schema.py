@@ -21,6 +21,7 @@ __all__ = [
     "Reading",
     "StructuredSchema",
     "compile_schema",
+    "schema_named",
     "is_model_class",
     "json_validator",
     "parse_json",
@@ -132,6 +133,13 @@ def compile_schema(obj: Any, where: str = "--schema") -> StructuredSchema:
     if not isinstance(obj, Mapping):
         raise _not_a_schema(obj, where)
     return _from_text(_as_text(obj, where), where)
+
+
+def schema_named(name: str, namespace: Mapping[str, Any]) -> StructuredSchema:
+    """`--schema VAR` (and the panel's schema box): the notebook variable VAR, compiled."""
+    if name not in namespace:
+        raise UsageProblem(f"--schema {name}: no variable {name!r} in the notebook")
+    return compile_schema(namespace[name], f"--schema {name}")
 
 
 @functools.lru_cache(maxsize=64)

@@ -285,3 +285,22 @@ def test_the_embed_box_names_who_embeds_for_similar_checks(backends) -> None:
     panel.embed.value = " anthropic:claude-haiku-4-5 "
     assert not panel.start() and "no embeddings endpoint" in panel.status.value
     assert backends.ollama.request_count == 1 and backends.anthropic.request_count == 0
+
+
+def test_the_schema_box_names_a_notebook_schema(ip, openai_env) -> None:
+    city = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    ip.user_ns["CITY"] = city
+    openai_env.faults.reply = '{"city": "Paris"}'
+    panel = make_panel(["openai:gpt-4o-mini"], "France's capital?", schema="CITY")
+    run(panel)
+    assert panel.result["parsed"].tolist() == [{"city": "Paris"}]
+    assert bool(panel.result["schema_valid"][0]) and "1 fit the schema" in panel.status.value
+    sent = openai_env.chat_requests()[-1].body["response_format"]
+    assert sent["json_schema"]["schema"]["properties"] == city["properties"]
+    panel.schema.value = "NOPE"  # refused as --schema NOPE is, nothing sent
+    assert not panel.start() and "--schema NOPE: no variable &#x27;NOPE&#x27; in the" in (
+        panel.status.value
+    )
+    ip.user_ns["NOPE"] = 42
+    assert not panel.start() and "not int" in panel.status.value
+    assert openai_env.request_count == 1
