@@ -1,7 +1,8 @@
 """Big runs, measured (issue 13). Each section prints its figures beside a baseline run the
 same way on the same machine, and the ratio.
 
-    python bench/scale.py [--rows 100000] [--section batch] [--section pool]
+    python bench/scale.py [--rows 100000] [--section batch|pool|live] [--concurrency 16]
+        [--code DIR]
 
 Sections:
   batch  (provider batch APIs and batch files)
@@ -23,6 +24,14 @@ Sections:
     provider with one base URL (the run's default concurrency, 8) and to one with both
     (`base_urls`, per_server_concurrency = 8: the run takes 16 at once); runs alternate
     one/two, 5 each. Baseline: the one server. Goal: the pair's throughput >= 1.9x.
+  live  (big live runs, no batch API)
+             `llm_magic.compare("Q {item}", target, over=range(N))` against a loopback
+             OpenAI-compatible server (its own process, answering at once), N = rows / 10 and
+             rows, each in a fresh subprocess with its own empty run log; rows stream to the log
+             as they finish, as in any run. Peak RSS (ru_maxrss) and wall time per row; a
+             baseline child runs 10 rows the same way (what every run pays before any row).
+             Goal: peak RSS at `rows` < 2x at rows / 10. `--code DIR` measures another
+             checkout (main before a change, say) against the same server: a before/after.
 """
 
 from __future__ import annotations
@@ -296,7 +305,77 @@ def pool_section(rows: int) -> None:
     print(f"ratio two/one {b / a:.2f}x  (goal >= 1.9x)")
 
 
-SECTIONS = {"batch": batch_section, "pool": pool_section}
+# ---------------------------------------------------------------------------- live runs
+
+KEY = "sk-bench-not-a-real-key"
+
+LIVE_CHILD = """
+import json, resource, sys, time
+n, workers = int(sys.argv[1]), int(sys.argv[2])
+import llm_magic
+import llm_magic.results  # pandas and the frame code: part of the fixed cost, as in a notebook
+start = time.perf_counter()
+df = llm_magic.compare("Q {item}", "openai:bench-model", over=list(range(n)),
+                       concurrency=workers, retries=0, max_tokens=8)
+wall = time.perf_counter() - start
+assert len(df) == n, len(df)
+failed = int(df["error"].notna().sum())
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+print(json.dumps({"rows": n, "wall_s": wall, "peak_mb": peak, "failed": failed}))
+"""
+
+
+def _live_child(code: str, *args: str, env: dict[str, str]) -> dict[str, float]:
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=env["PYTHONPATH"],  # `python -c` puts the working folder first on sys.path
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"child failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def live_section(args: argparse.Namespace) -> None:
+    sizes = [args.rows // 10, args.rows]
+    from serve import served
+
+    with served("openai", reply="ok") as url, tempfile.TemporaryDirectory() as home:
+        env = {
+            **os.environ,
+            "OPENAI_BASE_URL": url,
+            "OPENAI_API_KEY": KEY,
+            "PYTHONPATH": str(Path(args.code).resolve()),
+        }
+        print(f"live compare(), concurrency {args.concurrency}, loopback {url}")
+        print(f"{'rows':>8} {'peak RSS MB':>12} {'x smallest':>10} {'ms/row':>8} {'failed':>7}")
+        results = []
+        for n in [10, *sizes]:
+            env["LLM_MAGIC_HOME"] = str(Path(home) / f"run{n}")  # a fresh, empty run log
+            got = _live_child(LIVE_CHILD, str(n), str(args.concurrency), env=env)
+            results.append(got)
+            base = results[1]["peak_mb"] if len(results) > 1 else got["peak_mb"]
+            label = "baseline" if n == 10 else f"{n:,}"
+            per_row = "-" if n == 10 else f"{1000 * got['wall_s'] / n:.3f}"  # 10: start-up
+            print(
+                f"{label:>8} {got['peak_mb']:>12.1f} {got['peak_mb'] / base:>10.2f}"
+                f" {per_row:>8} {int(got['failed']):>7}"
+            )
+        first, last = results[1], results[-1]
+        growth = last["peak_mb"] / first["peak_mb"]
+        verdict = "met" if growth < 2 else "NOT met"
+        span = f"{first['rows']:,} -> {last['rows']:,} rows"
+        print(f"peak RSS {span}: {growth:.2f}x (goal < 2x: {verdict})")
+
+
+SECTIONS = {
+    "batch": lambda args: batch_section(args.rows),
+    "pool": lambda args: pool_section(args.rows),
+    "live": live_section,
+}
 
 
 def main() -> None:
@@ -305,9 +384,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--section", choices=sorted(SECTIONS), action="append")
+    parser.add_argument("--concurrency", type=int, default=16, help="live: requests in flight")
+    parser.add_argument("--code", default=str(ROOT), help="live: the llm_magic checkout to measure")
     args = parser.parse_args()
     for name in args.section or sorted(SECTIONS):
-        SECTIONS[name](args.rows)
+        SECTIONS[name](args)
     return None
 
 

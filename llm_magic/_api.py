@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
@@ -24,10 +24,10 @@ from . import providers
 from ._plan import Plan, make_plan
 from ._records import RunRecord
 from ._request import Request
+from ._run_log import RunLog
 from ._runner import Events, run_jobs
 from ._session import Session, session
-from .errors import ProviderError, UsageProblem
-from .store import record_run
+from .errors import ProviderError, RunInterrupted, UsageProblem
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -74,14 +74,22 @@ def run(
     way a KeyboardInterrupt does: RunInterrupted carries the rows so far.
     """
     _import_in_background("llm_magic.results")
+    if run_id is not None and run_id != plan.run_id:
+        plan = replace(plan, run_id=run_id)  # a part of a bigger run (--batch's live targets)
+    log = RunLog(plan, events)  # the plan now, each row as it finishes
+    jobs = plan.todo()  # a resumed run sends only the rows without an answer
     try:
-        records = run_jobs(
-            plan.jobs, providers.get_provider, plan.policy, events, run_id=run_id, stop=stop
-        )
+        try:
+            sent = run_jobs(jobs, providers.get_provider, plan.policy, log, plan.run_id, stop)
+        finally:
+            log.close()
     except KeyboardInterrupt as interrupt:
-        records = list(getattr(interrupt, "records", []))
+        records = plan.merged(list(getattr(interrupt, "records", [])))
+        if isinstance(interrupt, RunInterrupted):
+            interrupt.records = records
         _keep(plan, records, session)
         raise
+    records = plan.merged(sent)
     _keep(plan, records, session)
     return records
 
@@ -90,8 +98,6 @@ def _keep(plan: Plan, records: list[RunRecord], session: Session) -> None:
     session.last = records
     if plan.request.chat and len(records) == len(plan.jobs):
         session.remember(plan.jobs, records)
-    # never raises: a log that cannot be written is one stderr line
-    record_run(records, plan.policy.max_log_chars)
 
 
 def _import_in_background(module: str) -> None:

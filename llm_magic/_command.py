@@ -50,6 +50,7 @@ SUBCOMMANDS: dict[str, tuple[str, tuple[int, ...] | None]] = {
     "alias": ("[NAME TARGET]", (0, 2)),
     "config": ("", (0,)),
     "history": ("[N]", (0, 1)),
+    "resume": ("RUN_ID", (1,)),
     "reset": ("[TARGET ...]", None),
     "panel": ("[TARGET ...]", None),
     "batches": ("", (0,)),
@@ -95,6 +96,7 @@ class Command:
     wait: bool = False
     embed: str | None = None
     schema: str | None = None  # the notebook variable holding the schema
+    resume: bool = False
 
     def request(self, namespace: Mapping[str, Any]) -> Request:
         """The run this cell asks for; `--over VAR` and `{name}` fields read `namespace`."""
@@ -135,6 +137,7 @@ class Command:
             wait=self.wait,
             embed=self.embed,
             schema=schema,
+            resume=self.resume or None,
         )
 
 
@@ -290,6 +293,7 @@ def _build_parser() -> _Parser:
     p.add_argument("--wait", action="store_true")
     p.add_argument("--embed")
     p.add_argument("--schema", type=_identifier)
+    p.add_argument("--resume", action="store_true")
     return p
 
 
@@ -349,6 +353,7 @@ def parse_command(line: str, cell: str | None) -> Command:
         wait=ns.wait,
         embed=ns.embed,
         schema=ns.schema,
+        resume=ns.resume,
     )
 
 
@@ -431,6 +436,7 @@ Options:
   --wait                  with --batch: wait for the batches and return their rows
   --schema VAR            structured output: every answer held to VAR, a JSON Schema dict
                           or a Pydantic model class; adds parsed, schema_valid, schema_error
+  --resume                finish this cell's last run: send only the rows without an answer
   -h, --help              show this help
 
 Subcommands:

@@ -56,7 +56,11 @@ def _column(name: str, values: list[Any]) -> pd.Series:
         # naive datetimes are taken as UTC; aware ones are converted
         return pd.Series(pd.to_datetime(values, utc=True)).astype(dtype)
     if name == "params":
-        return pd.Series([dict(v) if v is not None else {} for v in values], dtype=object)
+        # A copy of each record's dict, one per dict: rows that were sent alike share one
+        # (as their records do), so a run of 100,000 rows holds a handful, not 100,000.
+        copies: dict[int, dict[str, Any]] = {}
+        shared = [copies.get(id(v)) or copies.setdefault(id(v), dict(v or {})) for v in values]
+        return pd.Series(shared, dtype=object)
     if dtype == "object":  # an optional list column: each row's own list
         return pd.Series([list(v) if v is not None else [] for v in values], dtype=object)
     if dtype == "float64":
@@ -69,6 +73,18 @@ def to_dataframe(records: Iterable[RunRecord], optional: Iterable[str] = ()) -> 
     the `optional` columns asked for (records.OPTIONAL_COLUMNS: `tool_calls`, `endpoint`)."""
     # Plain attribute reads, not dataclasses.asdict: that deep-copies every record, which was
     # most of the time a 1,000-row batch spent after its last answer. `params` is copied below.
-    rows = [vars(r) if isinstance(r, RunRecord) else dict(r) for r in records]
+    rows = [r if isinstance(r, RunRecord) else _Mapped(r) for r in records]
     names = [*COLUMNS, *(c for c in OPTIONAL_COLUMNS if c in set(optional))]
-    return pd.DataFrame({c: _column(c, [row.get(c) for row in rows]) for c in names})
+    return pd.DataFrame({c: _column(c, [getattr(row, c) for row in rows]) for c in names})
+
+
+class _Mapped:
+    """A mapping read as a record: its missing keys are None."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: Any) -> None:
+        self._values = dict(values)
+
+    def __getattr__(self, name: str) -> Any:
+        return self._values.get(name)

@@ -42,6 +42,8 @@ class _LiveColumns:
         self._view = LiveView(labels, fmt=plan.request.format)
         self._view.show()
         self._records: dict[int, RunRecord] = {}
+        for index, record in plan.answered.items():  # a resumed run's answers from the log
+            self.on_done(plan.jobs[index], record)
 
     def on_text(self, job: Job, piece: str) -> None:
         self._view.append(job.index, piece)
@@ -64,12 +66,17 @@ class _LiveColumns:
 
 
 class _ProgressBar:
-    """For large runs: one tqdm bar instead of hundreds of columns."""
+    """For large runs: one tqdm bar instead of hundreds of columns. Each update costs the same
+    however many rows the run has: a count moves and the bar redraws at most ten times a
+    second; no row is drawn. The run id is in the bar, for `%llm resume` after a crash."""
 
     def __init__(self, plan: Plan) -> None:
         from tqdm.auto import tqdm
 
-        self._bar = tqdm(total=len(plan.jobs), desc="llm", unit="answer")
+        self._bar = tqdm(
+            total=len(plan.jobs), initial=len(plan.answered), desc=_bar_title(plan), unit="answer"
+        )
+        self._title = _bar_title(plan)
         self._errors = 0
 
     def on_text(self, job: Job, piece: str) -> None:
@@ -87,8 +94,13 @@ class _ProgressBar:
 
     def close(self) -> None:
         if self._errors:  # a full bar alone would read as all well
-            self._bar.set_description(f"llm · {self._errors} failed", refresh=False)
+            self._bar.set_description(f"{self._title} · {self._errors} failed", refresh=False)
         self._bar.close()
+
+
+def _bar_title(plan: Plan) -> str:
+    resumed = f" · {len(plan.answered)} kept" if plan.answered else ""
+    return f"llm {plan.run_id}{resumed}"
 
 
 def view_for(plan: Plan) -> Any:

@@ -89,17 +89,22 @@ class LLMMagics(Magics):
             print(usage_text())
             return None
         # The planner, the runner and the views load with the first cell, so %load_ext stays light.
-        from ._api import run
-        from ._live import view_for
         from ._plan import make_plan
 
+        plan = make_plan(cmd.request(self.shell.user_ns), self.session)
+        return self._run(plan, cmd.quiet, cmd.out)
+
+    def _run(self, plan: Any, quiet: bool, out: str | None) -> Any:
+        """run -> show: the frame goes to _llm (and `out`); returns what the cell shows."""
+        from ._api import run
+        from ._live import view_for
+
         ns = self.shell.user_ns
-        plan = make_plan(cmd.request(ns), self.session)
         if plan.request.batch:  # provider batch APIs: submitted, waited for, collected there
             from ._batch_run import batch_cell
 
-            return batch_cell(plan, ns, cmd.out, cmd.quiet, self.session, run)
-        view = None if cmd.quiet else view_for(plan)
+            return batch_cell(plan, ns, out, quiet, self.session, run)
+        view = None if quiet else view_for(plan)
         interrupted = False
         try:
             try:
@@ -116,15 +121,16 @@ class LLMMagics(Magics):
             if view is not None:
                 view.close()
         ns["_llm"] = df
-        if cmd.out:
-            ns[cmd.out] = df
+        if out:
+            ns[out] = df
         if interrupted:
             # Stop "Run All" here, as an interrupt should, and say what was kept.
             done = sum(1 for r in records if r.finish_reason != "interrupted")
             raise KeyboardInterrupt(
-                f"{done} of {len(records)} answers finished; every row is in _llm"
+                f"{done} of {len(records)} answers finished; every row is in _llm;"
+                f" %llm resume {plan.run_id} (or --resume) sends the rest"
             ) from None
-        if cmd.quiet and records and all(r.error is not None for r in records):
+        if quiet and records and all(r.error is not None for r in records):
             # -q hides answers, not a run with none: say so in one line (Run All goes on)
             print(
                 f"%%llm -q: all {len(records)} answers failed ({records[0].error});"
@@ -132,7 +138,7 @@ class LLMMagics(Magics):
                 file=sys.stderr,
             )
         single = len(plan.jobs) == 1 and plan.checks is None and plan.schema is None
-        if cmd.quiet or single and not plan.columns:
+        if quiet or single and not plan.columns:
             return None  # the single answer is already on screen; the row is in _llm
         return compact(df)  # every column stays in _llm
 
@@ -142,5 +148,9 @@ class LLMMagics(Magics):
         from ._subcommands import run_subcommand
 
         name, args = parse_subcommand(line)
+        if name == "resume":  # a run, shown as a cell shows one
+            from ._plan import plan_of_run
+
+            return self._run(plan_of_run(args[0], self.session), quiet=False, out=None)
         return run_subcommand(self.session, self.configured(), name, args)
 

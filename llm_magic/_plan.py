@@ -7,7 +7,7 @@ so every check happens here, once, and raises `UsageProblem` before anything is 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import _ranges as ranges
@@ -17,8 +17,9 @@ from ._checks import CheckPlan, compile_checks, notebook_namespace, plan_checks
 from ._config import load_file_config, resolve_setting
 from ._images import load_images
 from ._judge import VERDICT_SCHEMA, Judge
+from ._records import RunRecord
 from ._request import Request
-from ._runner import Job, Policy
+from ._runner import Job, Policy, new_run_id
 from ._schema import StructuredSchema, compile_schema
 from ._session import Session
 from ._similar import Embedder
@@ -29,7 +30,7 @@ from ._utf8 import utf8_safe
 from .errors import UsageProblem
 from .providers.base import Image, Message, Options
 
-__all__ = ["Plan", "make_embedder", "make_judge", "make_plan", "plan_jobs"]
+__all__ = ["Plan", "make_embedder", "make_judge", "make_plan", "plan_jobs", "plan_of_run"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -43,6 +44,21 @@ class Plan:
     embedder: Embedder | None = None  # asked after the answers, when a check is similar:
     schema: StructuredSchema | None = None  # --schema: answers held to it, read against it
     pooled: bool = False  # a target has several servers (providers/_pool.py)
+    run_id: str = field(default_factory=new_run_id)  # a resumed run keeps its own
+    # A resumed run's answers from the run log, by job index: those jobs are not sent again.
+    answered: Mapping[int, RunRecord] = field(default_factory=dict)
+    resumed: bool = False  # the run and its plan are in the log already
+
+    def todo(self) -> list[Job]:
+        """The jobs to send: all, or a resumed run's without an answer."""
+        return [job for job in self.jobs if job.index not in self.answered]
+
+    def merged(self, sent: Sequence[RunRecord]) -> list[RunRecord]:
+        """Every row in job order: the answers kept from the log, and `sent` (in todo order)."""
+        if not self.answered or len(sent) != len(self.jobs) - len(self.answered):
+            return list(sent)  # nothing kept, or an interrupt before any row was made
+        new = iter(sent)
+        return [self.answered.get(i) or next(new) for i in range(len(self.jobs))]
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -109,9 +125,27 @@ def make_plan(request: Request, session: Session) -> Plan:
     )
     pooled = providers.pool_capacity(_providers_of(specs)) > 0
     labels = tuple(s.label for s in specs)
-    return Plan(
+    plan = Plan(
         request, tuple(jobs), policy, labels, checks, judge, embedder, schema=schema, pooled=pooled
     )
+    if request.resume:
+        from ._resume import resumed
+
+        plan = resumed(plan)
+    return plan
+
+
+def plan_of_run(run_id: str, session: Session) -> Plan:
+    """Run `run_id`'s plan rebuilt from the run log alone (`%llm resume RUN_ID`, any kernel),
+    with its answers: only the rows without one are sent."""
+    from ._resume import stored_run, with_answers
+
+    request, specs, options, systems = stored_run(run_id)
+    jobs = plan_jobs(request.prompts, specs, options, system=systems, repeat=request.repeat)
+    policy = _policy(request, specs, session.settings())
+    pooled = providers.pool_capacity(_providers_of(specs)) > 0
+    labels = tuple(spec.label for spec in specs)
+    return with_answers(Plan(request, tuple(jobs), policy, labels, pooled=pooled))
 
 
 def make_judge(request: Request, session: Session) -> Judge:

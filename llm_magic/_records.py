@@ -12,7 +12,7 @@ from typing import Any
 __all__ = ["COLUMNS", "OPTIONAL_COLUMNS", "RunRecord"]
 
 
-@dataclass
+@dataclass(slots=True)  # no __dict__ per row: a run of 100,000 rows holds 100,000 of these
 class RunRecord:
     run_id: str
     target: str  # "provider:model" that answered (or was last tried)
@@ -33,6 +33,7 @@ class RunRecord:
     repeat: int = 0
     cached: bool = False
     fallback_from: str | None = None
+    # Rows sent alike share one dict (the runner's): replace it, never change it in place.
     params: dict[str, Any] = field(default_factory=dict)
     started_at: datetime | None = None
     # Optional columns: a frame has one only when its run asked for what fills it (--tools);

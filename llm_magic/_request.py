@@ -64,6 +64,9 @@ class Request:
     embed: str | None = None  # the target that embeds for similar: checks (None: the default)
     # structured output (_schema.py): a JSON Schema dict or a Pydantic model class; None: text
     schema: Any = None
+    # Finish an earlier run of this same request (_resume.py): True for the newest one, or a
+    # run id; only rows without an answer are sent.
+    resume: bool | str | None = None
 
     @classmethod
     def build(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import sys
 import threading
 import time
 import uuid
@@ -18,7 +19,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._accounting import account, estimate_tokens
-from ._deadlines import Deadlines
+from ._deadlines import Armed, Deadlines
 from ._records import RunRecord
 from ._redaction import Redactor, redact, redact_url
 from ._targets import Target, TargetSpec
@@ -48,7 +49,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # a run may plan 100,000 of these
 class Job:
     index: int
     prompt: str  # the rendered user prompt, as recorded
@@ -113,38 +114,43 @@ def run_jobs(
     """
     run_id = run_id or new_run_id()
     get_provider = _resolved_once(get_provider)
-    tokens = [CancelToken() for _ in jobs]
     limits = {name: threading.BoundedSemaphore(n) for name, n in policy.limits.items() if n > 0}
     workers = max(1, min(policy.concurrency, len(jobs)))
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llm_magic")
     deadlines = Deadlines()
     run = _Run(run_id, get_provider, policy, events, limits, deadlines)
     rows = _Rows(jobs, events)
+    started = _Started(len(jobs))
     clean = Redactor()
 
-    def work(i: int) -> None:
-        record = None
-        try:
-            record = _run_one(jobs[i], run, tokens[i])
-            record.output = clean(record.output)  # a model or proxy may echo the key it was sent
-        finally:
-            rows.report(i, record or _interrupted_record(jobs[i], run_id))
+    def work() -> None:
+        # Each worker takes the next job until none is left: a token and a pending task exist
+        # only for the jobs in flight, so a run of 100,000 rows costs no more to hold than 16.
+        while (taken := started.take()) is not None:
+            i, token = taken
+            record = None
+            try:
+                record = _run_one(jobs[i], run, token)
+                record.output = clean(record.output)  # a model or proxy may echo the key sent
+            except Exception:  # noqa: BLE001 - a bug: the row says so below, the worker goes on
+                record = None
+            finally:
+                started.end(i)
+                rows.report(i, record or _interrupted_record(jobs[i], run_id))
 
     try:
         # Inside the try: an interrupt during a first SDK import still leaves every row.
         _build_providers(get_provider, jobs)
-        for i in range(len(jobs)):
-            pool.submit(work, i)
+        for _ in range(workers):
+            pool.submit(work)
         # Short waits keep the main thread responsive to KeyboardInterrupt.
         while not rows.wait(0.05):
             if stop is not None and stop.is_set():
                 raise KeyboardInterrupt  # a stop request takes the interrupt's path below
     except KeyboardInterrupt:
-        pool.shutdown(wait=False, cancel_futures=True)  # first, so no queued job starts
-        for token in tokens:
-            token.cancel()
-        # Jobs not started are dropped; started ones end promptly once their stream is closed.
-        # The wait runs on a helper thread so a provider that ignores cancel cannot hang us.
+        started.cancel()  # first, so no further job starts; closes the streams in flight
+        # Started jobs end promptly once their stream is closed. The wait runs on a helper
+        # thread so a provider that ignores cancel cannot hang us.
         closer = threading.Thread(target=pool.shutdown, kwargs={"cancel_futures": True})
         closer.start()
         closer.join(timeout=2.0)
@@ -153,6 +159,37 @@ def run_jobs(
         pool.shutdown(wait=False)
         deadlines.close()
     return rows.finish(lambda job: _interrupted_record(job, run_id))
+
+
+class _Started:
+    """Hands out job numbers in order, each with its CancelToken, and holds the tokens of the
+    jobs in flight only; `cancel()` cancels those and lets no further job start."""
+
+    def __init__(self, count: int) -> None:
+        self._count = count
+        self._next = 0
+        self._tokens: dict[int, CancelToken] = {}
+        self._cancelled = False
+        self._lock = threading.Lock()
+
+    def take(self) -> tuple[int, CancelToken] | None:
+        with self._lock:
+            if self._cancelled or self._next >= self._count:
+                return None
+            i, self._next = self._next, self._next + 1
+            token = self._tokens[i] = CancelToken()
+            return i, token
+
+    def end(self, i: int) -> None:
+        with self._lock:
+            self._tokens.pop(i, None)
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._cancelled = True
+            tokens = list(self._tokens.values())
+        for token in tokens:
+            token.cancel()
 
 
 class _Rows:
@@ -176,11 +213,12 @@ class _Rows:
             if self._records[i] is not None:
                 return  # the interrupt has already reported this row
             self._records[i] = record
+        if self._events is not None:
+            self._events.on_done(self._jobs[i], record)
+        with self._lock:  # counted once heard: the run ends after its last row's on_done
             self._left -= 1
             if self._left == 0:
                 self._done.set()
-        if self._events is not None:
-            self._events.on_done(self._jobs[i], record)
 
     def wait(self, timeout: float) -> bool:
         return self._done.wait(timeout)
@@ -231,16 +269,20 @@ def _interrupted_record(job: Job, run_id: str) -> RunRecord:
     )
 
 
-def _params(job: Job) -> dict[str, Any]:
+def _params(job: Job, shared: dict[Any, dict[str, Any]] | None = None) -> dict[str, Any]:
     """What was sent besides the prompt: the sampling options set, and the system prompt
-    (it may differ per row, rendered per --over item)."""
-    params = job.options.sampling()
+    (it may differ per row, rendered per --over item). One dict for the rows that were sent
+    the same (`shared`, the run's): rows replace it, never change it in place."""
     system = next((m.content for m in job.messages if m.role == "system"), None)
-    if system is not None:
-        params["system"] = system
     images = job.messages[-1].images if job.messages else ()
-    if images:  # never the bytes: a hash and a size (or the URL) is what the log keeps
-        params["images"] = [image.summary() for image in images]
+    shared = {} if shared is None else shared
+    params = shared.get((job.options, system, images))
+    if params is None:
+        params = shared[job.options, system, images] = job.options.sampling()
+        if system is not None:
+            params["system"] = system
+        if images:  # never the bytes: a hash and a size (or the URL) is what the log keeps
+            params["images"] = [image.summary() for image in images]
     return params
 
 
@@ -281,6 +323,7 @@ class _Run:
     events: Events | None
     limits: Mapping[str, threading.BoundedSemaphore]  # per-provider requests in flight
     deadlines: Deadlines
+    params: dict[Any, dict[str, Any]] = field(default_factory=dict)  # see _params
 
 
 _FINAL = ("interrupted", "deadline")  # no fallback after these: the row itself is over
@@ -307,12 +350,12 @@ def _run_one(job: Job, run: _Run, token: CancelToken) -> RunRecord:
 def _try_target(job: Job, target: Target, run: _Run, token: CancelToken) -> RunRecord:
     record = RunRecord(
         run_id=run.run_id,
-        target=str(target),
+        target=sys.intern(str(target)),  # one string per target, not one per row
         provider=target.provider,
         model=target.model,
         prompt=job.prompt,
         repeat=job.repeat,
-        params=_params(job),
+        params=_params(job, run.params),
     )
     # A row whose tools run is never cached: a tool's result may change (and it has effects).
     cached = run.policy.cache and not (job.tools is not None and job.tools.run)
@@ -342,7 +385,7 @@ def _fetch(job: Job, target: Target, record: RunRecord, run: _Run, token: Cancel
     """Ask `target`, retrying as the policy allows; fills `record`, timings and accounts."""
     policy = run.policy
     attempt = 0
-    fired: threading.Event | None = None  # set when the row's deadline cancelled it
+    fired: Armed | None = None  # is_set() when the row's deadline cancelled it
     steps = None
     if job.tools is not None:  # the calls it asks for; with --run-tools, the loop
         from ._tool_loop import ToolSteps
@@ -395,6 +438,8 @@ def _fetch(job: Job, target: Target, record: RunRecord, run: _Run, token: Cancel
         attempt += 1
     else:
         record.finish_reason, record.error = "interrupted", "interrupted before it was sent"
+    if fired is not None:
+        run.deadlines.disarm(fired)  # lets go of the token (and its stream) now, not in 600 s
     if steps is not None:
         steps.finish(record)
     account(record, job.messages, policy.prices)
@@ -535,6 +580,10 @@ def _attempt(
     except Exception as exc:  # a provider bug must still become a row, never lose the others
         error = StreamBroken(f"{type(exc).__name__}: {one_line(redact(str(exc)))}")
     record.latency_s = time.perf_counter() - start
+    # Every row of a target says the same few words here: one string each, not one per row.
+    record.model = sys.intern(record.model)
+    if record.finish_reason is not None:
+        record.finish_reason = sys.intern(record.finish_reason)
     record.pieces = len(parts)
     record.output = _utf8_safe("".join(parts), record)
     if error is not None and token.cancelled:
@@ -591,5 +640,6 @@ def _utf8_safe(text: str, record: RunRecord) -> str:
     noted on the row, so the log, the cache and every view can take the answer."""
     fixed, lone = utf8_safe(text)
     if lone:
-        record.params["notes"] = [f"{lone} character(s) UTF-8 cannot hold became U+FFFD"]
+        note = f"{lone} character(s) UTF-8 cannot hold became U+FFFD"
+        record.params = {**record.params, "notes": [note]}  # shared with other rows: a copy
     return fixed

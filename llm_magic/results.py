@@ -43,13 +43,15 @@ def run_frame(records: Sequence[RunRecord], plan: Plan) -> pd.DataFrame:
     frame = to_dataframe(records, plan.columns)
     if plan.schema is not None:
         frame = schema_columns(frame, plan.schema)
-    if plan.checks is None:
-        return frame
-    nos = [job.prompt_no for job in plan.jobs]
-    # A run the user stopped sends nothing more: its judge: and similar: checks stay unscored.
-    if any(r.finish_reason == "interrupted" for r in records):
-        return scoring.score_run(frame, plan.checks, nos)
-    return scoring.score_run(frame, plan.checks, nos, plan.judge, plan.embedder)
+    if plan.checks is not None:
+        nos = [job.prompt_no for job in plan.jobs]
+        # A run the user stopped sends nothing more: its judge: and similar: checks stay unscored.
+        if any(r.finish_reason == "interrupted" for r in records):
+            frame = scoring.score_run(frame, plan.checks, nos)
+        else:
+            frame = scoring.score_run(frame, plan.checks, nos, plan.judge, plan.embedder)
+    frame.attrs["run_id"] = plan.run_id  # what %llm resume takes, also in the run_id column
+    return frame
 
 
 def verdict_lines(frame: pd.DataFrame) -> list[str]:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from . import _ranges as ranges
 from ._records import OPTIONAL_COLUMNS, RunRecord
 from ._redaction import redact
+from ._store_plans import PLAN_TABLES, create_plan_tables
 from ._store_rows import (
     MARKS,
     STORED,
@@ -220,6 +221,7 @@ class Store:
                 )
                 for table in ("runs", "cache"):
                     self._add_missing_columns(conn, table)
+                create_plan_tables(conn)  # what a run asked for, so it can be resumed
         except BaseException:
             conn.close()
             raise
@@ -318,14 +320,38 @@ class Store:
                 committed = True
         return committed
 
-    def log(self, records: Sequence[RunRecord], *, max_chars: int | None = None) -> None:
+    def log(
+        self,
+        records: Sequence[RunRecord],
+        *,
+        max_chars: int | None = None,
+        jobs: Sequence[int] | None = None,
+    ) -> None:
         """Append every record, in order, in one transaction. Each output longer than
         `max_chars` (default: the max_log_chars setting; 0: no limit) is stored cut to that
-        many characters and flagged truncated. Never raises for the database."""
+        many characters and flagged truncated. `jobs`, one per record, are their places in the
+        run's plan (what a resume reads back). Never raises for the database."""
         rows = sql_rows(records, _limit(max_chars))
-        if rows:
-            insert = f"INSERT INTO runs ({STORED_COLS}) VALUES ({MARKS})"
-            self._write("write the run log to", lambda conn: conn.executemany(insert, rows))
+        if not rows:
+            return
+        insert = f"INSERT INTO runs ({STORED_COLS}) VALUES ({MARKS})"
+        if jobs is not None:
+            insert = f'INSERT INTO runs ({STORED_COLS}, "job") VALUES ({MARKS}, ?)'
+            rows = [(*row, job) for row, job in zip(rows, jobs, strict=True)]
+        self._write("write the run log to", lambda conn: conn.executemany(insert, rows))
+
+    def write(self, action: str, work: Callable[[sqlite3.Connection], object]) -> bool:
+        """`work(conn)` in one write transaction, as the store's own writes (for the tables
+        of _store_plans); True once committed. Never raises for the database."""
+        return self._write(action, work)
+
+    def read(self, action: str, work: Callable[[sqlite3.Connection], Any], default: Any) -> Any:
+        """`work(conn)` under the store's lock; `default` when the store is unusable or the
+        read failed (reported once). Never raises for the database."""
+        with self._using(action) as conn:
+            if conn is not None:
+                return work(conn)
+        return default
 
     def _logged(self, n: int | None) -> list[tuple[RunRecord, bool]]:
         """The last `n` rows logged (all with None), oldest first, with their truncated flag."""
@@ -368,6 +394,7 @@ class Store:
     def clear(self, *, log: bool = True, cache: bool = True) -> None:
         """Delete the run log and/or the cache (overwritten on disk: secure_delete is on)."""
         tables = [name for name, chosen in (("runs", log), ("cache", cache)) if chosen]
+        tables += PLAN_TABLES if log else ()  # a plan without its rows cannot be resumed
 
         def delete(conn: sqlite3.Connection) -> None:
             for table in tables:

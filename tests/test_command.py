@@ -43,7 +43,7 @@ def test_command_fields_are_the_agreed_contract() -> None:
         "tools", "run_tools", "max_steps",
         "batch", "wait",
         "embed",
-        "schema",
+        "schema", "resume",
     ]  # fmt: skip
     cmd = parse_command("", CELL)
     with pytest.raises(dataclasses.FrozenInstanceError):

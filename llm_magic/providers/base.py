@@ -111,7 +111,7 @@ class ToolCallPiece:
     arguments: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per prompt of a run that may have 100,000
 class Message:
     role: str  # "system", "user", "assistant" or "tool" (a tool's result)
     content: str
