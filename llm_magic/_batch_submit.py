@@ -20,7 +20,7 @@ from ._batch_store import BatchEntry, BatchRow, BatchStoreProblem, add_pending, 
 from ._pricing import cost_usd
 from ._records import RunRecord
 from ._redaction import redact_url
-from ._runner import Job, _params
+from ._runner import Job, job_params, unsent_record
 from .errors import LLMMagicError, ProviderError
 from .providers.base import BatchState
 from .store import Store, cache_key, default_store
@@ -46,24 +46,13 @@ def batch_store() -> Store:
     return store
 
 
-def _job_record(job: Job, run_id: str, **fields: Any) -> RunRecord:
-    """A row for `job` that the runner never sent: failed to submit, or served from the cache."""
-    target = job.spec.primary
-    return RunRecord(
-        run_id=run_id,
-        target=str(target),
-        provider=target.provider,
-        model=target.model,
-        prompt=job.prompt,
-        repeat=job.repeat,
-        params=_params(job),
-        started_at=datetime.now(timezone.utc),
-        **fields,
-    )
+def _unsent(job: Job, run_id: str, **fields: Any) -> RunRecord:
+    """A row for `job` that was not submitted (it failed to, or the cache answered)."""
+    return unsent_record(job, run_id, started_at=datetime.now(timezone.utc), **fields)
 
 
 def _error_row(job: Job, run_id: str, error: str, prices: Prices) -> Row:
-    record = _job_record(job, run_id, finish_reason="error", error=error)
+    record = _unsent(job, run_id, finish_reason="error", error=error)
     account(record, job.messages, prices)
     return job.index, record, True
 
@@ -153,7 +142,7 @@ def _submit_group(
                 job.prompt,
                 str(target),
                 job.repeat,
-                _params(job),
+                job_params(job),
                 _key(job, base_url) if plan.policy.cache else None,
             )
             for job, _ in chunk
@@ -193,7 +182,7 @@ def _cached(
         if hit is None:
             rest.append(job)
             continue
-        rows.append((job.index, copy_answer(hit, _job_record(job, run_id)), False))
+        rows.append((job.index, copy_answer(hit, _unsent(job, run_id)), False))
     return rows, rest
 
 

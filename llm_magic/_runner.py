@@ -254,7 +254,9 @@ def _build_providers(get_provider: Callable[[str], Provider], jobs: Sequence[Job
             get_provider(name)
 
 
-def _interrupted_record(job: Job, run_id: str) -> RunRecord:
+def unsent_record(job: Job, run_id: str, **fields: Any) -> RunRecord:
+    """A row for `job` that no request of this run answered: stopped before it was sent, or
+    (batch runs) not submitted, or served from the cache."""
     target = job.spec.primary
     return RunRecord(
         run_id=run_id,
@@ -262,14 +264,19 @@ def _interrupted_record(job: Job, run_id: str) -> RunRecord:
         provider=target.provider,
         model=target.model,
         prompt=job.prompt,
-        finish_reason="interrupted",
-        error="interrupted before it was sent",
         repeat=job.repeat,
-        params=job.options.sampling(),
+        params=job_params(job),
+        **fields,
     )
 
 
-def _params(job: Job, shared: dict[Any, dict[str, Any]] | None = None) -> dict[str, Any]:
+def _interrupted_record(job: Job, run_id: str) -> RunRecord:
+    return unsent_record(
+        job, run_id, finish_reason="interrupted", error="interrupted before it was sent"
+    )
+
+
+def job_params(job: Job, shared: dict[Any, dict[str, Any]] | None = None) -> dict[str, Any]:
     """What was sent besides the prompt: the sampling options set, and the system prompt
     (it may differ per row, rendered per --over item). One dict for the rows that were sent
     the same (`shared`, the run's): rows replace it, never change it in place."""
@@ -323,7 +330,7 @@ class _Run:
     events: Events | None
     limits: Mapping[str, threading.BoundedSemaphore]  # per-provider requests in flight
     deadlines: Deadlines
-    params: dict[Any, dict[str, Any]] = field(default_factory=dict)  # see _params
+    params: dict[Any, dict[str, Any]] = field(default_factory=dict)  # see job_params
 
 
 _FINAL = ("interrupted", "deadline")  # no fallback after these: the row itself is over
@@ -355,7 +362,7 @@ def _try_target(job: Job, target: Target, run: _Run, token: CancelToken) -> RunR
         model=target.model,
         prompt=job.prompt,
         repeat=job.repeat,
-        params=_params(job, run.params),
+        params=job_params(job, run.params),
     )
     # A row whose tools run is never cached: a tool's result may change (and it has effects).
     cached = run.policy.cache and not (job.tools is not None and job.tools.run)
