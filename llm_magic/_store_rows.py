@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Sequence
+import operator
+from collections.abc import Sequence
 from dataclasses import fields, replace
 from datetime import datetime, timezone
 from typing import Any
@@ -63,42 +64,88 @@ def _redact_json(value: Any) -> Any:
     return value
 
 
-def _texts(record: RunRecord) -> Iterator[str]:
-    """Every string of a record that will be written, params' keys and values included."""
-    stack: list[Any] = [getattr(record, c) for c in _ROW if _KINDS[c] in ("text", "json")]
+def _strings(value: Any, out: list[str], seen: set[int]) -> None:
+    """Add every string inside a JSON-like value, keys included, to `out`. A value already
+    walked (the rows of one run share their params dict) is not walked again."""
+    stack = [value]
     while stack:
         value = stack.pop()
         if isinstance(value, str):
-            yield value
-        elif isinstance(value, dict | list | tuple):
+            out.append(value)
+        elif isinstance(value, dict | list | tuple) and value and id(value) not in seen:
+            seen.add(id(value))
             stack.extend([*map(str, value), *value.values()] if isinstance(value, dict) else value)
 
 
-def _clean(records: Sequence[RunRecord]) -> bool:
-    """True when redact() would change none of the records' strings.
+def _clean(columns: dict[str, list[Any]]) -> bool:
+    """True when redact() would change none of the strings in these columns (name -> values).
 
     redact() reads the environment on every call, too slow for 10,000 strings of a benchmark;
     one call on the strings joined by newlines answers for all of them: a secret or key shape
     inside one string is also inside the joined text (a newline is not a word character, so
-    the key shapes' word boundaries hold). A change anywhere sends us back to string by string.
+    the key shapes' word boundaries hold). A change anywhere sends us back to row by row.
     """
-    joined = "\n".join(s for r in records for s in _texts(r))
+    strings: list[str] = []
+    seen: set[int] = set()
+    for name, values in columns.items():
+        if _KINDS[name] == "text":
+            strings += [v if type(v) is str else str(v) for v in values if v is not None]
+        elif _KINDS[name] == "json":
+            for value in values:
+                if value and id(value) not in seen:  # most rows: {} or the run's shared dict
+                    _strings(value, strings, seen)
+    joined = "\n".join(strings)
     return redact(joined) == joined
 
 
-def _to_sql(name: str, value: Any, redacting: bool) -> Any:
+def _to_sql(name: str, value: Any) -> Any:
+    """One column's value as stored, redacted: the slow path, for a row that holds a secret."""
     kind = _KINDS[name]
-    if value is None or (kind == "real" and math.isnan(value)):
+    if value is None:
         return None
     if kind == "text":
-        return utf8_safe(redact(str(value)) if redacting else str(value))[0]
+        return _text(redact(str(value)))
     if kind == "json":
-        value = _redact_json(value) if redacting else value
-        return utf8_safe(json.dumps(value, sort_keys=True, default=str, ensure_ascii=False))[0]
-    if kind == "time":  # naive datetimes are taken as UTC, as _frame.to_dataframe does
-        when = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-        return when.astimezone(timezone.utc).isoformat()
-    return {"bool": int, "real": float, "int": int}[kind](value)
+        return _json(_redact_json(value))
+    return _stored(kind, [value])[0]
+
+
+def _text(value: Any) -> str:
+    text = value if type(value) is str else str(value)
+    return text if text.isascii() else utf8_safe(text)[0]
+
+
+def _json(value: Any) -> str:
+    return utf8_safe(json.dumps(value, sort_keys=True, default=str, ensure_ascii=False))[0]
+
+
+def _time(value: datetime) -> str:
+    # naive datetimes are taken as UTC, as _frame.to_dataframe does
+    if value.tzinfo is not timezone.utc:
+        value = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+        value = value.astimezone(timezone.utc)
+    return value.isoformat()
+
+
+def _stored(kind: str, values: list[Any]) -> list[Any]:
+    """A column's values as stored (no redaction). Column by column, not cell by cell: a
+    100,000-row run is logged in one pass a column."""
+    if kind == "text":
+        ascii_ = str.isascii
+        return [
+            None if v is None else v if type(v) is str and ascii_(v) else _text(v) for v in values
+        ]
+    if kind == "json":
+        dumped: dict[int, str] = {}  # one dump a shared value (the values stay alive meanwhile)
+        for v in values:
+            if v is not None and id(v) not in dumped:
+                dumped[id(v)] = _json(v)
+        return [None if v is None else dumped[id(v)] for v in values]
+    if kind == "time":
+        return [None if v is None else _time(v) for v in values]
+    if kind == "real":
+        return [None if v is None or math.isnan(v) else float(v) for v in values]
+    return [None if v is None else int(v) for v in values]  # int, bool
 
 
 def _from_sql(name: str, value: Any) -> Any:
@@ -153,14 +200,18 @@ def sql_rows(records: Sequence[RunRecord], limit: int = 0) -> list[tuple[Any, ..
     `limit` (0: whole), every string redacted (cheaply when there is nothing to redact) and
     UTF-8-safe."""
     kept = [_cut(r, limit) for r in records]
-    dirty = not _clean([r for r, _ in kept])
-    rows = []
-    for r, cut in kept:
-        redacting = dirty and not _clean([r])
-        row = [_to_sql(c, getattr(r, c), redacting) for c in _ROW]
-        if cut:
-            row[_OUTPUT] = row[_OUTPUT][:limit]
-        rows.append((*row, int(cut)))
+    logged = [r for r, _ in kept]
+    columns = {c: list(map(operator.attrgetter(c), logged)) for c in _ROW}
+    flags = [int(cut) for _, cut in kept]
+    rows = list(zip(*(_stored(_KINDS[c], v) for c, v in columns.items()), flags, strict=True))
+    if not _clean(columns):
+        for i, r in enumerate(logged):
+            if not _clean({c: [getattr(r, c)] for c in _ROW}):
+                rows[i] = (*(_to_sql(c, getattr(r, c)) for c in _ROW), flags[i])
+    for i in (i for i, cut in enumerate(flags) if cut):
+        row = list(rows[i])
+        row[_OUTPUT] = row[_OUTPUT][:limit]
+        rows[i] = tuple(row)
     return rows
 
 
