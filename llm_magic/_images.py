@@ -1,28 +1,36 @@
 """Images given with a prompt (`--image`, `images=`) read and checked before anything is sent.
 
-Accepted: a path (str or os.PathLike), an http(s) URL (sent as is; the server fetches it),
-bytes, or a PIL image (saved as PNG; Pillow is never imported here, the object saves itself).
+Accepted: a path (str or os.PathLike), an http(s) URL (sent as is; the server fetches it, or,
+for a server that takes images only as data (Ollama), `fetched` here once per URL), bytes, or a
+PIL image (saved as PNG; Pillow is never imported here, the object saves itself).
 The media type comes from the first bytes (PNG, JPEG, GIF, WEBP), never from a file name.
 Anything else, a missing file, or more than MAX_IMAGE_BYTES is one UsageProblem line.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import os
+import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ._redaction import redact_url
 from .errors import UsageProblem
 from .providers.base import Image
 
-__all__ = ["MAX_IMAGE_BYTES", "image_names", "load_images", "media_type_of"]
+__all__ = ["MAX_IMAGE_BYTES", "fetched", "image_names", "load_images", "media_type_of"]
 
 # A bound on what one image may be, so a wrong file never goes out; servers may take less
 # (Mistral: 10 MB), and then their row's error says so.
 MAX_IMAGE_BYTES = 20 * 2**20
 _KINDS = "a PNG, JPEG, GIF or WEBP image"
+# A URL fetched for a server that takes only data: its whole time, and how many redirects.
+FETCH_DEADLINE_S = 30.0
+_FETCH_REDIRECTS = 3
 _FORMS = "a path, an http(s) URL, bytes or a PIL image"
 
 
@@ -119,3 +127,46 @@ def image_names(words: Iterable[str], namespace: Any) -> list[Any]:
         else:
             values.append(word)
     return values
+
+
+def fetched(image: Image) -> Image:
+    """`image` as data: a URL image is fetched (bounded: FETCH_DEADLINE_S in all, at most
+    MAX_IMAGE_BYTES, typed by its first bytes), for a server that takes images only as data.
+    The last few URLs are remembered, so the rows of one run fetch a URL once. Raises
+    ValueError with a one-line reason (the row's error)."""
+    if image.url is None:
+        return image
+    with _FETCHING:  # one fetch at a time: rows asking for one URL at once wait for the first
+        return _fetch(image.url)
+
+
+_FETCHING = threading.Lock()
+
+
+@functools.lru_cache(maxsize=4)  # at most 4 x MAX_IMAGE_BYTES held
+def _fetch(url: str) -> Image:
+    import httpx  # only when an image URL goes to a server that cannot fetch it
+
+    shown = f"the image at {redact_url(url)}"
+    end = time.monotonic() + FETCH_DEADLINE_S
+    data = bytearray()
+    try:
+        with httpx.Client(
+            timeout=httpx.Timeout(10.0, connect=5.0),
+            follow_redirects=True,
+            max_redirects=_FETCH_REDIRECTS,
+        ) as client, client.stream("GET", url) as reply:
+            if reply.status_code != 200:
+                raise ValueError(f"{shown} answered HTTP {reply.status_code}")
+            for piece in reply.iter_bytes():
+                data += piece
+                if len(data) > MAX_IMAGE_BYTES:
+                    raise ValueError(f"{shown} is over {MAX_IMAGE_BYTES // 2**20} MB")
+                if time.monotonic() > end:
+                    raise ValueError(f"{shown} took over {FETCH_DEADLINE_S:.0f} s to fetch")
+    except httpx.HTTPError as exc:
+        raise ValueError(f"{shown} could not be fetched ({type(exc).__name__})") from None
+    media_type = media_type_of(bytes(data[:16]))
+    if media_type is None:
+        raise ValueError(f"{shown} is not {_KINDS}")
+    return Image(data=bytes(data), media_type=media_type)

@@ -14,12 +14,13 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._accounting import account, estimate_tokens
 from ._deadlines import Armed, Deadlines
+from ._images import fetched
 from ._records import RunRecord
 from ._redaction import Redactor, redact, redact_url
 from ._targets import Target, TargetSpec
@@ -541,7 +542,7 @@ def _attempt(
     start = time.perf_counter()
     try:
         provider = get_provider(target.provider)
-        _check_takes_images(provider, job, target)
+        messages = _with_images(provider, messages, target)
         # optional: load the model (embedded), or its embedding instance
         prepare = getattr(provider, "prepare_embeddings" if job.texts else "prepare", None)
         if prepare is not None:
@@ -598,24 +599,29 @@ def _attempt(
     return error
 
 
-def _check_takes_images(provider: Provider, job: Job, target: Target) -> None:
-    """A target that cannot take the job's images fails its row, in one line, before anything
-    is sent or loaded (a provider class declares it: ProviderFacts.takes_images)."""
-    images = [image for m in job.messages for image in m.images]
-    if not images:
-        return
+def _with_images(
+    provider: Provider, messages: Sequence[Message], target: Target
+) -> list[Message]:
+    """The messages as `provider` can take their images. A target that cannot take images
+    fails its row, in one line, before anything is sent or loaded (a provider class declares
+    it: ProviderFacts.takes_images); for one that takes them only as data (Ollama), URL images
+    are fetched here first (`_images.fetched`: bounded in time and size)."""
+    if not any(m.images for m in messages):
+        return list(messages)
     if not getattr(provider, "takes_images", False):
         raise ProviderError(
             f"{target.model} cannot take images (--image, images=): it reads text only",
             provider=target.provider,
         )
-    if any(image.url is not None for image in images) and not getattr(
-        provider, "takes_image_urls", False
-    ):
-        raise ProviderError(
-            "takes images as data, not URLs: give the file's path or its bytes",
-            provider=target.provider,
-        )
+    if getattr(provider, "takes_image_urls", False):
+        return list(messages)
+    try:
+        return [
+            replace(m, images=tuple(fetched(i) for i in m.images)) if m.images else m
+            for m in messages
+        ]
+    except ValueError as exc:
+        raise ProviderError(str(exc), provider=target.provider) from None
 
 
 def _embedded(

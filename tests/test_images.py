@@ -210,16 +210,73 @@ def pd_na(value) -> bool:
     return value is pd.NA or value is None
 
 
-def test_ollama_refuses_a_url_in_its_row_and_sends_nothing(backends):
+@pytest.fixture
+def image_site():
+    """A loopback web server with a PNG, a page that is not an image, a redirect and a 404."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    hits: list[str] = []
+
+    class Site(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            hits.append(self.path)
+            found = {"/cat.png": PNG, "/page": b"<html>not an image</html>"}
+            if self.path == "/moved":
+                self.send_response(302)
+                self.send_header("Location", "/cat.png")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            body = found.get(self.path)
+            self.send_response(200 if body is not None else 404)
+            self.send_header("Content-Length", str(len(body or b"")))
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Site)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server.hits = hits
+    server.url = f"http://127.0.0.1:{server.server_address[1]}"
+    from llm_magic._images import _fetch
+
+    _fetch.cache_clear()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_ollama_gets_a_url_image_fetched_as_data_once_per_url(backends, image_site):
+    url = image_site.url + "/moved"
     df = llm_magic.compare(
-        "Describe it.", ["ollama:llama3.2", "anthropic:claude-haiku-4-5"],
-        images="https://example.com/cat.png",
+        ["Describe it.", "Again."],
+        ["ollama:llama3.2", "anthropic:claude-haiku-4-5"],
+        images=url,
     )
-    assert df["error"][0] == (
-        "ollama: takes images as data, not URLs: give the file's path or its bytes"
-    )
+    ollama_rows = df[df["provider"] == "ollama"]
+    assert ollama_rows["error"].isna().all(), ollama_rows["error"].tolist()
+    assert all(note(PNG) in text for text in ollama_rows["output"])  # the bytes arrived whole
+    anthropic_rows = df[df["provider"] == "anthropic"]
+    assert all(f"[image url {url}]" in text for text in anthropic_rows["output"])  # as a URL
+    assert image_site.hits == ["/moved", "/cat.png"]  # two rows, one fetch (and its redirect)
+    assert df["params"][0]["images"] == [
+        {"url": url, "sha256": hashlib.sha256(url.encode()).hexdigest()}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [("/page", "is not a PNG, JPEG, GIF or WEBP image"), ("/gone", "answered HTTP 404")],
+)
+def test_a_url_that_is_not_an_image_fails_the_ollama_row_only(backends, image_site, path, reason):
+    url = image_site.url + path
+    df = llm_magic.compare("Describe it.", ["ollama:llama3.2", "openai:gpt-4o-mini"], images=url)
+    assert df["error"][0] == f"ollama: the image at {url} {reason}"
     assert backends.ollama.chat_requests() == []
-    assert "[image url https://example.com/cat.png]" in df["output"][1]
+    assert pd_na(df["error"][1]) and f"[image url {url}]" in df["output"][1]
 
 
 def test_the_log_keeps_a_hash_and_size_never_the_bytes(backends, isolated_env):
@@ -253,9 +310,7 @@ def test_image_takes_variables_and_literal_paths(ip, backends, tmp_path):
     path = tmp_path / "chart.png"
     path.write_bytes(PNG)
     ip.user_ns["photo"] = JPEG
-    df = run_frame(
-        ip, f"%%llm openai:gpt-4o-mini -q --image photo --image {path}\nDescribe both."
-    )
+    df = run_frame(ip, f"%%llm openai:gpt-4o-mini -q --image photo --image {path}\nDescribe both.")
     assert note(JPEG, "image/jpeg") in df["output"][0] and note(PNG) in df["output"][0]
     assert [i["media_type"] for i in df["params"][0]["images"]] == ["image/jpeg", "image/png"]
 

@@ -39,7 +39,7 @@ def mistral_message(message: Message) -> dict[str, Any]:
 def ollama_message(message: Message, provider: str = "ollama") -> dict[str, Any]:
     wire = message.to_dict()
     if message.images:
-        if any(image.url is not None for image in message.images):  # the runner refuses first
+        if any(image.url is not None for image in message.images):  # the runner fetches first
             raise ProviderError("takes images as data, not URLs", provider=provider)
         wire["images"] = [image.base64() for image in message.images]
     return wire
