@@ -200,8 +200,13 @@ def rows_of(store: Store, entry: BatchEntry) -> list[BatchRow]:
     columns = list(_ROW)[1:]
     sql = f'SELECT {_names(columns)} FROM batch_rows WHERE key = ? ORDER BY "index"'
     rows = []
+    # Rows sent alike share one params dict, as a live run's do: read once, stored once.
+    params: dict[str, dict] = {}
     for values in _read(store, sql, [entry.key]):
         row = BatchRow(**dict(zip(columns, values, strict=True)))
-        row.params = json.loads(row.params) if isinstance(row.params, str) else {}
+        text = row.params if isinstance(row.params, str) else "{}"
+        if text not in params:
+            params[text] = json.loads(text)
+        row.params = params[text]
         rows.append(row)
     return rows
