@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from ._redaction import redact
+from ._redaction import Redactor
 from ._store_rows import STORED_COLS, record_of
 from ._utf8 import utf8_safe
 
@@ -55,7 +55,7 @@ def create_plan_tables(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX IF NOT EXISTS runs_by_job ON runs (run_id, job)")
 
 
-def _stored(text: str) -> str:
+def _stored(text: str, redact: Callable[[str], str]) -> str:
     return utf8_safe(redact(text))[0]
 
 
@@ -75,8 +75,9 @@ def save_plan(
         jobs,
         json.dumps(dict(essentials), sort_keys=True),
     )
+    clean = Redactor()  # the environment read once for all the prompts, not once a prompt
     rows = [
-        (run_id, no, _stored(prompt), _stored(system) if system else None)
+        (run_id, no, _stored(prompt, clean), _stored(system, clean) if system else None)
         for no, (prompt, system) in enumerate(prompts)
     ]
 
