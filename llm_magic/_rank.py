@@ -124,11 +124,13 @@ def bradley_terry(wins: np.ndarray, iterations: int = 5000, tol: float = 1e-10) 
 def rank_frame(
     frame: pd.DataFrame,
     judge: Judge,
-    rubric: str = RUBRIC,
+    rubric: str | Sequence[str] = RUBRIC,
     seed: int | None = 0,
     resamples: int = 1000,
 ) -> pd.DataFrame:
-    """The ranking table of `frame`'s targets (best first); its attrs hold the verdicts
+    """The ranking table of `frame`'s targets (best first), judged by `rubric`: one for all,
+    or one per row of the frame (a templated rubric filled per row; a pair is judged by the
+    rubric of its first answer's row, which answered the same prompt). Its attrs hold the verdicts
     (attrs["verdicts"]: a list of dicts, _VERDICT_FIELDS each) and the judge's figures
     (attrs["judge"]). Plain, JSON-able values: a DataFrame in attrs would make pd.concat of two
     tables fail (pandas compares attrs with ==) and to_parquet too."""
@@ -136,8 +138,11 @@ def rank_frame(
     k = len(targets)
     asked, skipped = _pairs(slots, failed, k)
     outputs = frame["output"].tolist()
+    rubrics = rubric if not isinstance(rubric, str) else [rubric] * len(frame)
     prompts = [
-        pair_prompt(rubric, str(p.prompt), _text(outputs[p.row_a]), _text(outputs[p.row_b]))
+        pair_prompt(
+            rubrics[p.row_a], str(p.prompt), _text(outputs[p.row_a]), _text(outputs[p.row_b])
+        )
         for p in asked
     ]
     records = judge.ask(prompts, PAIR_SCHEMA)

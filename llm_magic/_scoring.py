@@ -77,27 +77,11 @@ def check_frame(
     compiled = compile_checks(checks, namespace)
     if not compiled:
         raise UsageProblem("df.llm.check() got no checks, e.g. df.llm.check('contains:Paris')")
-    items = _items_per_row(frame, over)
-    columns = {str(c): frame[c].tolist() for c in frame.columns if not is_check_column(c)}
+    scope = RowScope(frame, over, namespace)
     for check in compiled:
-        for name in check.fields:
-            if name not in columns and not (items and name in items[0]) and name not in namespace:
-                raise UsageProblem(
-                    f"check {str(check.spec)!r}: {{{name}}} is not a column of the frame, a field"
-                    " of over= or a notebook variable"
-                )
-
-    def lookup(i: int, name: str) -> Any:
-        if name in columns:
-            return columns[name][i]
-        if items and name in items[i]:
-            return items[i][name]
-        return namespace[name]
-
-    args = [_fills(check, len(frame), lookup) for check in compiled]
-
-    def row(i: int) -> Mapping[str, Any]:
-        return {**(items[i] if items else {}), **{k: v[i] for k, v in columns.items()}}
+        scope.need(check.fields, f"check {str(check.spec)!r}")
+    args = [_fills(check, len(frame), scope.lookup) for check in compiled]
+    row = scope.row
 
     kinds = {c.kind for c in compiled}
     return _scored(
@@ -108,6 +92,41 @@ def check_frame(
         judge() if judge is not None and "judge" in kinds else None,
         embedder() if embedder is not None and "similar" in kinds else None,
     )
+
+
+class RowScope:
+    """Where a template's {fields} are found for row i of a frame: the row's columns, then the
+    `over` item the row came from, then `namespace` (the notebook's names)."""
+
+    def __init__(self, frame: pd.DataFrame, over: Any, namespace: Mapping[str, Any]) -> None:
+        self.items = _items_per_row(frame, over)
+        self.columns = {
+            str(c): frame[c].tolist() for c in frame.columns if not is_check_column(c)
+        }
+        self.namespace = namespace
+
+    def need(self, names: Sequence[str], what: str) -> None:
+        """UsageProblem (before anything is asked) for a field found nowhere."""
+        items = self.items
+        for name in names:
+            if name not in self.columns and not (items and name in items[0]) and (
+                name not in self.namespace
+            ):
+                raise UsageProblem(
+                    f"{what}: {{{name}}} is not a column of the frame, a field of over= or a"
+                    " notebook variable"
+                )
+
+    def lookup(self, i: int, name: str) -> Any:
+        if name in self.columns:
+            return self.columns[name][i]
+        if self.items and name in self.items[i]:
+            return self.items[i][name]
+        return self.namespace[name]
+
+    def row(self, i: int) -> Mapping[str, Any]:
+        items = self.items
+        return {**(items[i] if items else {}), **{k: v[i] for k, v in self.columns.items()}}
 
 
 def _scored(

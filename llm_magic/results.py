@@ -277,12 +277,17 @@ class LLMAccessor:
         seed: int | None = 0,
         resamples: int = 1000,
         cache: bool | None = None,
+        over: Any = None,
+        variables: Mapping[str, Any] | None = None,
     ) -> pd.DataFrame:
         """Pairwise ranking of the frame's targets by `judge` (default: the default target):
         every pair's answers to each prompt judged in both orders. Per target, best first:
         wins, losses, ties, unreadable, skipped, win_rate and a Bradley–Terry strength with a
         95 % bootstrap interval over the prompts (`seed` fixes it; None: a fresh one). The
-        verdicts are in attrs["verdicts"], the judge's figures in attrs["judge"]."""
+        verdicts are in attrs["verdicts"], the judge's figures in attrs["judge"]. The rubric
+        is a template like a judge: check's ("the right answer is {expected}"), filled per
+        prompt from the row's columns, then `over`, then `variables` (default: the notebook's
+        names)."""
         from ._plan import make_judge
         from ._rank import RUBRIC, rank_frame
         from ._request import Request
@@ -294,8 +299,9 @@ class LLMAccessor:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise UsageProblem(f"df.llm.rank(): {name}={value!r} is not a whole number >= 0")
         request = Request(prompts=("",), judge=judge, cache=cache)
+        rubrics = _rubrics(self._frame, rubric or RUBRIC, over, variables)
         made = make_judge(request, session)  # an unknown judge is refused before anything
-        return rank_frame(self._frame, made, rubric or RUBRIC, seed, resamples)
+        return rank_frame(self._frame, made, rubrics, seed, resamples)
 
     def to_batch_file(self, path: Any) -> Any:
         """Each row's request (prompt, target, system prompt and sampling from `params`) as
@@ -386,6 +392,22 @@ class LLMAccessor:
             ax.set_title(title)
             ax.set_xlabel("")
         return axes[0]
+
+
+def _rubrics(
+    frame: pd.DataFrame, rubric: str, over: Any, variables: Mapping[str, Any] | None
+) -> str | list[str]:
+    """rank()'s rubric, filled per row when it has {fields} (UsageProblem for one found
+    nowhere, before anything is asked)."""
+    from ._checks import notebook_namespace
+    from ._template import fields, render
+
+    names = fields(rubric)
+    if not names:
+        return rubric
+    scope = scoring.RowScope(frame, over, notebook_namespace() if variables is None else variables)
+    scope.need(names, f"rank() rubric {rubric!r}")
+    return [render(rubric, {n: scope.lookup(i, n) for n in names}) for i in range(len(frame))]
 
 
 def _quantile(values: pd.Series, q: float) -> float:

@@ -218,6 +218,23 @@ def test_pair_verdicts_are_read_leniently(text: str, winner: str | None) -> None
     assert read_winner(text)[0] == winner
 
 
+def test_the_rubric_is_filled_per_prompt_from_over_and_the_notebook(backends) -> None:
+    cases = pd.DataFrame({"question": ["Capital of France?", "2+2?"], "expected": ["Paris", "4"]})
+    frame = llm_magic.compare("{question}", [LLAMA, MISTRAL], over=cases)
+    backends.openai.faults.reply_to = prefers("llama3.2")
+    frame.llm.rank(
+        judge=JUDGE, rubric="{style}: the right answer is {expected}", over=cases,
+        variables={"style": "Be strict"},
+    )
+    rubrics = sorted(re.search(r"RUBRIC:\n(.*)\n", p).group(1) for p in _judge_prompts(backends))
+    assert rubrics == ["Be strict: the right answer is 4"] * 2 + [
+        "Be strict: the right answer is Paris"
+    ] * 2
+    with pytest.raises(UsageProblem, match=r"rank\(\) rubric .*\{nowhere\} is not a column"):
+        frame.llm.rank(judge=JUDGE, rubric="{nowhere}", over=cases, variables={})
+    assert len(_judge_prompts(backends)) == 4  # the refused one sent nothing
+
+
 def test_bad_input_is_one_line_before_anything_is_sent(backends) -> None:
     one = llm_magic.compare("Hi", LLAMA)
     with pytest.raises(UsageProblem, match="at least two targets"):
