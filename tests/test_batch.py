@@ -379,9 +379,11 @@ def test_a_batch_the_provider_no_longer_knows_and_an_output_file_of_another_form
 def test_an_older_store_gains_the_batch_tables_and_keeps_its_rows(wired, isolated_env) -> None:
     path = isolated_env / "home" / "log.db"
     llm_magic.compare(["live before"], "openai:gpt-4o-mini")
+    import contextlib
     import sqlite3
 
-    with sqlite3.connect(path) as conn:
+    # closing(): sqlite3's own `with` commits but leaves the connection open (3.13 warns)
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
         conn.execute("CREATE TABLE IF NOT EXISTS batches (key TEXT PRIMARY KEY, run_id TEXT)")
     assert "batch_rows" not in tables  # a store as an older llm_magic left it (an older
