@@ -177,12 +177,11 @@ class Panel(w.VBox):
             value=system, placeholder="optional system prompt", rows=2, layout=_FULL
         )
         # Text, not a number box: empty means "the setting" (%config, env, file, 600 s).
-        self.deadline = w.Text(
+        self.deadline = _text_box(
+            "deadline (s)",
+            "seconds in all for one answer, retries included; 0: none",
             placeholder="the setting (600)",
-            description="deadline (s)",
-            tooltip="seconds in all for one answer, retries included; 0: none",
-            style=_LABELLED,
-            layout=w.Layout(width="16em"),
+            width="16em",
         )
         self.checks = w.Textarea(
             placeholder="one check a line, e.g. contains:Paris, json, correct=py:grade",
@@ -191,12 +190,11 @@ class Panel(w.VBox):
         )
         self.judge = _target_box("judge", "the target that judges judge: checks (--judge)")
         self.embed = _target_box("embed", "the target that embeds for similar: checks (--embed)")
-        self.schema = w.Text(
+        self.schema = _text_box(
+            "schema",
+            "structured output (--schema VAR): every answer held to it and read",
             placeholder="a notebook variable: a JSON Schema dict or a Pydantic model class",
-            description="schema",
-            tooltip="structured output (--schema VAR): every answer held to it and read",
-            style=_LABELLED,
-            layout=w.Layout(width="36em"),
+            width="36em",
         )
         # Images sent with the prompt (--image): checked by the planner like any other input.
         self.images = w.FileUpload(
@@ -424,13 +422,18 @@ def _seconds(text: str, name: str) -> float | None:
         raise UsageProblem(f"{name}: {text!r} is not a number of seconds") from None
 
 
-def _target_box(description: str, tooltip: str) -> w.Text:
-    """A target typed, not picked: empty means the default target, as --judge or --embed
-    left out does."""
+def _text_box(description: str, tooltip: str, placeholder: str, width: str) -> w.Text:
+    """A labelled one-line text box."""
     return w.Text(
-        placeholder="the default target",
+        placeholder=placeholder,
         description=description,
         tooltip=tooltip,
         style=_LABELLED,
-        layout=w.Layout(width="24em"),
+        layout=w.Layout(width=width),
     )
+
+
+def _target_box(description: str, tooltip: str) -> w.Text:
+    """A target typed, not picked: empty means the default target, as --judge or --embed
+    left out does."""
+    return _text_box(description, tooltip, placeholder="the default target", width="24em")
