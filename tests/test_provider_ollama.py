@@ -14,7 +14,7 @@ from provider_checks import MSGS, REPLY, contract, drain, text_of
 from servers.base import Exchange, TestServer
 
 from llm_magic import errors
-from llm_magic.providers import _ollama as ollama_module
+from llm_magic.providers import _ollama_models as ollama_module
 from llm_magic.providers import get_provider
 from llm_magic.providers._ollama import OllamaProvider, parse_ollama_host
 from llm_magic.providers.base import CancelToken, Chunk, Options, Usage

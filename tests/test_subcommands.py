@@ -15,7 +15,7 @@ from test_discovery import write_gguf
 from test_provider_ollama import ScriptedPull
 
 from llm_magic import _discovery as discovery
-from llm_magic.providers import _ollama as ollama_module
+from llm_magic.providers import _ollama_models as ollama_module
 from llm_magic.providers._gguf import bundled_gguf
 
 KEY = "sk-SENTINEL-subcommands-0123456789"
