@@ -29,7 +29,7 @@ RATE_PROBE = """
 import json, sys, time
 side, prompt, tokens, reps = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 from llm_magic.providers import _gguf as gguf
-from llm_magic.providers._local import n_threads
+from llm_magic.providers._local_models import n_threads
 rates = []
 if side == "ours":
     import llm_magic
@@ -106,7 +106,7 @@ def main() -> None:
         ours += rates("ours", args.tokens, 3)
         raw += rates("raw", args.tokens, 3)
     mo, mr = statistics.median(ours), statistics.median(raw)
-    from llm_magic.providers._local import n_threads
+    from llm_magic.providers._local_models import n_threads
 
     print(
         f"tokens/s, {args.tokens} greedy tokens, {n_threads()} threads:"

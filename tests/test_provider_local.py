@@ -19,7 +19,7 @@ import pytest
 
 from llm_magic import errors
 from llm_magic.errors import Cancelled, ProviderError
-from llm_magic.providers import _local as local
+from llm_magic.providers import _local_models as local_models
 from llm_magic.providers._gguf import GGUFError, bundled_gguf, read_gguf
 from llm_magic.providers._local import LocalProvider, ModelNotFound, loaded, unload
 from llm_magic.providers.base import CancelToken, Message, Options
@@ -364,11 +364,11 @@ def test_the_private_llama_cpp_parts_we_use_are_still_there():
         assert model.token_get_text(llm.token_eos()) == "<|im_end|>"
         assert model.token_get_text(llm.token_bos()) == "<|im_start|>"
         # The provider's own paths through them: a token's bytes, end-of-generation as None.
-        entry = local._Loaded("smollm2", str(BUNDLED), llm, 256, 0.0, None)
+        entry = local_models.Loaded("smollm2", str(BUNDLED), llm, 256, 0.0, None)
         (hello,) = llm.tokenize(b"Hello", add_bos=False)
         assert entry.piece(hello) == b"Hello"
         assert entry.piece(llm.token_eos()) is None
-        assert local._make_formatter(llm).eos_token == "<|im_end|>"
+        assert local_models._make_formatter(llm).eos_token == "<|im_end|>"
     finally:
         llm.close()
 
